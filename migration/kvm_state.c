@@ -1,0 +1,123 @@
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "migration/kvm_state.h"
+
+#define TRY(fd, req, arg, name)                                                   \
+    do {                                                                          \
+        if (ioctl((fd), (req), (arg)) < 0) {                                      \
+            snprintf(err, errlen, "%s: %s", (name), strerror(errno));           \
+            return -1;                                                            \
+        }                                                                         \
+    } while (0)
+
+int msr_list_build(int kvm_fd, int vcpu_fd, struct msr_list *l, char *err, size_t errlen)
+{
+    struct {
+        struct kvm_msr_list h;
+        uint32_t idx[1024];
+    } all = { .h.nmsrs = 1024 };
+    TRY(kvm_fd, KVM_GET_MSR_INDEX_LIST, &all, "KVM_GET_MSR_INDEX_LIST");
+    l->n = 0;
+    for (uint32_t i = 0; i < all.h.nmsrs && l->n < KVM_STATE_MAX_MSRS; i++) {
+        struct {
+            struct kvm_msrs h;
+            struct kvm_msr_entry e;
+        } one = { .h.nmsrs = 1, .e.index = all.idx[i] };
+        if (ioctl(vcpu_fd, KVM_GET_MSRS, &one) == 1)
+            l->index[l->n++] = all.idx[i];
+    }
+    return 0;
+}
+
+static int msrs_io(int vcpu_fd, unsigned long req, struct kvm_msr_entry *e, uint32_t n,
+                   const char *name, char *err, size_t errlen)
+{
+    struct kvm_msrs *m = malloc(sizeof(*m) + n * sizeof(*e));
+    if (!m) {
+        snprintf(err, errlen, "%s: out of memory", name);
+        return -1;
+    }
+    m->nmsrs = n;
+    m->pad = 0;
+    memcpy(m->entries, e, n * sizeof(*e));
+    int r = ioctl(vcpu_fd, req, m);
+    if (r == (int)n)
+        memcpy(e, m->entries, n * sizeof(*e));
+    free(m);
+    if (r != (int)n) {
+        if (r < 0)
+            snprintf(err, errlen, "%s: %s", name, strerror(errno));
+        else
+            snprintf(err, errlen, "%s: MSR 0x%x rejected", name, e[r].index);
+        return -1;
+    }
+    return 0;
+}
+
+int vcpu_state_get(int fd, const struct msr_list *l, struct vcpu_kvm_state *s,
+                   char *err, size_t errlen)
+{
+    memset(s, 0, sizeof(*s));
+    TRY(fd, KVM_GET_REGS, &s->regs, "KVM_GET_REGS");
+    TRY(fd, KVM_GET_SREGS, &s->sregs, "KVM_GET_SREGS");
+    TRY(fd, KVM_GET_FPU, &s->fpu, "KVM_GET_FPU");
+    TRY(fd, KVM_GET_XSAVE, &s->xsave, "KVM_GET_XSAVE");
+    TRY(fd, KVM_GET_XCRS, &s->xcrs, "KVM_GET_XCRS");
+    TRY(fd, KVM_GET_VCPU_EVENTS, &s->events, "KVM_GET_VCPU_EVENTS");
+    TRY(fd, KVM_GET_MP_STATE, &s->mp, "KVM_GET_MP_STATE");
+    TRY(fd, KVM_GET_DEBUGREGS, &s->dregs, "KVM_GET_DEBUGREGS");
+    TRY(fd, KVM_GET_LAPIC, &s->lapic, "KVM_GET_LAPIC");
+    s->nmsrs = l->n;
+    for (uint32_t i = 0; i < l->n; i++)
+        s->msrs[i].index = l->index[i];
+    return msrs_io(fd, KVM_GET_MSRS, s->msrs, s->nmsrs, "KVM_GET_MSRS", err, errlen);
+}
+
+/* Order matters: sregs (EFER, APIC base) before MSRs and the LAPIC; XCRs
+ * before XSAVE; events and MP state last so nothing overwrites them. */
+int vcpu_state_set(int fd, const struct vcpu_kvm_state *s, char *err, size_t errlen)
+{
+    TRY(fd, KVM_SET_SREGS, &s->sregs, "KVM_SET_SREGS");
+    TRY(fd, KVM_SET_REGS, &s->regs, "KVM_SET_REGS");
+    TRY(fd, KVM_SET_XCRS, &s->xcrs, "KVM_SET_XCRS");
+    TRY(fd, KVM_SET_XSAVE, &s->xsave, "KVM_SET_XSAVE");
+    struct kvm_msr_entry msrs[KVM_STATE_MAX_MSRS];
+    uint32_t n = s->nmsrs < KVM_STATE_MAX_MSRS ? s->nmsrs : KVM_STATE_MAX_MSRS;
+    memcpy(msrs, s->msrs, n * sizeof(msrs[0]));
+    if (msrs_io(fd, KVM_SET_MSRS, msrs, n, "KVM_SET_MSRS", err, errlen) < 0)
+        return -1;
+    TRY(fd, KVM_SET_LAPIC, &s->lapic, "KVM_SET_LAPIC");
+    TRY(fd, KVM_SET_DEBUGREGS, &s->dregs, "KVM_SET_DEBUGREGS");
+    TRY(fd, KVM_SET_VCPU_EVENTS, &s->events, "KVM_SET_VCPU_EVENTS");
+    TRY(fd, KVM_SET_MP_STATE, &s->mp, "KVM_SET_MP_STATE");
+    return 0;
+}
+
+int vm_state_get(int fd, struct vm_kvm_state *s, char *err, size_t errlen)
+{
+    memset(s, 0, sizeof(*s));
+    s->pic_master.chip_id = KVM_IRQCHIP_PIC_MASTER;
+    s->pic_slave.chip_id = KVM_IRQCHIP_PIC_SLAVE;
+    s->ioapic.chip_id = KVM_IRQCHIP_IOAPIC;
+    TRY(fd, KVM_GET_IRQCHIP, &s->pic_master, "KVM_GET_IRQCHIP (PIC master)");
+    TRY(fd, KVM_GET_IRQCHIP, &s->pic_slave, "KVM_GET_IRQCHIP (PIC slave)");
+    TRY(fd, KVM_GET_IRQCHIP, &s->ioapic, "KVM_GET_IRQCHIP (IOAPIC)");
+    TRY(fd, KVM_GET_PIT2, &s->pit, "KVM_GET_PIT2");
+    TRY(fd, KVM_GET_CLOCK, &s->clock, "KVM_GET_CLOCK");
+    return 0;
+}
+
+int vm_state_set(int fd, const struct vm_kvm_state *s, char *err, size_t errlen)
+{
+    TRY(fd, KVM_SET_IRQCHIP, &s->pic_master, "KVM_SET_IRQCHIP (PIC master)");
+    TRY(fd, KVM_SET_IRQCHIP, &s->pic_slave, "KVM_SET_IRQCHIP (PIC slave)");
+    TRY(fd, KVM_SET_IRQCHIP, &s->ioapic, "KVM_SET_IRQCHIP (IOAPIC)");
+    TRY(fd, KVM_SET_PIT2, &s->pit, "KVM_SET_PIT2");
+    struct kvm_clock_data c = { .clock = s->clock.clock };
+    TRY(fd, KVM_SET_CLOCK, &c, "KVM_SET_CLOCK");
+    return 0;
+}

@@ -1,0 +1,260 @@
+/* State tables for KVM's architectural state and Ferry's devices. The
+ * kernel's own ABI structs are described field by field where the fields are
+ * meaningful on their own, and as fixed byte blocks where the kernel defines
+ * an opaque image (LAPIC registers, XSAVE area, irqchip, vCPU events). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "migration/sections.h"
+
+static const struct vmstate_field seg_fields[] = {
+    VMSTATE_U64(struct kvm_segment, base), VMSTATE_U32(struct kvm_segment, limit),
+    VMSTATE_U16(struct kvm_segment, selector), VMSTATE_U8(struct kvm_segment, type),
+    VMSTATE_U8(struct kvm_segment, present), VMSTATE_U8(struct kvm_segment, dpl),
+    VMSTATE_U8(struct kvm_segment, db), VMSTATE_U8(struct kvm_segment, s),
+    VMSTATE_U8(struct kvm_segment, l), VMSTATE_U8(struct kvm_segment, g),
+    VMSTATE_U8(struct kvm_segment, avl), VMSTATE_U8(struct kvm_segment, unusable),
+    VMSTATE_END,
+};
+static const struct vmstate_desc vmstate_seg = { "segment", 1, 1, seg_fields, sizeof(struct kvm_segment) };
+
+static const struct vmstate_field dtable_fields[] = {
+    VMSTATE_U64(struct kvm_dtable, base), VMSTATE_U16(struct kvm_dtable, limit), VMSTATE_END,
+};
+static const struct vmstate_desc vmstate_dtable = { "dtable", 1, 1, dtable_fields, sizeof(struct kvm_dtable) };
+
+#define R(m) VMSTATE_U64(struct kvm_regs, m)
+static const struct vmstate_field regs_fields[] = {
+    R(rax), R(rbx), R(rcx), R(rdx), R(rsi), R(rdi), R(rsp), R(rbp), R(r8), R(r9), R(r10),
+    R(r11), R(r12), R(r13), R(r14), R(r15), R(rip), R(rflags), VMSTATE_END,
+};
+#undef R
+static const struct vmstate_desc vmstate_regs = { "regs", 1, 1, regs_fields, sizeof(struct kvm_regs) };
+
+#define SEG(m) VMSTATE_STRUCT(struct kvm_sregs, m, vmstate_seg)
+#define S64(m) VMSTATE_U64(struct kvm_sregs, m)
+static const struct vmstate_field sregs_fields[] = {
+    SEG(cs), SEG(ds), SEG(es), SEG(fs), SEG(gs), SEG(ss), SEG(tr), SEG(ldt),
+    VMSTATE_STRUCT(struct kvm_sregs, gdt, vmstate_dtable),
+    VMSTATE_STRUCT(struct kvm_sregs, idt, vmstate_dtable),
+    S64(cr0), S64(cr2), S64(cr3), S64(cr4), S64(cr8), S64(efer), S64(apic_base),
+    VMSTATE_ARRAY_U64(struct kvm_sregs, interrupt_bitmap), VMSTATE_END,
+};
+#undef SEG
+#undef S64
+static const struct vmstate_desc vmstate_sregs = { "sregs", 1, 1, sregs_fields, sizeof(struct kvm_sregs) };
+
+static const struct vmstate_field fpu_fields[] = {
+    VMSTATE_BYTES(struct kvm_fpu, fpr), VMSTATE_U16(struct kvm_fpu, fcw),
+    VMSTATE_U16(struct kvm_fpu, fsw), VMSTATE_U8(struct kvm_fpu, ftwx),
+    VMSTATE_U16(struct kvm_fpu, last_opcode), VMSTATE_U64(struct kvm_fpu, last_ip),
+    VMSTATE_U64(struct kvm_fpu, last_dp), VMSTATE_BYTES(struct kvm_fpu, xmm),
+    VMSTATE_U32(struct kvm_fpu, mxcsr), VMSTATE_END,
+};
+static const struct vmstate_desc vmstate_fpu = { "fpu", 1, 1, fpu_fields, sizeof(struct kvm_fpu) };
+
+static const struct vmstate_field xcr_fields[] = {
+    VMSTATE_U32(struct kvm_xcr, xcr), VMSTATE_U64(struct kvm_xcr, value), VMSTATE_END,
+};
+static const struct vmstate_desc vmstate_xcr = { "xcr", 1, 1, xcr_fields, sizeof(struct kvm_xcr) };
+static const struct vmstate_field xcrs_fields[] = {
+    VMSTATE_U32(struct kvm_xcrs, flags),
+    VMSTATE_VARRAY_U32_STRUCT(struct kvm_xcrs, xcrs, nr_xcrs, KVM_MAX_XCRS, vmstate_xcr),
+    VMSTATE_END,
+};
+static const struct vmstate_desc vmstate_xcrs = { "xcrs", 1, 1, xcrs_fields, sizeof(struct kvm_xcrs) };
+
+static const struct vmstate_field dregs_fields[] = {
+    VMSTATE_ARRAY_U64(struct kvm_debugregs, db), VMSTATE_U64(struct kvm_debugregs, dr6),
+    VMSTATE_U64(struct kvm_debugregs, dr7), VMSTATE_U64(struct kvm_debugregs, flags),
+    VMSTATE_END,
+};
+static const struct vmstate_desc vmstate_dregs = { "debugregs", 1, 1, dregs_fields, sizeof(struct kvm_debugregs) };
+
+static const struct vmstate_field msr_fields[] = {
+    VMSTATE_U32(struct kvm_msr_entry, index), VMSTATE_U64(struct kvm_msr_entry, data), VMSTATE_END,
+};
+static const struct vmstate_desc vmstate_msr = { "msr", 1, 1, msr_fields, sizeof(struct kvm_msr_entry) };
+
+static const struct vmstate_field cpu_fields[] = {
+    VMSTATE_U32(struct cpu_section, id),
+    VMSTATE_STRUCT(struct cpu_section, s.regs, vmstate_regs),
+    VMSTATE_STRUCT(struct cpu_section, s.sregs, vmstate_sregs),
+    VMSTATE_STRUCT(struct cpu_section, s.fpu, vmstate_fpu),
+    VMSTATE_ARRAY_U32(struct cpu_section, s.xsave.region),
+    VMSTATE_STRUCT(struct cpu_section, s.xcrs, vmstate_xcrs),
+    VMSTATE_BYTES(struct cpu_section, s.events),
+    VMSTATE_U32(struct cpu_section, s.mp.mp_state),
+    VMSTATE_STRUCT(struct cpu_section, s.dregs, vmstate_dregs),
+    VMSTATE_BYTES(struct cpu_section, s.lapic.regs),
+    VMSTATE_VARRAY_U32_STRUCT(struct cpu_section, s.msrs, s.nmsrs, KVM_STATE_MAX_MSRS, vmstate_msr),
+    VMSTATE_END,
+};
+const struct vmstate_desc vmstate_cpu = { "cpu", 1, 1, cpu_fields, sizeof(struct cpu_section) };
+
+static const struct vmstate_field pit_channel_fields[] = {
+    VMSTATE_U32(struct kvm_pit_channel_state, count),
+    VMSTATE_U16(struct kvm_pit_channel_state, latched_count),
+    VMSTATE_U8(struct kvm_pit_channel_state, count_latched),
+    VMSTATE_U8(struct kvm_pit_channel_state, status_latched),
+    VMSTATE_U8(struct kvm_pit_channel_state, status),
+    VMSTATE_U8(struct kvm_pit_channel_state, read_state),
+    VMSTATE_U8(struct kvm_pit_channel_state, write_state),
+    VMSTATE_U8(struct kvm_pit_channel_state, write_latch),
+    VMSTATE_U8(struct kvm_pit_channel_state, rw_mode),
+    VMSTATE_U8(struct kvm_pit_channel_state, mode),
+    VMSTATE_U8(struct kvm_pit_channel_state, bcd),
+    VMSTATE_U8(struct kvm_pit_channel_state, gate),
+    VMSTATE_U64(struct kvm_pit_channel_state, count_load_time),
+    VMSTATE_END,
+};
+static const struct vmstate_desc vmstate_pit_channel = {
+    "pit-channel", 1, 1, pit_channel_fields, sizeof(struct kvm_pit_channel_state) };
+
+static const struct vmstate_field vm_fields[] = {
+    VMSTATE_BYTES(struct vm_kvm_state, pic_master.chip),
+    VMSTATE_BYTES(struct vm_kvm_state, pic_slave.chip),
+    VMSTATE_BYTES(struct vm_kvm_state, ioapic.chip),
+    VMSTATE_ARRAY_STRUCT(struct vm_kvm_state, pit.channels, vmstate_pit_channel),
+    VMSTATE_U32(struct vm_kvm_state, pit.flags),
+    VMSTATE_U64(struct vm_kvm_state, clock.clock),
+    VMSTATE_END,
+};
+const struct vmstate_desc vmstate_vm = { "vm", 1, 1, vm_fields, sizeof(struct vm_kvm_state) };
+
+static const struct vmstate_field uart_fields[] = {
+    VMSTATE_U8(struct uart_regs, ier), VMSTATE_U8(struct uart_regs, iir_thri),
+    VMSTATE_U8(struct uart_regs, lcr), VMSTATE_U8(struct uart_regs, mcr),
+    VMSTATE_U8(struct uart_regs, lsr_extra), VMSTATE_U8(struct uart_regs, msr),
+    VMSTATE_U8(struct uart_regs, scr), VMSTATE_U8(struct uart_regs, fcr),
+    VMSTATE_U8(struct uart_regs, dll), VMSTATE_U8(struct uart_regs, dlm),
+    VMSTATE_U8(struct uart_regs, irq_level), VMSTATE_U8(struct uart_regs, rx_head),
+    VMSTATE_U8(struct uart_regs, rx_count), VMSTATE_ARRAY_U8(struct uart_regs, rx),
+    VMSTATE_END,
+};
+const struct vmstate_desc vmstate_uart = { "uart", 1, 1, uart_fields, sizeof(struct uart_regs) };
+
+int sections_save(struct vm *vm, const struct msr_list *msrs, struct buf *out,
+                  char *err, size_t errlen)
+{
+    struct vm_kvm_state vs;
+    if (vm_state_get(vm->fd, &vs, err, errlen) < 0)
+        return -1;
+    if (vmstate_save(&vmstate_vm, &vs, out) < 0)
+        goto nomem;
+    struct cpu_section *cs = malloc(sizeof(*cs));
+    if (!cs)
+        goto nomem;
+    for (int i = 0; i < vm->ncpus; i++) {
+        cs->id = (uint32_t)i;
+        if (vcpu_state_get(vm->vcpus[i].fd, msrs, &cs->s, err, errlen) < 0) {
+            free(cs);
+            return -1;
+        }
+        if (vmstate_save(&vmstate_cpu, cs, out) < 0) {
+            free(cs);
+            goto nomem;
+        }
+    }
+    free(cs);
+    pthread_mutex_lock(&vm->uart.lock);
+    struct uart_regs ur = vm->uart.r;
+    pthread_mutex_unlock(&vm->uart.lock);
+    if (vmstate_save(&vmstate_uart, &ur, out) < 0)
+        goto nomem;
+    return 0;
+nomem:
+    snprintf(err, errlen, "cannot encode VM state: out of memory");
+    return -1;
+}
+
+int staged_init(struct staged_state *st, int ncpus)
+{
+    memset(st, 0, sizeof(*st));
+    st->cpu = calloc((size_t)ncpus, sizeof(*st->cpu));
+    st->cpu_seen = calloc((size_t)ncpus, sizeof(*st->cpu_seen));
+    return st->cpu && st->cpu_seen ? 0 : -1;
+}
+
+void staged_free(struct staged_state *st)
+{
+    free(st->cpu);
+    free(st->cpu_seen);
+    st->cpu = NULL;
+    st->cpu_seen = NULL;
+}
+
+static int once(bool *seen, const char *what, char *err, size_t errlen)
+{
+    if (*seen) {
+        snprintf(err, errlen, "state section '%s' sent twice", what);
+        return -1;
+    }
+    *seen = true;
+    return 0;
+}
+
+int sections_parse(struct staged_state *st, int ncpus, const uint8_t *p, size_t len,
+                   char *err, size_t errlen)
+{
+    struct rbuf in = RBUF(p, len);
+    struct cpu_section *cs = NULL;
+    int rc = -1;
+    while (rbuf_left(&in)) {
+        char name[256];
+        if (vmstate_peek_name(&in, name) < 0) {
+            snprintf(err, errlen, "malformed state section header");
+            goto out;
+        }
+        if (!strcmp(name, "vm")) {
+            if (once(&st->have_vm, name, err, errlen) < 0 ||
+                vmstate_load(&vmstate_vm, &st->vm, &in, err, errlen) < 0)
+                goto out;
+        } else if (!strcmp(name, "uart")) {
+            if (once(&st->have_uart, name, err, errlen) < 0 ||
+                vmstate_load(&vmstate_uart, &st->uart, &in, err, errlen) < 0)
+                goto out;
+        } else if (!strcmp(name, "cpu")) {
+            if (!cs && !(cs = calloc(1, sizeof(*cs)))) {
+                snprintf(err, errlen, "out of memory");
+                goto out;
+            }
+            if (vmstate_load(&vmstate_cpu, cs, &in, err, errlen) < 0)
+                goto out;
+            if (cs->id >= (uint32_t)ncpus) {
+                snprintf(err, errlen, "state for vCPU %u but the VM has %d", cs->id, ncpus);
+                goto out;
+            }
+            if (once(&st->cpu_seen[cs->id], "cpu", err, errlen) < 0)
+                goto out;
+            st->cpu[cs->id] = *cs;
+            st->ncpus_seen++;
+        } else {
+            snprintf(err, errlen, "unknown state section '%s'", name);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(cs);
+    return rc;
+}
+
+int sections_apply(struct vm *vm, const struct staged_state *st, char *err, size_t errlen)
+{
+    if (!st->have_vm || !st->have_uart || st->ncpus_seen != (uint32_t)vm->ncpus) {
+        snprintf(err, errlen, "incomplete state: vm=%s uart=%s cpus=%u/%d", st->have_vm ? "yes" : "no",
+                 st->have_uart ? "yes" : "no", st->ncpus_seen, vm->ncpus);
+        return -1;
+    }
+    for (int i = 0; i < vm->ncpus; i++)
+        if (vcpu_state_set(vm->vcpus[i].fd, &st->cpu[i].s, err, errlen) < 0)
+            return -1;
+    if (vm_state_set(vm->fd, &st->vm, err, errlen) < 0)
+        return -1;
+    pthread_mutex_lock(&vm->uart.lock);
+    vm->uart.r = st->uart;
+    pthread_mutex_unlock(&vm->uart.lock);
+    return 0;
+}

@@ -1,0 +1,16 @@
+#!/bin/bash
+# Install the Debian packages Ferry needs to build and test (idempotent).
+set -euo pipefail
+PKGS="gcc meson ninja-build pkg-config libjson-c-dev libxxhash-dev libcmocka-dev
+      libclang-rt-14-dev socat iproute2 python3
+      qemu-system-x86 qemu-utils busybox-static cpio kmod xz-utils iperf3"
+missing=()
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || { echo "deps: need root to install: ${missing[*]}" >&2; exit 1; }
+    echo "deps: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

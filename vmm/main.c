@@ -1,0 +1,130 @@
+/* ferry-vmm: runs one virtual machine on KVM. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmm/commands.h"
+#include "vmm/console.h"
+#include "vmm/control.h"
+#include "vmm/log.h"
+#include "vmm/vm.h"
+
+static void usage(FILE *f)
+{
+    fputs("usage: ferry-vmm --kernel FILE [options]\n"
+          "  -k, --kernel FILE     Linux bzImage or Ferry micro-guest (ELF64)\n"
+          "  -i, --initrd FILE     initramfs for a Linux kernel\n"
+          "  -a, --append STRING   kernel command line (micro-guests: their arguments)\n"
+          "  -m, --mem SIZE        guest RAM, e.g. 512M or 2G (default 256M)\n"
+          "      --mem-path FILE   back guest RAM with FILE (shared mapping) instead of anonymous memory\n"
+          "  -c, --cpus N          number of vCPUs (default 1)\n"
+          "      --console DEST    stdio (default), file:PATH or none\n"
+          "  -S, --control PATH    Unix control socket (line-delimited JSON, docs/control-socket.md)\n"
+          "  -v, --verbose         debug messages\n"
+          "  -h, --help            this help\n",
+          f);
+}
+
+/* "512M", "2G", "1048576" -> bytes; 0 on error. */
+static uint64_t parse_size(const char *s)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *s == '-')
+        return 0;
+    unsigned shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    case '\0': break;
+    default: return 0;
+    }
+    if (*end == 'i' && end[1] == 'B')
+        end += 2;
+    else if (*end == 'B')
+        end++;
+    if (*end || v > (ULLONG_MAX >> shift))
+        return 0;
+    return (uint64_t)v << shift;
+}
+
+static int parse_int(const char *s, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < INT_MIN || v > INT_MAX)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "kernel", required_argument, NULL, 'k' }, { "initrd", required_argument, NULL, 'i' },
+        { "append", required_argument, NULL, 'a' }, { "mem", required_argument, NULL, 'm' },
+        { "mem-path", required_argument, NULL, 'P' }, { "cpus", required_argument, NULL, 'c' },
+        { "console", required_argument, NULL, 'C' }, { "control", required_argument, NULL, 'S' },
+        { "verbose", no_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' }, { 0 },
+    };
+    struct vm_config cfg = { .mem_size = 256ull << 20, .ncpus = 1, .console = "stdio" };
+    const char *control_path = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "k:i:a:m:c:S:vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'k': cfg.kernel = optarg; break;
+        case 'i': cfg.initrd = optarg; break;
+        case 'a': cfg.cmdline = optarg; break;
+        case 'P': cfg.mem_path = optarg; break;
+        case 'C': cfg.console = optarg; break;
+        case 'S': control_path = optarg; break;
+        case 'v': log_threshold = LOG_DEBUG; break;
+        case 'h': usage(stdout); return 0;
+        case 'm':
+            if (!(cfg.mem_size = parse_size(optarg)))
+                die("bad --mem '%s' (expected a size like 512M or 2G)", optarg);
+            break;
+        case 'c':
+            if (parse_int(optarg, &cfg.ncpus) < 0)
+                die("bad --cpus '%s' (expected a number)", optarg);
+            break;
+        default:
+            usage(stderr);
+            return 1;
+        }
+    }
+    if (optind < argc)
+        die("unexpected argument '%s' (see --help)", argv[optind]);
+
+    static struct vm vm;
+    char err[512];
+    if (vm_create(&vm, &cfg, err, sizeof(err)) < 0)
+        die("%s", err);
+
+    struct control_server ctl = { 0 };
+    if (control_path && control_start(&ctl, control_path, vm_commands, &vm, err, sizeof(err)) < 0)
+        die("%s", err);
+    log_debug("starting %d vCPU(s), %llu MiB", vm.ncpus, (unsigned long long)(cfg.mem_size >> 20));
+    if (vm_start(&vm) < 0 || console_start(&vm) < 0)
+        die("cannot start the VM");
+    int status = vm_wait(&vm);
+    console_stop();
+    control_stop(&ctl);
+    switch (vm.stop_reason) {
+    case STOP_POWEROFF: log_info("guest powered off"); break;
+    case STOP_RESET: log_info("guest reset: exiting"); break;
+    case STOP_GUEST_EXIT:
+        if (status)
+            log_info("guest exited with status %d", status);
+        break;
+    default: break;
+    }
+    vm_destroy(&vm);
+    return status;
+}

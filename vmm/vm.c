@@ -1,0 +1,301 @@
+/* VM lifecycle: create (KVM, RAM, irqchip, devices, image, vCPUs), run,
+ * pause/resume, stop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "boot/x86.h"
+#include "include/ferry-guest-abi.h"
+#include "vmm/log.h"
+#include "vmm/vm.h"
+
+#define KVM_TSS_ADDR          0xfffbd000ull
+#define KVM_IDENTITY_MAP_ADDR 0xfffbc000ull
+
+const char *vm_state_name(enum vm_state s)
+{
+    static const char *names[] = { "created", "running", "paused", "stopped" };
+    return names[s];
+}
+
+static void irq_line(void *opaque, int irq, int level)
+{
+    struct vm *vm = opaque;
+    struct kvm_irq_level l = { .irq = (uint32_t)irq, .level = (uint32_t)level };
+    if (ioctl(vm->fd, KVM_IRQ_LINE, &l) < 0)
+        log_warn("KVM_IRQ_LINE %d: %s", irq, strerror(errno));
+}
+
+static void uart_irq(void *opaque, int level)
+{
+    irq_line(opaque, UART_COM1_IRQ, level);
+}
+
+static void uart_tx(void *opaque, uint8_t byte)
+{
+    struct vm *vm = opaque;
+    if (vm->console_out)
+        fputc(byte, vm->console_out);
+    /* line-buffered: flush on newline (interactive prompts flush via fflush below) */
+    if (vm->console_out && (byte == '\n' || vm->console_out == stdout))
+        fflush(vm->console_out);
+}
+
+static void testdev_exit(void *opaque, int status)
+{
+    vm_request_stop(opaque, STOP_GUEST_EXIT, status);
+}
+
+static void i8042_reset(void *opaque)
+{
+    log_info("guest reset (keyboard controller)");
+    vm_request_stop(opaque, STOP_RESET, 0);
+}
+
+static int open_console(struct vm *vm, const char *spec, char *err, size_t errlen)
+{
+    vm->console_in = -1;
+    if (!spec || !strcmp(spec, "stdio")) {
+        vm->console_out = stdout;
+        vm->console_in = STDIN_FILENO;
+    } else if (!strncmp(spec, "file:", 5) && spec[5]) {
+        vm->console_out = fopen(spec + 5, "w");
+        if (!vm->console_out) {
+            snprintf(err, errlen, "console file %s: %s", spec + 5, strerror(errno));
+            return -1;
+        }
+    } else if (!strcmp(spec, "none")) {
+        vm->console_out = NULL;
+    } else {
+        snprintf(err, errlen, "bad --console '%s' (expected stdio, file:PATH or none)", spec);
+        return -1;
+    }
+    return 0;
+}
+
+static int kvm_open(struct vm *vm, char *err, size_t errlen)
+{
+    vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (vm->kvm_fd < 0) {
+        snprintf(err, errlen, "cannot open /dev/kvm: %s", strerror(errno));
+        return -1;
+    }
+    if (ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
+        snprintf(err, errlen, "/dev/kvm: unsupported KVM API version");
+        return -1;
+    }
+    vm->fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+    if (vm->fd < 0) {
+        snprintf(err, errlen, "KVM_CREATE_VM: %s", strerror(errno));
+        return -1;
+    }
+    /* Intel needs these pages reserved below 4 GiB; harmless elsewhere. */
+    if (ioctl(vm->fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0)
+        log_debug("KVM_SET_TSS_ADDR: %s", strerror(errno));
+    uint64_t idmap = KVM_IDENTITY_MAP_ADDR;
+    if (ioctl(vm->fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0)
+        log_debug("KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
+    if (ioctl(vm->fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+        snprintf(err, errlen, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+        return -1;
+    }
+    struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+    if (ioctl(vm->fd, KVM_CREATE_PIT2, &pit) < 0) {
+        snprintf(err, errlen, "KVM_CREATE_PIT2: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int memory_setup(struct vm *vm, char *err, size_t errlen)
+{
+    if (gmem_init(&vm->mem, vm->cfg.mem_size, vm->cfg.mem_path, err, errlen) < 0)
+        return -1;
+    for (int i = 0; i < vm->mem.nregions; i++) {
+        struct gmem_region *r = &vm->mem.regions[i];
+        struct kvm_userspace_memory_region slot = {
+            .slot = (uint32_t)i, .guest_phys_addr = r->gpa, .memory_size = r->size,
+            .userspace_addr = (uintptr_t)r->hva,
+        };
+        if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &slot) < 0) {
+            snprintf(err, errlen, "KVM_SET_USER_MEMORY_REGION: %s", strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int devices_setup(struct vm *vm, char *err, size_t errlen)
+{
+    vm->pio.name = "pio";
+    vm->mmio.name = "mmio";
+    uart_init(&vm->uart, uart_irq, uart_tx, vm);
+    testdev_init(&vm->testdev, &vm->mem, stdout, testdev_exit, vm);
+    vm->i8042 = (struct i8042){ .reset = i8042_reset, .opaque = vm };
+    if (bus_register(&vm->pio, UART_COM1_BASE, 8, uart_io, &vm->uart, "uart") ||
+        bus_register(&vm->pio, I8042_DATA_PORT, 5, i8042_io, &vm->i8042, "i8042") ||
+        bus_register(&vm->mmio, FERRY_TESTDEV_ADDR, 4096, testdev_io, &vm->testdev, "testdev")) {
+        snprintf(err, errlen, "device address conflict");
+        return -1;
+    }
+    return 0;
+}
+
+static uint64_t tsc_khz(struct vm *vm)
+{
+    int khz = ioctl(vm->fd, KVM_GET_TSC_KHZ, 0);
+    return khz > 0 ? (uint64_t)khz : 0;
+}
+
+static int image_load(struct vm *vm, char *err, size_t errlen)
+{
+    struct boot_params_in in = {
+        .kernel_path = vm->cfg.kernel, .initrd_path = vm->cfg.initrd,
+        .cmdline = vm->cfg.cmdline, .ncpus = vm->ncpus, .tsc_khz = tsc_khz(vm),
+    };
+    int elf = boot_is_elf(vm->cfg.kernel);
+    if (elf && vm->cfg.initrd) {
+        snprintf(err, errlen, "--initrd is only for Linux kernels, not micro-guests");
+        return -1;
+    }
+    int r = elf ? microguest_load(&vm->mem, &in, &vm->boot, err, errlen)
+                : linux_load(&vm->mem, &in, &vm->boot, err, errlen);
+    if (r < 0)
+        return -1;
+    return x86_write_tables(&vm->mem, vm->boot.mode == BOOT_MICROGUEST, err, errlen);
+}
+
+int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen)
+{
+    memset(vm, 0, sizeof(*vm));
+    vm->cfg = *cfg;
+    vm->kvm_fd = vm->fd = -1;
+    vm->mem.fd = -1;
+    vm->ncpus = cfg->ncpus;
+    pthread_mutex_init(&vm->lock, NULL);
+    pthread_cond_init(&vm->cond, NULL);
+
+    if (cfg->ncpus < 1 || cfg->ncpus > VM_MAX_VCPUS) {
+        snprintf(err, errlen, "vCPU count %d out of range (1-%d)", cfg->ncpus, VM_MAX_VCPUS);
+        return -1;
+    }
+    if (!cfg->kernel) {
+        snprintf(err, errlen, "no kernel given (--kernel FILE)");
+        return -1;
+    }
+    if (open_console(vm, cfg->console, err, errlen) < 0 || kvm_open(vm, err, errlen) < 0 ||
+        memory_setup(vm, err, errlen) < 0 || devices_setup(vm, err, errlen) < 0 ||
+        image_load(vm, err, errlen) < 0)
+        return -1;
+    vm->cpuid = cpuid_supported(vm->kvm_fd, err, errlen);
+    if (!vm->cpuid)
+        return -1;
+    for (int i = 0; i < vm->ncpus; i++)
+        if (vcpu_create(vm, i, err, errlen) < 0 || vcpu_setup_boot(&vm->vcpus[i], err, errlen) < 0)
+            return -1;
+    return 0;
+}
+
+static void sig_kick(int sig)
+{
+    (void)sig;  /* only interrupts KVM_RUN */
+}
+
+int vm_start(struct vm *vm)
+{
+    struct sigaction sa = { .sa_handler = sig_kick };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    pthread_mutex_lock(&vm->lock);
+    vm->state = VM_RUNNING;
+    pthread_mutex_unlock(&vm->lock);
+    for (int i = 0; i < vm->ncpus; i++) {
+        struct vcpu *v = &vm->vcpus[i];
+        if (pthread_create(&v->thread, NULL, vcpu_thread, v) != 0) {
+            log_err("cannot start vCPU %d thread", i);
+            vm_request_stop(vm, STOP_ERROR, 1);
+            return -1;
+        }
+        v->started = true;
+    }
+    return 0;
+}
+
+void vm_pause(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    if (vm->state != VM_RUNNING) {
+        pthread_mutex_unlock(&vm->lock);
+        return;
+    }
+    __atomic_store_n(&vm->pause_req, true, __ATOMIC_RELEASE);
+    for (int i = 0; i < vm->ncpus; i++)
+        vcpu_kick(&vm->vcpus[i]);
+    while (vm->nparked < vm->ncpus && !atomic_load(&vm->stopping))
+        pthread_cond_wait(&vm->cond, &vm->lock);
+    vm->state = VM_PAUSED;
+    pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_resume(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    if (vm->state == VM_PAUSED) {
+        __atomic_store_n(&vm->pause_req, false, __ATOMIC_RELEASE);
+        vm->state = VM_RUNNING;
+        pthread_cond_broadcast(&vm->cond);
+    }
+    pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_request_stop(struct vm *vm, enum vm_stop_reason why, int status)
+{
+    pthread_mutex_lock(&vm->lock);
+    if (!atomic_load(&vm->stopping)) {
+        vm->stop_reason = why;
+        vm->exit_status = status;
+        atomic_store(&vm->stopping, true);
+        for (int i = 0; i < vm->ncpus; i++)
+            if (vm->vcpus[i].run)
+                vcpu_kick(&vm->vcpus[i]);
+        pthread_cond_broadcast(&vm->cond);
+    }
+    pthread_mutex_unlock(&vm->lock);
+}
+
+int vm_wait(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    while (!atomic_load(&vm->stopping))
+        pthread_cond_wait(&vm->cond, &vm->lock);
+    pthread_mutex_unlock(&vm->lock);
+    for (int i = 0; i < vm->ncpus; i++)
+        if (vm->vcpus[i].started)
+            pthread_join(vm->vcpus[i].thread, NULL);
+    pthread_mutex_lock(&vm->lock);
+    vm->state = VM_STOPPED;
+    pthread_mutex_unlock(&vm->lock);
+    if (vm->console_out)
+        fflush(vm->console_out);
+    return vm->exit_status;
+}
+
+void vm_destroy(struct vm *vm)
+{
+    for (int i = 0; i < vm->ncpus; i++)
+        if (vm->vcpus[i].fd > 0)
+            close(vm->vcpus[i].fd);
+    gmem_destroy(&vm->mem);
+    free(vm->cpuid);
+    if (vm->fd >= 0)
+        close(vm->fd);
+    if (vm->kvm_fd >= 0)
+        close(vm->kvm_fd);
+    if (vm->console_out && vm->console_out != stdout)
+        fclose(vm->console_out);
+}

@@ -1,0 +1,94 @@
+/* One virtual machine: the KVM VM, its RAM, vCPU threads and devices. */
+#ifndef FERRY_VM_H
+#define FERRY_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <linux/kvm.h>
+
+#include "boot/boot.h"
+#include "devices/bus.h"
+#include "devices/i8042.h"
+#include "devices/testdev.h"
+#include "devices/uart.h"
+#include "vmm/memory.h"
+
+#define VM_MAX_VCPUS 64
+
+struct vm;
+
+struct vcpu {
+    struct vm *vm;
+    int id;
+    int fd;
+    struct kvm_run *run;
+    pthread_t thread;
+    bool started;
+};
+
+enum vm_state { VM_CREATED, VM_RUNNING, VM_PAUSED, VM_STOPPED };
+
+/* Why the VM stopped; decides ferry-vmm's exit status. */
+enum vm_stop_reason { STOP_NONE, STOP_POWEROFF, STOP_RESET, STOP_GUEST_EXIT, STOP_QUIT, STOP_ERROR };
+
+struct vm_config {
+    uint64_t mem_size;
+    const char *mem_path;
+    int ncpus;
+    const char *kernel, *initrd, *cmdline;
+    const char *console;      /* "stdio", "file:PATH", "none" */
+};
+
+struct vm {
+    struct vm_config cfg;
+    int kvm_fd, fd;
+    struct guest_mem mem;
+    struct kvm_cpuid2 *cpuid;
+    struct boot_entry boot;
+    int ncpus;
+    struct vcpu vcpus[VM_MAX_VCPUS];
+
+    struct bus pio, mmio;
+    struct uart uart;
+    struct testdev testdev;
+    struct i8042 i8042;
+    FILE *console_out;
+    int console_in;           /* fd fed to the UART, or -1 */
+
+    pthread_mutex_t lock;     /* state, pause handshake */
+    pthread_cond_t cond;
+    enum vm_state state;
+    bool pause_req;
+    int nparked;              /* vCPU threads parked by a pause */
+    atomic_bool stopping;
+    enum vm_stop_reason stop_reason;
+    int exit_status;
+};
+
+/* Build the VM from cfg: KVM, memory, irqchip, devices, image, vCPUs. */
+int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen);
+int vm_start(struct vm *vm);
+/* Park every vCPU outside KVM_RUN (returns once all are parked) / let them run. */
+void vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+/* Ask the VM to stop; the first reason wins. Safe from any thread. */
+void vm_request_stop(struct vm *vm, enum vm_stop_reason why, int status);
+/* Wait until the VM stops, join vCPU threads; returns the process exit status. */
+int vm_wait(struct vm *vm);
+void vm_destroy(struct vm *vm);
+const char *vm_state_name(enum vm_state s);
+
+/* vcpu.c */
+int vcpu_create(struct vm *vm, int id, char *err, size_t errlen);
+int vcpu_setup_boot(struct vcpu *v, char *err, size_t errlen);
+void *vcpu_thread(void *arg);
+void vcpu_kick(struct vcpu *v);
+
+/* cpuid.c / msr.c */
+struct kvm_cpuid2 *cpuid_supported(int kvm_fd, char *err, size_t errlen);
+void cpuid_filter(struct kvm_cpuid2 *c, int vcpu_id, int ncpus);
+int msr_setup_boot(int vcpu_fd);
+
+#endif
