@@ -10,7 +10,13 @@
  *   report_ms=      0: one line per pass; else at most one line per report_ms
  *                   (default 0 when passes > 0, 1000 when running forever)
  * Each pass writes every page (no exits in the loop), then reads them all back
- * and checks generation g. Exits 0 after `passes` passes, 1 on a mismatch. */
+ * and checks generation g. Exits 0 after `passes` passes, 1 on a mismatch.
+ *
+ * Progress line (one per pass or per report_ms):
+ *   dirtier pass=G pages=N ok pages_per_s=R ns_per_page=X.YY verify_ns_per_page=V max_gap_us=M
+ * pages_per_s/ns_per_page cover the write loops since the previous line;
+ * max_gap_us is the largest gap between consecutive TSC readings since the
+ * previous line (see dirtier.h: it shows VM pauses and migration downtime). */
 #include "rt/rt.h"
 #include "dirtier.h"
 
@@ -22,6 +28,27 @@ static unsigned step;
 /* Rate pacing: a TSC deadline advanced by hz/rate ticks per page (Bresenham). */
 static uint64_t rate, tpp_int, tpp_rem, acc, deadline, slack;
 
+/* Gap tracking: the previous TSC reading, the largest gap since the last
+ * progress line, and since the start (ticks). One rdtsc per page. */
+static uint64_t gap_prev, gap_max, gap_max_all;
+static uint64_t cur_gen;
+
+static inline uint64_t gap_tick(void)
+{
+    uint64_t now = rt_rdtsc();
+    uint64_t d = now - gap_prev;
+    if (__builtin_expect(d > gap_max, 0)) {
+        gap_max = d;
+        if (d > gap_max_all) {
+            gap_max_all = d;
+            hdr->max_gap_ns = rt_tsc_to_ns(d);
+            hdr->max_gap_at = cur_gen;
+        }
+    }
+    gap_prev = now;
+    return now;
+}
+
 static inline void pace(void)
 {
     deadline += tpp_int;
@@ -30,14 +57,14 @@ static inline void pace(void)
         acc -= rate;
         deadline++;
     }
-    uint64_t now = rt_rdtsc();
+    uint64_t now = gap_tick();
     if (now > deadline + slack) {
         deadline = now;           /* fell behind: do not burst to catch up */
         return;
     }
     while (now < deadline) {
         rt_pause();
-        now = rt_rdtsc();
+        now = gap_tick();
     }
 }
 
@@ -55,17 +82,20 @@ static inline void write_page(uint64_t p, uint64_t gen)
 
 static void write_pass(uint64_t gen)
 {
+    cur_gen = gen;
     hdr->gen = gen;               /* before the first stamp of this generation */
     rt_barrier();
     if (rate) {
-        deadline = rt_rdtsc();    /* pace the writes; verification time does not count */
+        deadline = gap_tick();    /* pace the writes; verification time does not count */
         for (uint64_t p = 0; p < npages; p++) {
             pace();
             write_page(p, gen);
         }
     } else {
-        for (uint64_t p = 0; p < npages; p++)
+        for (uint64_t p = 0; p < npages; p++) {
+            gap_tick();
             write_page(p, gen);
+        }
     }
 }
 
@@ -75,6 +105,7 @@ static void verify_pass(uint64_t gen)
         const volatile uint64_t *q = (const volatile uint64_t *)(ws + p * DIRTIER_PAGE);
         uint64_t want = dirtier_stamp(gen, p);
         unsigned lim = p == 0 ? 1 : DIRTIER_QWORDS;
+        gap_tick();
         for (unsigned i = 0; i < lim; i += step) {
             uint64_t got = q[i];
             if (got != want)
@@ -154,6 +185,9 @@ int gmain(struct ferry_guest_info *info, unsigned cpu)
     hdr->gen = 0;
     hdr->done = 0;
     hdr->verified = 0;
+    hdr->tsc_khz = khz;
+    hdr->max_gap_ns = 0;
+    hdr->max_gap_at = 0;
     rt_barrier();
     hdr->magic = DIRTIER_MAGIC;
 
@@ -164,6 +198,7 @@ int gmain(struct ferry_guest_info *info, unsigned cpu)
 
     uint64_t report_ticks = report_ms * khz;
     uint64_t t_start = rt_rdtsc(), t_report = t_start;
+    gap_prev = t_start;
     uint64_t write_ticks = 0, wt_report = 0, pages_report = 0;
     for (uint64_t g = 1; passes == 0 || g <= passes; g++) {
         uint64_t t0 = rt_rdtsc();
@@ -177,10 +212,12 @@ int gmain(struct ferry_guest_info *info, unsigned cpu)
         if (report_ticks == 0 || t2 - t_report >= report_ticks || g == passes) {
             char r[96];
             fmt_rate(r, sizeof(r), pages_report, rt_tsc_to_ns(wt_report));
-            rt_printf("dirtier pass=%llu pages=%llu ok %s verify_ns_per_page=%llu",
+            rt_printf("dirtier pass=%llu pages=%llu ok %s verify_ns_per_page=%llu max_gap_us=%llu",
                       (unsigned long long)g, (unsigned long long)npages, r,
-                      (unsigned long long)(rt_tsc_to_ns(t2 - t1) / npages));
-            t_report = rt_rdtsc();
+                      (unsigned long long)(rt_tsc_to_ns(t2 - t1) / npages),
+                      (unsigned long long)(rt_tsc_to_ns(gap_max) / 1000));
+            gap_max = 0;            /* the print (a VM exit) counts in the next window */
+            t_report = gap_tick();
             wt_report = 0;
             pages_report = 0;
         }
@@ -188,8 +225,9 @@ int gmain(struct ferry_guest_info *info, unsigned cpu)
     hdr->done = 1;
     char r[96];
     fmt_rate(r, sizeof(r), passes * npages, rt_tsc_to_ns(write_ticks));
-    rt_printf("dirtier: done passes=%llu pages=%llu %s total_ms=%llu", (unsigned long long)passes,
-              (unsigned long long)npages, r,
-              (unsigned long long)(rt_tsc_to_ns(rt_rdtsc() - t_start) / 1000000));
+    rt_printf("dirtier: done passes=%llu pages=%llu %s total_ms=%llu max_gap_us=%llu",
+              (unsigned long long)passes, (unsigned long long)npages, r,
+              (unsigned long long)(rt_tsc_to_ns(rt_rdtsc() - t_start) / 1000000),
+              (unsigned long long)(rt_tsc_to_ns(gap_max_all) / 1000));
     return 0;
 }

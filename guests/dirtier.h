@@ -9,7 +9,14 @@
  *
  * Write order within a pass is page 0..N-1, qword 0..511, and hdr.gen is set
  * to g before the first stamp of pass g, so at any instant the stamps read in
- * that order are gen G up to a cursor and gen G-1 after it (G = hdr.gen). */
+ * that order are gen G up to a cursor and gen G-1 after it (G = hdr.gen).
+ *
+ * Downtime cross-check: the dirtier reads the TSC once per page while it
+ * writes and verifies (and on every spin of its rate pacing), so the largest
+ * gap between two consecutive readings bounds how long the guest was stopped
+ * (a VM pause or a migration's stop-and-copy; the TSC keeps running). Each
+ * progress line reports the largest gap since the previous line as
+ * max_gap_us=N; hdr.max_gap_ns keeps the largest since the start. */
 #ifndef FERRY_GUEST_DIRTIER_H
 #define FERRY_GUEST_DIRTIER_H
 
@@ -30,6 +37,10 @@ struct dirtier_hdr {
     uint64_t gen;       /* generation being written (= pass number); 0 before pass 1 */
     uint64_t done;      /* 1 once all `passes` passes were written and verified */
     uint64_t verified;  /* last generation the dirtier verified */
+    /* since version 2 of the header (fields appended; magic unchanged): */
+    uint64_t tsc_khz;    /* TSC frequency the dirtier used */
+    uint64_t max_gap_ns; /* largest gap between consecutive TSC readings since the start */
+    uint64_t max_gap_at; /* generation being written or verified when it happened */
 };
 
 static inline uint64_t dirtier_stamp(uint64_t gen, uint64_t page)

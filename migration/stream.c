@@ -202,7 +202,7 @@ void msg_text(const struct msg *m, size_t off, char *out, size_t outlen)
 
 #define PAGE_REC_HDR 9      /* u64 gpa, u8 flags */
 
-static bool page_is_zero(const void *page)
+bool page_is_zero(const void *page)
 {
     const uint8_t *p = page;
     for (size_t i = 0; i < MIG_PAGE_SIZE; i += 64) {

@@ -9,6 +9,7 @@
 #define FERRY_STREAM_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "migration/vmstate.h"
@@ -90,6 +91,9 @@ struct stream_stats {
 /* ---- MEM_PAGES --------------------------------------------------------- */
 
 #define PAGE_F_ZERO 0x01        /* all-zero page: no data follows */
+
+/* True when the 4 KiB page holds only zero bytes. */
+bool page_is_zero(const void *page);
 
 /* Append one 4 KiB page to a batch (an empty buf starts one); an all-zero
  * page becomes a 9-byte marker. Send with msg_write(fd, MSG_MEM_PAGES, b->data,

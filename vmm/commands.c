@@ -1,5 +1,6 @@
 /* VM commands on the control socket: status, pause, resume, quit. */
 #include <stdio.h>
+#include <string.h>
 
 #include "vmm/commands.h"
 #include "vmm/log.h"
@@ -9,13 +10,18 @@ static int cmd_status(void *ctx, json_object *args, json_object *res, char *err,
     struct vm *vm = ctx;
     pthread_mutex_lock(&vm->lock);
     const char *state = vm_state_name(vm->state);
-    if (atomic_load(&vm->stopping))
+    if (atomic_load(&vm->stopping) && vm->stop_reason == STOP_MIGRATED)
+        state = "migrated";
+    else if (atomic_load(&vm->stopping))
         state = "stopping";
     pthread_mutex_unlock(&vm->lock);
     json_object_object_add(res, "state", json_object_new_string(state));
     json_object_object_add(res, "vcpus", json_object_new_int(vm->ncpus));
     json_object_object_add(res, "memory_mib", json_object_new_int64((int64_t)(vm->mem.ram_size >> 20)));
-    json_object_object_add(res, "kernel", json_object_new_string(vm->cfg.kernel));
+    json_object_object_add(res, "kernel", json_object_new_string(vm->cfg.kernel ? vm->cfg.kernel : ""));
+    json_object *mig = json_object_new_object();
+    migration_status(vm, mig);
+    json_object_object_add(res, "migration", mig);
     json_object_object_add(res, "boot", json_object_new_string(
         vm->boot.mode == BOOT_MICROGUEST ? "micro-guest" : "linux"));
     return 0;
@@ -47,10 +53,89 @@ static int cmd_resume(void *ctx, json_object *args, json_object *res, char *err,
     return 0;
 }
 
+/* Optional non-negative integer argument. */
+static int arg_u64(json_object *args, const char *key, uint64_t *out, char *err, size_t errlen)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(args, key, &v))
+        return 0;
+    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0) {
+        snprintf(err, errlen, "\"%s\" must be a non-negative integer", key);
+        return -1;
+    }
+    *out = (uint64_t)json_object_get_int64(v);
+    return 0;
+}
+
+static int arg_bool(json_object *args, const char *key, bool *out, char *err, size_t errlen)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(args, key, &v))
+        return 0;
+    if (!json_object_is_type(v, json_type_boolean)) {
+        snprintf(err, errlen, "\"%s\" must be true or false", key);
+        return -1;
+    }
+    *out = json_object_get_boolean(v);
+    return 0;
+}
+
+static int cmd_migrate(void *ctx, json_object *args, json_object *res, char *err, size_t errlen)
+{
+    struct vm *vm = ctx;
+    struct mig_params p;
+    mig_params_default(&p);
+    json_object *uri;
+    if (!json_object_object_get_ex(args, "uri", &uri) || !json_object_is_type(uri, json_type_string) ||
+        strlen(json_object_get_string(uri)) >= sizeof(p.uri) || !json_object_get_string(uri)[0]) {
+        snprintf(err, errlen, "migrate needs \"uri\": the destination, HOST:PORT");
+        return -1;
+    }
+    snprintf(p.uri, sizeof(p.uri), "%s", json_object_get_string(uri));
+    uint64_t mbps = 0, max_s = p.max_time_ms / 1000, rounds = p.max_rounds;
+    if (arg_u64(args, "downtime_ms", &p.downtime_ms, err, errlen) < 0 ||
+        arg_u64(args, "bandwidth_mbps", &mbps, err, errlen) < 0 ||
+        arg_u64(args, "max_time_s", &max_s, err, errlen) < 0 ||
+        arg_u64(args, "max_rounds", &rounds, err, errlen) < 0 ||
+        arg_bool(args, "force", &p.force, err, errlen) < 0 ||
+        arg_bool(args, "verify", &p.verify, err, errlen) < 0)
+        return -1;
+    if (p.downtime_ms == 0 || rounds > 100000 || max_s > 86400 * 7 || mbps > 10000000) {
+        snprintf(err, errlen, "out-of-range migrate option (downtime_ms >= 1, max_rounds <= 100000, "
+                 "max_time_s <= 604800, bandwidth_mbps <= 10000000)");
+        return -1;
+    }
+    p.bandwidth = mbps * 1000000 / 8;
+    p.max_time_ms = max_s * 1000;
+    p.max_rounds = (uint32_t)rounds;
+    if (migration_start(vm, &p, err, errlen) < 0)
+        return -1;
+    migration_status(vm, res);
+    return 0;
+}
+
+static int cmd_migrate_status(void *ctx, json_object *args, json_object *res, char *err, size_t errlen)
+{
+    migration_status(ctx, res);
+    return 0;
+}
+
+static int cmd_migrate_cancel(void *ctx, json_object *args, json_object *res, char *err, size_t errlen)
+{
+    if (migration_cancel(ctx, err, errlen) < 0)
+        return -1;
+    json_object_object_add(res, "phase", json_object_new_string("cancelling"));
+    return 0;
+}
+
 static int cmd_quit(void *ctx, json_object *args, json_object *res, char *err, size_t errlen)
 {
     struct vm *vm = ctx;
     log_info("quit requested on the control socket");
+    pthread_mutex_lock(&vm->lock);
+    vm->quit_req = true;
+    pthread_cond_broadcast(&vm->cond);
+    pthread_mutex_unlock(&vm->lock);
     vm_request_stop(vm, STOP_QUIT, 0);
     json_object_object_add(res, "state", json_object_new_string("stopping"));
     return 0;
@@ -61,5 +146,8 @@ const struct control_cmd vm_commands[] = {
     { "pause", cmd_pause },
     { "resume", cmd_resume },
     { "quit", cmd_quit },
+    { "migrate", cmd_migrate },
+    { "migrate-status", cmd_migrate_status },
+    { "migrate-cancel", cmd_migrate_cancel },
     { NULL, NULL },
 };

@@ -51,3 +51,44 @@ void cpuid_filter(struct kvm_cpuid2 *c, int vcpu_id, int ncpus)
         }
     }
 }
+
+static const struct kvm_cpuid_entry2 *cpuid_find(const struct kvm_cpuid2 *c, uint32_t fn, uint32_t idx)
+{
+    for (unsigned i = 0; i < c->nent; i++)
+        if (c->entries[i].function == fn && c->entries[i].index == idx)
+            return &c->entries[i];
+    return NULL;
+}
+
+/* Feature words a guest may have seen and relies on keeping. */
+static const struct feature_word {
+    uint32_t fn, idx;
+    int reg;  /* 0 eax, 1 ebx, 2 ecx, 3 edx */
+} feature_words[] = {
+    { 1, 0, 2 }, { 1, 0, 3 }, { 7, 0, 1 }, { 7, 0, 2 }, { 7, 0, 3 }, { 0xd, 1, 0 },
+    { 0x80000001, 0, 2 }, { 0x80000001, 0, 3 },
+};
+
+static uint32_t reg_of(const struct kvm_cpuid_entry2 *e, int reg)
+{
+    if (!e)
+        return 0;
+    return reg == 0 ? e->eax : reg == 1 ? e->ebx : reg == 2 ? e->ecx : e->edx;
+}
+
+int cpuid_check_compatible(const struct kvm_cpuid2 *want, const struct kvm_cpuid2 *have,
+                           char *err, size_t errlen)
+{
+    static const char *regs[] = { "eax", "ebx", "ecx", "edx" };
+    for (size_t i = 0; i < sizeof(feature_words) / sizeof(feature_words[0]); i++) {
+        const struct feature_word *w = &feature_words[i];
+        uint32_t need = reg_of(cpuid_find(want, w->fn, w->idx), w->reg);
+        uint32_t got = reg_of(cpuid_find(have, w->fn, w->idx), w->reg);
+        if (need & ~got) {
+            snprintf(err, errlen, "this host's CPU lacks features the VM uses: CPUID leaf 0x%x.%u %s bits 0x%08x",
+                     w->fn, w->idx, regs[w->reg], need & ~got);
+            return -1;
+        }
+    }
+    return 0;
+}

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "vmm/commands.h"
 #include "vmm/console.h"
@@ -23,6 +24,8 @@ static void usage(FILE *f)
           "  -c, --cpus N          number of vCPUs (default 1)\n"
           "      --console DEST    stdio (default), file:PATH or none\n"
           "  -S, --control PATH    Unix control socket (line-delimited JSON, docs/control-socket.md)\n"
+          "      --incoming ADDR   receive a migrating VM on HOST:PORT instead of booting one\n"
+          "                        (--mem/--cpus, if given, must match the VM)\n"
           "  -v, --verbose         debug messages\n"
           "  -h, --help            this help\n",
           f);
@@ -70,11 +73,12 @@ int main(int argc, char **argv)
         { "kernel", required_argument, NULL, 'k' }, { "initrd", required_argument, NULL, 'i' },
         { "append", required_argument, NULL, 'a' }, { "mem", required_argument, NULL, 'm' },
         { "mem-path", required_argument, NULL, 'P' }, { "cpus", required_argument, NULL, 'c' },
-        { "console", required_argument, NULL, 'C' }, { "control", required_argument, NULL, 'S' },
+        { "console", required_argument, NULL, 'C' }, { "incoming", required_argument, NULL, 'I' }, { "control", required_argument, NULL, 'S' },
         { "verbose", no_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' }, { 0 },
     };
     struct vm_config cfg = { .mem_size = 256ull << 20, .ncpus = 1, .console = "stdio" };
-    const char *control_path = NULL;
+    const char *control_path = NULL, *incoming = NULL;
+    bool mem_given = false, cpus_given = false;
     int c;
     while ((c = getopt_long(argc, argv, "k:i:a:m:c:S:vh", opts, NULL)) != -1) {
         switch (c) {
@@ -84,15 +88,18 @@ int main(int argc, char **argv)
         case 'P': cfg.mem_path = optarg; break;
         case 'C': cfg.console = optarg; break;
         case 'S': control_path = optarg; break;
+        case 'I': incoming = optarg; break;
         case 'v': log_threshold = LOG_DEBUG; break;
         case 'h': usage(stdout); return 0;
         case 'm':
             if (!(cfg.mem_size = parse_size(optarg)))
                 die("bad --mem '%s' (expected a size like 512M or 2G)", optarg);
+            mem_given = true;
             break;
         case 'c':
             if (parse_int(optarg, &cfg.ncpus) < 0)
                 die("bad --cpus '%s' (expected a number)", optarg);
+            cpus_given = true;
             break;
         default:
             usage(stderr);
@@ -104,8 +111,18 @@ int main(int argc, char **argv)
 
     static struct vm vm;
     char err[512];
-    if (vm_create(&vm, &cfg, err, sizeof(err)) < 0)
+    if (incoming) {
+        if (cfg.kernel || cfg.initrd || cfg.cmdline)
+            die("--incoming takes the VM from the stream: no --kernel, --initrd or --append");
+        if (!mem_given)
+            cfg.mem_size = 0;
+        if (!cpus_given)
+            cfg.ncpus = 0;
+        if (migration_incoming(&vm, &cfg, incoming, err, sizeof(err)) < 0)
+            die("incoming migration failed: %s", err);
+    } else if (vm_create(&vm, &cfg, err, sizeof(err)) < 0) {
         die("%s", err);
+    }
 
     struct control_server ctl = { 0 };
     if (control_path && control_start(&ctl, control_path, vm_commands, &vm, err, sizeof(err)) < 0)
@@ -114,11 +131,28 @@ int main(int argc, char **argv)
     if (vm_start(&vm) < 0 || console_start(&vm) < 0)
         die("cannot start the VM");
     int status = vm_wait(&vm);
+    migration_reap(&vm);
+    if (vm.stop_reason == STOP_MIGRATED) {
+        /* The VM lives on the destination now. Free its RAM, but keep
+         * answering migrate-status until `quit` (or a minute) so a client
+         * can read the final numbers. */
+        gmem_destroy(&vm.mem);
+        pthread_mutex_lock(&vm.lock);
+        vm.state = VM_MIGRATED;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 60;
+        while (ctl.running && !vm.quit_req &&
+               pthread_cond_timedwait(&vm.cond, &vm.lock, &until) == 0)
+            ;
+        pthread_mutex_unlock(&vm.lock);
+    }
     console_stop();
     control_stop(&ctl);
     switch (vm.stop_reason) {
     case STOP_POWEROFF: log_info("guest powered off"); break;
     case STOP_RESET: log_info("guest reset: exiting"); break;
+    case STOP_MIGRATED: log_info("VM migrated away: exiting"); break;
     case STOP_GUEST_EXIT:
         if (status)
             log_info("guest exited with status %d", status);

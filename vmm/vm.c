@@ -19,7 +19,7 @@
 
 const char *vm_state_name(enum vm_state s)
 {
-    static const char *names[] = { "created", "running", "paused", "stopped" };
+    static const char *names[] = { "created", "running", "paused", "stopped", "migrated" };
     return names[s];
 }
 
@@ -184,20 +184,37 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
         snprintf(err, errlen, "vCPU count %d out of range (1-%d)", cfg->ncpus, VM_MAX_VCPUS);
         return -1;
     }
-    if (!cfg->kernel) {
+    if (!cfg->kernel && !cfg->incoming) {
         snprintf(err, errlen, "no kernel given (--kernel FILE)");
         return -1;
     }
+    pthread_mutex_init(&vm->mig.lock, NULL);
+    vm->mig.fd = -1;
+    if (cfg->incoming && cfg->mem_path)
+        unlink(cfg->mem_path);  /* RAM must start zeroed: zero pages are not sent */
     if (open_console(vm, cfg->console, err, errlen) < 0 || kvm_open(vm, err, errlen) < 0 ||
-        memory_setup(vm, err, errlen) < 0 || devices_setup(vm, err, errlen) < 0 ||
-        image_load(vm, err, errlen) < 0)
+        memory_setup(vm, err, errlen) < 0 || devices_setup(vm, err, errlen) < 0)
         return -1;
-    vm->cpuid = cpuid_supported(vm->kvm_fd, err, errlen);
-    if (!vm->cpuid)
-        return -1;
-    for (int i = 0; i < vm->ncpus; i++)
-        if (vcpu_create(vm, i, err, errlen) < 0 || vcpu_setup_boot(&vm->vcpus[i], err, errlen) < 0)
+    if (cfg->incoming) {
+        vm->boot.mode = cfg->boot_mode;
+        size_t sz = sizeof(*cfg->cpuid) + cfg->cpuid->nent * sizeof(cfg->cpuid->entries[0]);
+        if (!(vm->cpuid = malloc(sz))) {
+            snprintf(err, errlen, "out of memory");
             return -1;
+        }
+        memcpy(vm->cpuid, cfg->cpuid, sz);
+    } else {
+        if (image_load(vm, err, errlen) < 0)
+            return -1;
+        if (!(vm->cpuid = cpuid_supported(vm->kvm_fd, err, errlen)))
+            return -1;
+    }
+    for (int i = 0; i < vm->ncpus; i++) {
+        if (vcpu_create(vm, i, err, errlen) < 0)
+            return -1;
+        if (!cfg->incoming && vcpu_setup_boot(&vm->vcpus[i], err, errlen) < 0)
+            return -1;
+    }
     return 0;
 }
 

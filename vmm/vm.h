@@ -13,6 +13,7 @@
 #include "devices/i8042.h"
 #include "devices/testdev.h"
 #include "devices/uart.h"
+#include "migration/migrate.h"
 #include "vmm/memory.h"
 
 #define VM_MAX_VCPUS 64
@@ -28,10 +29,11 @@ struct vcpu {
     bool started;
 };
 
-enum vm_state { VM_CREATED, VM_RUNNING, VM_PAUSED, VM_STOPPED };
+enum vm_state { VM_CREATED, VM_RUNNING, VM_PAUSED, VM_STOPPED, VM_MIGRATED };
 
 /* Why the VM stopped; decides ferry-vmm's exit status. */
-enum vm_stop_reason { STOP_NONE, STOP_POWEROFF, STOP_RESET, STOP_GUEST_EXIT, STOP_QUIT, STOP_ERROR };
+enum vm_stop_reason { STOP_NONE, STOP_POWEROFF, STOP_RESET, STOP_GUEST_EXIT, STOP_QUIT, STOP_ERROR,
+                      STOP_MIGRATED };
 
 struct vm_config {
     uint64_t mem_size;
@@ -39,6 +41,11 @@ struct vm_config {
     int ncpus;
     const char *kernel, *initrd, *cmdline;
     const char *console;      /* "stdio", "file:PATH", "none" */
+    /* Incoming migration: no image is loaded; RAM and state arrive on the
+     * stream, with the source's boot mode and CPUID. */
+    bool incoming;
+    enum boot_mode boot_mode;
+    const struct kvm_cpuid2 *cpuid;
 };
 
 struct vm {
@@ -65,6 +72,9 @@ struct vm {
     atomic_bool stopping;
     enum vm_stop_reason stop_reason;
     int exit_status;
+
+    struct migration mig;     /* outgoing migration (source side) */
+    bool quit_req;            /* `quit` after the VM left by migration */
 };
 
 /* Build the VM from cfg: KVM, memory, irqchip, devices, image, vCPUs. */
@@ -89,6 +99,9 @@ void vcpu_kick(struct vcpu *v);
 /* cpuid.c / msr.c */
 struct kvm_cpuid2 *cpuid_supported(int kvm_fd, char *err, size_t errlen);
 void cpuid_filter(struct kvm_cpuid2 *c, int vcpu_id, int ncpus);
+/* 0 when every feature the VM was given is available in `have`. */
+int cpuid_check_compatible(const struct kvm_cpuid2 *want, const struct kvm_cpuid2 *have,
+                           char *err, size_t errlen);
 int msr_setup_boot(int vcpu_fd);
 
 #endif
