@@ -16,12 +16,15 @@
 #define MPTABLE_IOAPIC_ADDR 0xfec00000u
 #define MPTABLE_LAPIC_VERSION  0x14    /* KVM's in-kernel LAPIC */
 #define MPTABLE_IOAPIC_VERSION 0x11    /* KVM's in-kernel IOAPIC */
-/* IOAPIC input that ISA IRQ 0 (the PIT) is wired to, as on a PC (and as
- * Linux assumes without an MP table). KVM's *default* GSI routing sends
- * GSI 0 to IOAPIC pin 0, so the VMM must route GSI 0 to this pin with
- * KVM_SET_GSI_ROUTING (as QEMU does) for the two to agree. Every other
- * ISA IRQ n (n != 2) is on pin n. */
-#define MPTABLE_IRQ0_PIN    2
+/* IOAPIC input that ISA IRQ 0 (the PIT) is wired to. KVM's default GSI
+ * routing (no KVM_SET_GSI_ROUTING) sends GSI n to IOAPIC pin n and to the
+ * 8259, so the PIT lands on pin 0, not on pin 2 as on a real PC/QEMU
+ * (QEMU installs its own routing GSI 0 -> pin 2). Measured in the nested
+ * lab with a Debian 6.1 guest: pin 2 here leaves jiffies stuck during
+ * boot (13 timer interrupts in 50 s); pin 0 ticks. Change this to 2 only
+ * together with a KVM_SET_GSI_ROUTING table routing GSI 0 to pin 2.
+ * Every other ISA IRQ n (n != 2) is on pin n. */
+#define MPTABLE_IRQ0_PIN    0
 #define MPTABLE_ISA_BUS_ID  0
 
 /* Entry types */

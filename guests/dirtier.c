@@ -7,16 +7,21 @@
  *   stride=0        0: one qword per page; S: every S-th qword (1 = whole page)
  *   rate=0          pages per second (0 = as fast as possible), paced with rdtsc
  *   passes=0        passes to run (0 = forever)
+ *   warm=0          1: write the first pass at full speed, pace the later ones
  *   report_ms=      0: one line per pass; else at most one line per report_ms
  *                   (default 0 when passes > 0, 1000 when running forever)
  * Each pass writes every page (no exits in the loop), then reads them all back
  * and checks generation g. Exits 0 after `passes` passes, 1 on a mismatch.
  *
+ * Paced passes also print, at most once per report_ms while writing:
+ *   dirtier progress pass=G page=P max_gap_us=M
  * Progress line (one per pass or per report_ms):
  *   dirtier pass=G pages=N ok pages_per_s=R ns_per_page=X.YY verify_ns_per_page=V max_gap_us=M
  * pages_per_s/ns_per_page cover the write loops since the previous line;
  * max_gap_us is the largest gap between consecutive TSC readings since the
  * previous line (see dirtier.h: it shows VM pauses and migration downtime). */
+#include <stdbool.h>
+
 #include "rt/rt.h"
 #include "dirtier.h"
 
@@ -80,16 +85,31 @@ static inline void write_page(uint64_t p, uint64_t gen)
         q[i] = v;
 }
 
-static void write_pass(uint64_t gen)
+/* Mid-pass progress for slow (paced) passes: one line per report interval. */
+static uint64_t report_ticks, t_report;
+
+static void report_progress(uint64_t gen, uint64_t page)
+{
+    uint64_t now = rt_rdtsc();
+    if (!report_ticks || now - t_report < report_ticks)
+        return;
+    rt_printf("dirtier progress pass=%llu page=%llu max_gap_us=%llu", (unsigned long long)gen,
+              (unsigned long long)page, (unsigned long long)(rt_tsc_to_ns(gap_max) / 1000));
+    gap_max = 0;
+    t_report = gap_tick();
+}
+
+static void write_pass(uint64_t gen, bool paced)
 {
     cur_gen = gen;
     hdr->gen = gen;               /* before the first stamp of this generation */
     rt_barrier();
-    if (rate) {
+    if (paced) {
         deadline = gap_tick();    /* pace the writes; verification time does not count */
         for (uint64_t p = 0; p < npages; p++) {
             pace();
             write_page(p, gen);
+            report_progress(gen, p);
         }
     } else {
         for (uint64_t p = 0; p < npages; p++) {
@@ -146,6 +166,7 @@ int gmain(struct ferry_guest_info *info, unsigned cpu)
     uint64_t passes = rt_arg_u64("passes", 0);
     uint64_t report_ms = rt_arg_u64("report_ms", passes ? 0 : 1000);
     rate = rt_arg_u64("rate", 0);
+    bool warm = rt_arg_u64("warm", 0) != 0;   /* first pass unpaced: fill the working set fast */
 
     uint64_t image_end = (uint64_t)(uintptr_t)__image_end;
     if (mib == 0 || mib > (1ull << 20))
@@ -196,20 +217,21 @@ int gmain(struct ferry_guest_info *info, unsigned cpu)
               (unsigned long long)stride, (unsigned long long)rate, (unsigned long long)passes,
               (unsigned long long)khz);
 
-    uint64_t report_ticks = report_ms * khz;
-    uint64_t t_start = rt_rdtsc(), t_report = t_start;
+    report_ticks = report_ms * khz;
+    uint64_t t_start = rt_rdtsc();
+    t_report = t_start;
     gap_prev = t_start;
     uint64_t write_ticks = 0, wt_report = 0, pages_report = 0;
     for (uint64_t g = 1; passes == 0 || g <= passes; g++) {
         uint64_t t0 = rt_rdtsc();
-        write_pass(g);
+        write_pass(g, rate && !(warm && g == 1));
         uint64_t t1 = rt_rdtsc();
         verify_pass(g);
         uint64_t t2 = rt_rdtsc();
         write_ticks += t1 - t0;
         wt_report += t1 - t0;
         pages_report += npages;
-        if (report_ticks == 0 || t2 - t_report >= report_ticks || g == passes) {
+        if (report_ticks == 0 || t2 - t_report >= report_ticks || g == passes || (warm && g == 1)) {
             char r[96];
             fmt_rate(r, sizeof(r), pages_report, rt_tsc_to_ns(wt_report));
             rt_printf("dirtier pass=%llu pages=%llu ok %s verify_ns_per_page=%llu max_gap_us=%llu",

@@ -55,13 +55,13 @@ LAB_DIR=${LAB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry-lab}
 KDIR=$LAB_DIR/kernel
 L1_INITRD=$LAB_DIR/l1-initrd.cpio
 PKGS="qemu-system-x86 qemu-utils busybox-static cpio kmod xz-utils iproute2 iperf3 socat"
-L1_APPEND="console=ttyS0 panic=-1 quiet cryptomgr.notests mitigations=off"
+L1_APPEND="console=ttyS0 panic=-1 cryptomgr.notests mitigations=off"   # full log: for failures
 # kernel parameters measured to speed up a stock L2 guest's boot (see info)
 L2_APPEND="console=ttyS0 panic=-1 quiet pci=noearly cryptomgr.notests mitigations=off 8250.nr_uarts=1 rodata=off"
 NINEP="trans=virtio,version=9p2000.L,msize=512000"
 SELF=${BASH_SOURCE[0]}
-TMPROOT=""
-trap '[ -z "$TMPROOT" ] || rm -rf "$TMPROOT"' EXIT
+TMPTREES=()    # temporary trees, removed on exit
+trap '[ ${#TMPTREES[@]} -eq 0 ] || rm -rf "${TMPTREES[@]}"' EXIT
 
 say() { echo "lab: $*" >&2; }
 die() { say "$*"; exit 125; }
@@ -72,13 +72,11 @@ kver() {
 }
 
 # ------------------------------------------------------------------ initramfs helpers
-# Start an initramfs tree: static busybox (its /init installs the applet links at boot).
-new_root() {
-    local root=$1
-    mkdir -p "$root"/{bin,sbin,dev,proc,sys,run,tmp,mnt,root,etc,lib/lab-modules}
-    cp /bin/busybox "$root/bin/busybox"
-    : > "$root/lib/lab-modules/order"
-}
+# Initramfs trees are packed as uncompressed newc cpio archives (nothing to decompress in
+# slow guests).  The kernel unpacks concatenated archives in order, so an L2 initramfs is
+# the prebuilt $L2_BASE (busybox + /init) followed by the test's own files.
+L2_BASE=$LAB_DIR/l2-base.cpio
+
 # shell code that starts every lab /init (run by "/bin/busybox sh")
 # shellcheck disable=SC2016  # expanded by the guest
 INIT_HEAD='export PATH=/sbin:/bin:/usr/sbin:/usr/bin
@@ -86,8 +84,21 @@ INIT_HEAD='export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 /bin/busybox --install -s /bin
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-while read -r ko; do insmod "/lib/lab-modules/$ko" || echo "init: insmod $ko failed"; done < /lib/lab-modules/order'
+if [ -e /lib/lab-modules/order ]; then
+    while read -r ko; do insmod "/lib/lab-modules/$ko" || echo "init: insmod $ko failed"; done < /lib/lab-modules/order
+fi'
 
+new_tree() {    # new_tree VAR: an empty temporary tree (removed on exit) in VAR
+    local t; t=$(mktemp -d "${TMPDIR:-/tmp}/lab-tree.XXXXXX")
+    chmod 755 "$t"
+    TMPTREES+=("$t")
+    printf -v "$1" %s "$t"
+}
+
+busybox_tree() {   # static busybox; /init installs its applet links at boot
+    mkdir -p "$1"/{bin,sbin,dev,proc,sys,run,tmp,mnt,root,etc,lib/lab-modules}
+    cp /bin/busybox "$1/bin/busybox"
+}
 
 # Copy MODULES (and what they depend on) from the lab kernel into ROOT, in load order.
 add_modules() {
@@ -97,6 +108,7 @@ add_modules() {
     local deps; deps=$(for m in "$@"; do
         modprobe -d "$KDIR" -S "$kv" --show-depends "$m" || die "no module $m in kernel $kv"
     done) || exit 125
+    mkdir -p "$root/lib/lab-modules"
     # "insmod PATH" lines, dependencies first; "builtin NAME" lines need nothing
     awk '$1 == "insmod" && !seen[$2]++ { print $2 }' <<< "$deps" | while IFS= read -r ko; do
         cp "$ko" "$root/lib/lab-modules/"
@@ -120,8 +132,23 @@ add_binary() {
     fi
 }
 
-pack() {   # pack ROOT OUT: uncompressed newc cpio (nothing to decompress in slow guests)
-    (cd "$1" && find . -print0 | cpio --null -o -H newc --owner=0:0 --quiet) > "$2"
+pack() {   # pack ROOT: the tree as a newc archive on stdout
+    (cd "$1" && find . -print0 | cpio --null -o -H newc --owner=0:0 --quiet)
+}
+
+# A newc archive on stdout holding one executable file NAME with the contents of the text
+# file SRC (no NUL bytes), without a temporary tree; END=1 adds the trailer.
+newc_file() {   # newc_file NAME SRC [END]
+    local LC_ALL=C name=$1 data
+    IFS= read -r -d '' data < "$2" || true
+    newc_entry 1 $((0100755)) "$name" "$data"
+    [ -z "${3:-}" ] || newc_entry 0 0 'TRAILER!!!' ''
+}
+newc_entry() {  # INO MODE NAME DATA; header+name and data are padded to 4 bytes
+    local LC_ALL=C n=$((${#3} + 1)) pad=('' '\0' '\0\0' '\0\0\0')
+    printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%s\0%b%s%b' \
+        "$1" "$2" 0 0 1 0 "${#4}" 0 0 0 0 "$n" 0 "$3" "${pad[(4 - (110 + n) % 4) % 4]}" \
+        "$4" "${pad[(4 - ${#4} % 4) % 4]}"
 }
 
 # ------------------------------------------------------------------ setup
@@ -130,12 +157,15 @@ cmd_setup() {
     for p in $PKGS; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$' || missing+=("$p")
     done
+    mkdir -p "$LAB_DIR/runs"
     if [ ${#missing[@]} -gt 0 ]; then
         [ "$(id -u)" = 0 ] || die "setup: missing packages (${missing[*]}) and not root"
         say "installing ${missing[*]}"
-        apt-get update -qq || die "apt-get update failed"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            "${missing[@]}" > /dev/null || die "apt-get install failed"
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                   --no-install-recommends "${missing[@]}"; } > "$LAB_DIR/apt.log" 2>&1; then
+            tail -n 20 "$LAB_DIR/apt.log" >&2
+            die "apt-get failed (log: $LAB_DIR/apt.log)"
+        fi
     fi
 
     local pkg=${LAB_KERNEL_PKG:-}
@@ -149,7 +179,6 @@ cmd_setup() {
     [ -n "$pkg" ] || die "setup: cannot resolve the package linux-image-amd64 depends on"
     local kv=${pkg#linux-image-}
 
-    mkdir -p "$LAB_DIR/runs"
     if [ "$(cat "$KDIR/KVER" 2>/dev/null)" != "$kv" ]; then
         say "fetching $pkg"
         local dl; dl=$(mktemp -d "$LAB_DIR/dl.XXXXXX")
@@ -165,9 +194,14 @@ cmd_setup() {
             say "warning: no vmlinux extracted; L1 boots the bzImage (several seconds slower)"
         echo "$kv" > "$KDIR/KVER"        # written last: marks a complete kernel
     fi
-    if [ ! -s "$L1_INITRD" ] || [ "$SELF" -nt "$L1_INITRD" ] || [ "$KDIR/KVER" -nt "$L1_INITRD" ]; then
-        build_l1_initrd
-    fi
+    local f
+    for f in "$L1_INITRD" "$L2_BASE"; do
+        if [ ! -s "$f" ] || [ "$SELF" -nt "$f" ] || [ "$KDIR/KVER" -nt "$f" ] || [ /bin/busybox -nt "$f" ]; then
+            build_l1_initrd
+            build_l2_base
+            break
+        fi
+    done
     say "setup done (kernel $kv, $LAB_DIR)"
 }
 
@@ -204,9 +238,8 @@ extract_vmlinux() {
 build_l1_initrd() {
     local kv root
     kv=$(kver)
-    root=$(mktemp -d "$LAB_DIR/l1root.XXXXXX")
-    TMPROOT=$root
-    new_root "$root"
+    new_tree root
+    busybox_tree "$root"
     add_modules "$root" kvm-amd virtio_pci 9pnet_virtio 9p overlay
     printf "#!/bin/busybox sh\n%s\nKVER='%s'\nKDIR='%s'\nNINEP='%s'\n" "$INIT_HEAD" "$kv" "$KDIR" "$NINEP" > "$root/init"
     cat >> "$root/init" <<'EOF'
@@ -240,7 +273,7 @@ ln -sfn "$KDIR/lib/modules/$KVER" "$R/lib/modules/$KVER"
 while read -r mod name dev; do
     case $mod in ""|"#"*) continue ;; esac
     type=${dev%"${dev#?}"} mm=${dev#?}
-    mkdir -p "$(dirname "$R/dev/$name")"
+    case $name in */*) mkdir -p "$R/dev/${name%/*}" ;; esac
     [ -e "$R/dev/$name" ] || mknod -m 0600 "$R/dev/$name" "$type" "${mm%%:*}" "${mm#*:}"
 done < "$R$KDIR/lib/modules/$KVER/modules.devname"
 hostname ferry-lab
@@ -249,11 +282,21 @@ exec switch_root $R /bin/sh /run/lab/stage2
 fatal "switch_root failed"
 EOF
     chmod 755 "$root/init"
-    pack "$root" "$L1_INITRD"
-    rm -rf "$root"
+    pack "$root" > "$L1_INITRD.tmp"
+    mv "$L1_INITRD.tmp" "$L1_INITRD"
 }
 
 # ------------------------------------------------------------------ mkinitrd (L2 guests)
+build_l2_base() {
+    local root
+    new_tree root
+    busybox_tree "$root"
+    printf '#!/bin/busybox sh\n%s\nexec /bin/sh /init.user\n' "$INIT_HEAD" > "$root/init"
+    chmod 755 "$root/init"
+    pack "$root" > "$L2_BASE.tmp"
+    mv "$L2_BASE.tmp" "$L2_BASE"
+}
+
 cmd_mkinitrd() {
     local mods=() bins=() m
     while [ $# -gt 0 ]; do
@@ -266,18 +309,19 @@ cmd_mkinitrd() {
         esac
     done
     [ $# -eq 2 ] || die "usage: lab.sh mkinitrd [-m MOD[,MOD...]]... [-b BINARY]... OUT INIT"
-    local out=$1 script=$2 root b
+    local out=$1 script=$2 extra="" b
     [ -r "$script" ] || die "mkinitrd: cannot read $script"
-    root=$(mktemp -d)
-    TMPROOT=$root
-    new_root "$root"
-    add_modules "$root" "${mods[@]}"
-    for b in "${bins[@]}"; do add_binary "$root" "$b"; done
-    printf '#!/bin/busybox sh\n%s\nexec /bin/sh /init.user\n' "$INIT_HEAD" > "$root/init"
-    chmod 755 "$root/init"
-    cp "$script" "$root/init.user"
-    pack "$root" "$out"
-    rm -rf "$root"
+    [ -s "$L2_BASE" ] || die "no $L2_BASE; run: lab/lab.sh setup"
+    if [ ${#mods[@]} -gt 0 ] || [ ${#bins[@]} -gt 0 ]; then
+        new_tree extra
+        add_modules "$extra" "${mods[@]}"
+        for b in "${bins[@]}"; do add_binary "$extra" "$b"; done
+    fi
+    {
+        cat "$L2_BASE"
+        if [ -n "$extra" ]; then newc_file init.user "$script"; pack "$extra"
+        else newc_file init.user "$script" end; fi
+    } > "$out"
 }
 
 # ------------------------------------------------------------------ info
@@ -317,6 +361,7 @@ EOF
 }
 
 now() { echo "$EPOCHREALTIME"; }
+qstatus() { if [ "$1" = killed ]; then echo "killed"; else echo "qemu status $1"; fi; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
 
 cmd_run() {
@@ -348,6 +393,8 @@ cmd_run() {
     local cwd; cwd=$(pwd -P)
     [ "$cwd" = / ] || shares=("$cwd" "${shares[@]}")
     mkdir -p "$LAB_DIR/runs"
+    # run directories kept by failed runs go after two days (never one still running)
+    find "$LAB_DIR/runs" -mindepth 1 -maxdepth 1 -mmin +2880 -exec rm -rf {} + 2>/dev/null || true
     local d; d=$(mktemp -d "$LAB_DIR/runs/XXXXXX")
     stage2 > "$d/stage2"
     {
@@ -406,7 +453,7 @@ cmd_run() {
         tail -n +1 -s 0.2 -f --pid="$qpid" "$d/stdout" & tails+=($!)
         tail -n +1 -s 0.2 -f --pid="$qpid" "$d/stderr" >&2 & tails+=($!)
         if [ -n "$console" ]; then tail -n +1 -s 0.2 -f --pid="$qpid" "$d/console.log" >&2 & tails+=($!); fi
-        booted="" hung="" tb=$(now)
+        booted="" hung="" qrc=0 tb=$(now)
         local boot_limit=$((SECONDS + boot_timeout))
         while kill -0 "$qpid" 2>/dev/null; do
             if [ -z "$booted" ]; then
@@ -416,6 +463,7 @@ cmd_run() {
                 elif [ "$SECONDS" -ge "$boot_limit" ]; then
                     say "L1 did not reach userspace within ${boot_timeout}s (attempt $attempt)"
                     kill "$qpid" 2>/dev/null || true
+                    qrc=killed
                     break
                 fi
                 sleep 0.1
@@ -431,8 +479,7 @@ cmd_run() {
                 sleep 1
             fi
         done
-        qrc=0
-        wait "$qpid" || qrc=$?
+        if [ "$qrc" = killed ]; then wait "$qpid" || true; else wait "$qpid" || qrc=$?; fi
         qpid=""
         wait "${tails[@]}" 2>/dev/null || true
         tails=()
@@ -444,9 +491,12 @@ cmd_run() {
             say "timeout: --timeout ${timeout}s expired"
             rc=124
         elif [ -z "$booted" ] && [ "$attempt" -le "$retries" ]; then
-            say "L1 boot failed (qemu status $qrc); retrying"
+            say "L1 boot failed ($(qstatus "$qrc")); retrying"
+        elif [ -z "$booted" ]; then
+            say "L1 failed to boot ($(qstatus "$qrc"))"
+            rc=125
         else
-            say "L1 $([ -n "$booted" ] && echo "ended without a command status" || echo "failed to boot") (qemu status $qrc)"
+            say "L1 ended without a command status ($(qstatus "$qrc"))"
             rc=125
         fi
     done

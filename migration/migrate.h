@@ -34,6 +34,7 @@ struct mig_stats {
     uint32_t round;
     uint64_t bytes_sent, pages_sent, zero_pages;
     uint64_t remaining_pages;     /* dirty at the last sync */
+    uint64_t scanned_pages;       /* round 0: pages looked at so far (zero pages are skipped) */
     double throughput;            /* bytes/s, last round */
     double dirty_rate;            /* pages/s, last round */
     double predicted_downtime_ms;
@@ -50,6 +51,7 @@ struct migration {
     bool thread_live;
     atomic_bool cancel;
     int fd;
+    uint64_t t_start_ns;         /* CLOCK_MONOTONIC at migrate */
 };
 
 void mig_params_default(struct mig_params *p);

@@ -35,6 +35,7 @@ struct sender {
     struct stream_stats st;
     uint64_t wire_bytes;              /* everything written, headers included */
     uint64_t bw_t0, bw_bytes;         /* bandwidth-cap window */
+    uint64_t scanned;                 /* round 0 progress, in pages */
 };
 
 static uint64_t now_ns(void)
@@ -73,6 +74,7 @@ static void publish(struct sender *s)
     s->mg->s.bytes_sent = s->wire_bytes;
     s->mg->s.pages_sent = s->st.pages;
     s->mg->s.zero_pages = s->st.zero_pages;
+    s->mg->s.scanned_pages = s->scanned;
     pthread_mutex_unlock(&s->mg->lock);
 }
 
@@ -161,6 +163,10 @@ static int send_dirty(struct sender *s, struct dirty_log *d, bool round0, char *
                     continue;
                 if (send_page(s, m->regions[slot].gpa + (pg << PAGE_SHIFT), p, err, errlen) < 0)
                     return -1;
+            }
+            if (round0) {
+                s->scanned += n;
+                publish(s);
             }
         }
     }
@@ -427,6 +433,7 @@ int migration_start(struct vm *vm, const struct mig_params *p, char *err, size_t
     mg->p = *p;
     memset(&mg->s, 0, sizeof(mg->s));
     mg->s.phase = MIG_SETUP;
+    mg->t_start_ns = now_ns();
     atomic_store(&mg->cancel, false);
     pthread_mutex_unlock(&mg->lock);
     if (pthread_create(&mg->thread, NULL, source_thread, vm) != 0) {
@@ -473,6 +480,8 @@ void migration_status(struct vm *vm, json_object *o)
     pthread_mutex_lock(&mg->lock);
     struct mig_stats s = mg->s;
     struct mig_params p = mg->p;
+    if (s.phase == MIG_SETUP || s.phase == MIG_PRECOPY || s.phase == MIG_SWITCHOVER)
+        s.elapsed_ms = (now_ns() - mg->t_start_ns) / 1000000;
     pthread_mutex_unlock(&mg->lock);
     json_object_object_add(o, "phase", json_object_new_string(mig_phase_name(s.phase)));
     if (s.phase == MIG_NONE)
@@ -483,6 +492,7 @@ void migration_status(struct vm *vm, json_object *o)
     json_object_object_add(o, "pages_sent", json_object_new_int64((int64_t)s.pages_sent));
     json_object_object_add(o, "zero_pages", json_object_new_int64((int64_t)s.zero_pages));
     json_object_object_add(o, "ram_bytes", json_object_new_int64((int64_t)vm->mem.ram_size));
+    json_object_object_add(o, "scanned_bytes", json_object_new_int64((int64_t)(s.scanned_pages * PAGE_SIZE)));
     json_object_object_add(o, "remaining_bytes", json_object_new_int64((int64_t)(s.remaining_pages * PAGE_SIZE)));
     json_object_object_add(o, "throughput_mbps", json_object_new_double(s.throughput * 8 / 1e6));
     json_object_object_add(o, "dirty_rate_mbps", json_object_new_double(s.dirty_rate * PAGE_SIZE * 8 / 1e6));

@@ -26,12 +26,24 @@ static char *reply_error(json_object *id, const char *msg)
 char *control_dispatch(const struct control_cmd *cmds, void *ctx, const char *line)
 {
     char err[512] = "";
-    enum json_tokener_error jerr;
-    json_object *req = json_tokener_parse_verbose(line, &jerr);
-    if (!req) {
-        snprintf(err, sizeof(err), "malformed JSON: %s", json_tokener_error_desc(jerr));
+    json_tokener *tok = json_tokener_new();
+    if (!tok)
+        return reply_error(NULL, "out of memory");
+    json_object *req = json_tokener_parse_ex(tok, line, -1);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t end = json_tokener_get_parse_end(tok), n = strlen(line);
+    const char *rest = line + (end < n ? end : n);
+    json_tokener_free(tok);
+    rest += strspn(rest, " \t");
+    if (jerr != json_tokener_success || *rest) {
+        /* one line is one request: bytes after it are an error, not ignored */
+        snprintf(err, sizeof(err), "malformed JSON: %s", jerr != json_tokener_success
+                 ? json_tokener_error_desc(jerr) : "unexpected data after the request");
+        json_object_put(req);
         return reply_error(NULL, err);
     }
+    if (!req)  /* a JSON null */
+        return reply_error(NULL, "request must be a JSON object");
     json_object *id = NULL, *cmd = NULL, *args = NULL;
     char *out;
     if (!json_object_is_type(req, json_type_object)) {

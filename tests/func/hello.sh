@@ -2,10 +2,11 @@
 # hello.sh NCPUS: the hello micro-guest on NCPUS vCPUs prints one line per
 # vCPU, nothing else, and ferry-vmm exits 0.
 T_ARGS="$*"
+# shellcheck source=tests/func/lib.sh
 . "$(dirname "$0")/lib.sh"
 n=${1:?usage: hello.sh NCPUS}
 
-vmm 30 --kernel "$(guest hello)" --cpus "$n" --mem 64M --console none
+vmm 20 --kernel "$(guest hello)" --cpus "$n" --mem 64M --console none
 expect_exit 0
 for ((i = 0; i < n; i++)); do
     expect_line "$OUT" "^hello from ferry micro-guest cpu $i ram 64 MiB\$" "no hello line from vCPU $i"

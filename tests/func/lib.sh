@@ -1,4 +1,5 @@
 # Shared helpers for the functional tests (sourced; bash).
+# shellcheck shell=bash disable=SC2034  # variables here are used by the tests that source it
 #
 # Environment (set by tests/func/meson.build):
 #   FERRY_VMM   path of the ferry-vmm binary under test
@@ -12,6 +13,10 @@ set -u -o pipefail
 : "${FERRY_VMM:?FERRY_VMM is not set (run through meson test)}"
 : "${GUEST_DIR:?GUEST_DIR is not set (run through meson test)}"
 : "${SRC:?SRC is not set (run through meson test)}"
+
+# The interpreter itself, not a version-manager shim (pyenv's costs ~0.3 s a call).
+PYTHON=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)')}
+python3() { "$PYTHON" "$@"; }
 
 T_NAME=$(basename "$0" .sh)${T_ARGS:+ $T_ARGS}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ferry-func.XXXXXX")
@@ -59,7 +64,7 @@ with_timeout() {
 
 # vmm TIMEOUT ARGS...: run ferry-vmm; sets RC, OUT (stdout file), ERR (stderr file).
 # The console goes nowhere unless ARGS say otherwise; stdin is /dev/null.
-VMM_N=0
+VMM_N=0 VMM_CMD="(no ferry-vmm run yet)" RC=none OUT=/dev/null ERR=/dev/null
 vmm() {
     local secs=$1; shift
     VMM_N=$((VMM_N + 1))
@@ -160,21 +165,49 @@ ctl() {
     python3 "$SRC/tests/func/ctl.py" "$@"
 }
 
-# jget JSON PATH: the value at a dotted PATH of a JSON document (strings bare,
-# others as JSON); "<missing>" when absent, "<bad json>" when not JSON.
+# jget JSON PATH...: the value at each dotted PATH of a JSON document, one a
+# line (strings bare, others as JSON); "<missing>" when absent, "<bad json>"
+# when the document is not JSON.
 jget() {
     python3 -c '
 import json, sys
 try:
-    v = json.loads(sys.argv[1])
+    doc = json.loads(sys.argv[1])
 except ValueError:
-    print("<bad json>"); sys.exit(0)
-for k in sys.argv[2].split("."):
-    if isinstance(v, dict) and k in v:
-        v = v[k]
-    else:
-        print("<missing>"); sys.exit(0)
-print(v if isinstance(v, str) else json.dumps(v))' "$1" "$2"
+    doc = None
+for path in sys.argv[2:]:
+    v = doc
+    if doc is None:
+        v = "<bad json>"
+    for k in path.split(".") if doc is not None else []:
+        if isinstance(v, dict) and k in v:
+            v = v[k]
+        else:
+            v = "<missing>"
+            break
+    print(v if isinstance(v, str) else json.dumps(v))' "$@"
+}
+
+# expect_json JSON PATH=VALUE...: each PATH holds VALUE (as jget prints it);
+# PATH~GLOB: it matches the shell pattern GLOB.
+expect_json() {
+    local doc=$1; shift
+    local paths=() a
+    for a in "$@"; do paths+=("${a%%[=~]*}"); done
+    local vals
+    mapfile -t vals < <(jget "$doc" "${paths[@]}")
+    local i=0 want op
+    for a in "$@"; do
+        want=${a#*[=~]}
+        op=${a:${#paths[$i]}:1}
+        if [ "$op" = "=" ]; then
+            [ "${vals[$i]}" = "$want" ] || vfail "reply $doc: ${paths[$i]} is '${vals[$i]}', expected '$want'"
+        else
+            # shellcheck disable=SC2053
+            [[ ${vals[$i]} == $want ]] || vfail "reply $doc: ${paths[$i]} is '${vals[$i]}', expected to match '$want'"
+        fi
+        i=$((i + 1))
+    done
 }
 
 # ---- guest RAM files (--mem-path): for RAM below 3 GiB, file offset = GPA ----

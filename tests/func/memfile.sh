@@ -3,12 +3,13 @@
 # on the same file in a new ferry-vmm, verifies it: it passes and reports
 # the generation of the dirtier's last pass; a flipped bit in a stamp or a
 # wiped header makes it exit 1 naming the page.
+# shellcheck source=tests/func/lib.sh
 . "$(dirname "$0")/lib.sh"
 ram=$TMP/ram
 mem=64M
 
 # 1. dirtier: 3 passes over 32 MiB (8192 pages).
-vmm 60 --kernel "$(guest dirtier)" --append "mib=32 passes=3" --mem $mem --mem-path "$ram" --console none
+vmm 30 --kernel "$(guest dirtier)" --append "mib=32 passes=3" --mem $mem --mem-path "$ram" --console none
 expect_exit 0
 expect_line "$OUT" '^dirtier: done passes=3 pages=8192 '
 last_pass=$(sed -nE 's/^dirtier pass=([0-9]+) pages=8192 ok .* max_gap_us=[0-9]+$/\1/p' "$OUT" | tail -n1)
@@ -24,7 +25,7 @@ eval "$(dirtier_hdr "$ram")"
 
 # 2. checker on the same RAM: passes, same generation, dirtier done.
 check() {   # check EXPECTED_STATUS
-    vmm 60 --kernel "$(guest checker)" --append "expect_done=1" --mem $mem --mem-path "$ram" --console none
+    vmm 30 --kernel "$(guest checker)" --append "expect_done=1" --mem $mem --mem-path "$ram" --console none
     expect_exit "$1"
 }
 check 0
@@ -51,7 +52,7 @@ expect_line "$OUT" "^checker: page 8191 \\(gpa 0x2fff000\\) qword 0 holds 0x3000
 flip_bit "$ram" $((DIRTIER_BASE + 8191 * 4096)) 1
 
 # 5. a strided working set: bit flipped in qword 24 of page 77 (stride 8).
-vmm 60 --kernel "$(guest dirtier)" --append "mib=8 passes=2 stride=8" --mem $mem --mem-path "$ram" --console none
+vmm 30 --kernel "$(guest dirtier)" --append "mib=8 passes=2 stride=8" --mem $mem --mem-path "$ram" --console none
 expect_exit 0
 check 0
 expect_line "$OUT" "^checker: 2048 pages ok gen=2 cursor=2048 cursor_qword=0 done=1 stride=8\$"

@@ -147,7 +147,7 @@ static void check_table(int ncpus)
     assert_int_equal(nioapic, 1);
     assert_int_equal(nint, 15);
     assert_int_equal(nlint, 2);
-    assert_int_equal(pin_of_irq[0], 2);             /* the PIT on INTIN2 */
+    assert_int_equal(pin_of_irq[0], 0);     /* the PIT: KVM's default routing, GSI 0 -> pin 0 */
     assert_int_equal(pin_of_irq[2], -1);            /* the cascade has no entry */
     for (int irq = 1; irq < 16; irq++)
         if (irq != 2)

@@ -1,0 +1,27 @@
+/* ferry CLI: what main.c and the subcommand files share. */
+#ifndef FERRY_CLI_H
+#define FERRY_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "cli/client.h"
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_IN_DOUBT = 3 };
+
+struct migrate_opts {
+    const char *to;
+    long long downtime_ms, bandwidth_mbps, max_time_s, max_rounds;  /* -1: server default */
+    bool force, no_verify, json, keep_source;
+};
+
+void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Connect to the control socket or print why not (and return -1). */
+int cli_open(struct cli_conn *c, const char *sock);
+
+/* migrate.c */
+int cmd_migrate(struct cli_conn *c, const struct migrate_opts *o);
+int cmd_migrate_cancel(struct cli_conn *c);
+
+#endif

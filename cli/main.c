@@ -1,0 +1,244 @@
+/* ferry: the operator's client for a ferry-vmm control socket. Argument
+ * parsing and dispatch; migrate lives in migrate.c, text in progress.c. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/progress.h"
+
+static const char usage_text[] =
+    "usage: ferry [-S SOCKET] vm COMMAND [options]\n"
+    "\n"
+    "Operate a running ferry-vmm through its control socket (ferry-vmm --control PATH).\n"
+    "\n"
+    "Options:\n"
+    "  -S, --socket PATH   the ferry-vmm control socket (default: $FERRY_SOCKET)\n"
+    "  -h, --help          this help\n"
+    "\n"
+    "Commands:\n"
+    "  vm status [--json]          state, vCPUs, memory, boot and migration summary\n"
+    "  vm pause                    park every vCPU\n"
+    "  vm resume                   run the vCPUs again\n"
+    "  vm quit                     stop the VM; ferry-vmm exits\n"
+    "  vm migrate --to HOST:PORT [options]\n"
+    "                              live-migrate to `ferry-vmm --incoming HOST:PORT`, show\n"
+    "                              the progress, then quit the source\n"
+    "      --downtime-ms N         pause target for the switchover (default 50)\n"
+    "      --bandwidth-mbps N      use at most N Mbit/s of the link (default: no cap)\n"
+    "      --max-time S            give up pre-copy after S seconds (default 300)\n"
+    "      --max-rounds N          give up after N pre-copy rounds (default 60)\n"
+    "      --force                 at a limit, switch over anyway instead of failing\n"
+    "      --no-verify             skip the whole-memory digest check at switchover\n"
+    "      --keep-source           do not send `quit` to the source after success\n"
+    "      --json                  print the final migrate-status as one JSON line\n"
+    "                              Ctrl-C cancels the migration (the VM keeps running here)\n"
+    "  vm migrate-status [--json]  progress or outcome of the current or last migration\n"
+    "  vm migrate-cancel           stop the migration in progress and wait for the outcome\n"
+    "  vm cmd 'JSON'               send one raw request line, print the reply line\n"
+    "\n"
+    "Exit status: 0 ok, 1 the operation failed, 2 usage error, 3 migration in doubt\n"
+    "(the VM is paused here and may be running on the destination).\n";
+
+void cli_err(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ferry: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int cli_open(struct cli_conn *c, const char *sock)
+{
+    char err[512];
+    if (cli_connect(c, sock, err, sizeof(err)) < 0) {
+        cli_err("%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ferry: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (see ferry --help)\n", stderr);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+static int parse_num(const char *opt, const char *s, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < 0)
+        return usage_error("%s needs a non-negative integer, not '%s'", opt, s);
+    *out = v;
+    return 0;
+}
+
+/* Simple commands: send cmd, print the result as text or JSON. */
+static int simple(struct cli_conn *c, const char *cmd, bool json)
+{
+    json_object *reply;
+    char err[512];
+    int rc = cli_call(c, cmd, NULL, &reply, err, sizeof(err));
+    if (rc != CLI_OK) {
+        cli_err("%s", err);
+        return EXIT_FAILED;
+    }
+    json_object *res = cli_result(reply);
+    if (json) {
+        printf("%s\n", json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN));
+    } else if (!strcmp(cmd, "status")) {
+        char text[2048];
+        status_summary(res, text, sizeof(text));
+        fputs(text, stdout);
+    } else if (!strcmp(cmd, "migrate-status")) {
+        struct mig_view v;
+        char line[1024];
+        mig_view_parse(res, &v);
+        if (!strcmp(v.phase, "none"))
+            snprintf(line, sizeof(line), "no migration");
+        else if (mig_phase_final(v.phase))
+            progress_outcome(&v, true, line, sizeof(line));
+        else
+            progress_line(&v, -1, 0, line, sizeof(line));
+        printf("%s\n", line);
+    } else {
+        json_object *st;
+        printf("VM %s\n", json_object_object_get_ex(res, "state", &st) ? json_object_get_string(st) : "ok");
+    }
+    json_object_put(reply);
+    return EXIT_OK;
+}
+
+static int raw_cmd(struct cli_conn *c, const char *line)
+{
+    if (strpbrk(line, "\r\n"))
+        return usage_error("vm cmd: the request must be one line");
+    char err[512];
+    char *reply = cli_roundtrip(c, line, err, sizeof(err));
+    if (!reply) {
+        cli_err("%s", err);
+        return EXIT_FAILED;
+    }
+    printf("%s\n", reply);
+    json_object *r = json_tokener_parse(reply), *ok;
+    bool good = r && json_object_object_get_ex(r, "ok", &ok) && json_object_get_boolean(ok);
+    json_object_put(r);
+    free(reply);
+    return good ? EXIT_OK : EXIT_FAILED;
+}
+
+enum { O_TO = 256, O_DOWNTIME, O_BW, O_MAXTIME, O_MAXROUNDS, O_FORCE, O_NOVERIFY, O_JSON, O_KEEP };
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "socket", required_argument, NULL, 'S' }, { "help", no_argument, NULL, 'h' },
+        { "to", required_argument, NULL, O_TO }, { "downtime-ms", required_argument, NULL, O_DOWNTIME },
+        { "bandwidth-mbps", required_argument, NULL, O_BW },
+        { "max-time", required_argument, NULL, O_MAXTIME },
+        { "max-rounds", required_argument, NULL, O_MAXROUNDS }, { "force", no_argument, NULL, O_FORCE },
+        { "no-verify", no_argument, NULL, O_NOVERIFY }, { "json", no_argument, NULL, O_JSON },
+        { "keep-source", no_argument, NULL, O_KEEP }, { 0 },
+    };
+    const char *sock = getenv("FERRY_SOCKET");
+    struct migrate_opts mo = { .downtime_ms = -1, .bandwidth_mbps = -1, .max_time_s = -1, .max_rounds = -1 };
+    bool help = false, migrate_opt = false;
+    char first_migrate_opt[32] = "";
+    int c, li = -1;
+    char optname[32];
+    opterr = 0;
+    /* options may come anywhere; the remaining words are the command */
+    while ((c = getopt_long(argc, argv, ":S:h", opts, &li)) != -1) {
+        const char *name = argv[optind - 1];
+        if (c >= O_TO && li >= 0) {
+            snprintf(optname, sizeof(optname), "--%s", opts[li].name);
+            name = optname;
+        }
+        li = -1;
+        switch (c) {
+        case 'S': sock = optarg; break;
+        case 'h': help = true; break;
+        case O_JSON: mo.json = true; break;
+        case '?':
+            if (optopt >= O_TO)  /* --force=1 and the like */
+                return usage_error("option '%s' takes no argument", name);
+            if (optopt)
+                return usage_error("unknown option '-%c'", optopt);
+            return usage_error("unknown option '%s'", name);
+        case ':':
+            return usage_error("option '%s' needs an argument", name);
+        default:
+            if (!migrate_opt)
+                snprintf(first_migrate_opt, sizeof(first_migrate_opt), "%s", name);
+            migrate_opt = true;
+            long long *num = c == O_DOWNTIME ? &mo.downtime_ms : c == O_BW ? &mo.bandwidth_mbps
+                           : c == O_MAXTIME ? &mo.max_time_s : c == O_MAXROUNDS ? &mo.max_rounds : NULL;
+            if (num && parse_num(name, optarg, num))
+                return EXIT_USAGE;
+            if (c == O_TO) mo.to = optarg;
+            if (c == O_FORCE) mo.force = true;
+            if (c == O_NOVERIFY) mo.no_verify = true;
+            if (c == O_KEEP) mo.keep_source = true;
+        }
+    }
+    char **w = argv + optind;
+    int nw = argc - optind;
+    if (help || (nw >= 1 && !strcmp(w[0], "help"))) {
+        fputs(usage_text, stdout);
+        return EXIT_OK;
+    }
+    if (nw == 0 || (nw == 1 && !strcmp(w[0], "vm"))) {
+        fputs(usage_text, stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(w[0], "vm"))
+        return usage_error("unknown command '%s'", w[0]);
+    const char *sub = w[1];
+    static const char *known[] = { "status", "pause", "resume", "quit", "migrate", "migrate-status",
+                                   "migrate-cancel", "cmd", NULL };
+    int k = 0;
+    while (known[k] && strcmp(known[k], sub))
+        k++;
+    if (!known[k])
+        return usage_error("unknown command 'vm %s'", sub);
+    bool is_cmd = !strcmp(sub, "cmd");
+    if (nw != (is_cmd ? 3 : 2))
+        return is_cmd ? usage_error("vm cmd needs exactly one argument: the request line")
+                      : usage_error("unexpected argument '%s'", w[2]);
+    bool is_migrate = !strcmp(sub, "migrate");
+    if (migrate_opt && !is_migrate)
+        return usage_error("%s is an option of vm migrate only", first_migrate_opt);
+    if (mo.json && strcmp(sub, "status") && strcmp(sub, "migrate-status") && !is_migrate)
+        return usage_error("--json is not an option of vm %s", sub);
+    if (is_migrate && !mo.to)
+        return usage_error("vm migrate needs --to HOST:PORT");
+    if (!sock || !sock[0])
+        return usage_error("no control socket: use -S PATH or set FERRY_SOCKET");
+
+    struct cli_conn conn;
+    if (cli_open(&conn, sock) < 0)
+        return EXIT_FAILED;
+    int rc;
+    if (is_migrate)
+        rc = cmd_migrate(&conn, &mo);
+    else if (!strcmp(sub, "migrate-cancel"))
+        rc = cmd_migrate_cancel(&conn);
+    else if (is_cmd)
+        rc = raw_cmd(&conn, w[2]);
+    else
+        rc = simple(&conn, sub, mo.json);
+    cli_close(&conn);
+    return rc;
+}
