@@ -131,13 +131,14 @@ wait_for() {
     return 0
 }
 
-# vmm_bg NAME ARGS...: start ferry-vmm in the background (60 s hard limit);
-# sets BG_PID, BG_OUT, BG_ERR. Collect it with vmm_bg_wait.
+# vmm_bg NAME ARGS...: start ferry-vmm in the background (60 s hard limit) at
+# nice BG_NICE (default 10: a guest spinning on every vCPU must not starve the
+# test driving it); sets BG_PID, BG_OUT, BG_ERR. Collect it with vmm_bg_wait.
 vmm_bg() {
     local name=$1; shift
     BG_OUT=$TMP/$name.out BG_ERR=$TMP/$name.err
     VMM_CMD="ferry-vmm $*"
-    with_timeout 60 "$FERRY_VMM" "$@" </dev/null >"$BG_OUT" 2>"$BG_ERR" &
+    with_timeout 60 nice -n "${BG_NICE:-10}" "$FERRY_VMM" "$@" </dev/null >"$BG_OUT" 2>"$BG_ERR" &
     BG_PID=$!
     BG_PIDS+=("$BG_PID")
 }
