@@ -137,8 +137,10 @@ static int devices_setup(struct vm *vm, char *err, size_t errlen)
     uart_init(&vm->uart, uart_irq, uart_tx, vm);
     testdev_init(&vm->testdev, &vm->mem, stdout, testdev_exit, vm);
     vm->i8042 = (struct i8042){ .reset = i8042_reset, .opaque = vm };
+    rtc_init(&vm->rtc);
     if (bus_register(&vm->pio, UART_COM1_BASE, 8, uart_io, &vm->uart, "uart") ||
         bus_register(&vm->pio, I8042_DATA_PORT, 5, i8042_io, &vm->i8042, "i8042") ||
+        bus_register(&vm->pio, RTC_PORT, 2, rtc_io, &vm->rtc, "rtc") ||
         bus_register(&vm->mmio, FERRY_TESTDEV_ADDR, 4096, testdev_io, &vm->testdev, "testdev")) {
         snprintf(err, errlen, "device address conflict");
         return -1;

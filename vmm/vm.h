@@ -11,6 +11,7 @@
 #include "boot/boot.h"
 #include "devices/bus.h"
 #include "devices/i8042.h"
+#include "devices/rtc.h"
 #include "devices/testdev.h"
 #include "devices/uart.h"
 #include "migration/migrate.h"
@@ -61,6 +62,7 @@ struct vm {
     struct uart uart;
     struct testdev testdev;
     struct i8042 i8042;
+    struct rtc rtc;
     FILE *console_out;
     int console_in;           /* fd fed to the UART, or -1 */
 

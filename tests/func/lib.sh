@@ -24,8 +24,10 @@ BG_PIDS=()
 
 _cleanup() {
     local p
+    # BG_PIDS are timeout(1) processes: SIGTERM reaches ferry-vmm through
+    # them, and they SIGKILL it 5 s later if it is still there.
     for p in "${BG_PIDS[@]}"; do
-        kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null
+        kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null
     done
     if [ -n "${KEEP_TMP:-}" ]; then
         echo "$T_NAME: kept $TMP" >&2
@@ -132,13 +134,13 @@ wait_for() {
 }
 
 # vmm_bg NAME ARGS...: start ferry-vmm in the background (60 s hard limit) at
-# nice BG_NICE (default 10: a guest spinning on every vCPU must not starve the
+# nice BG_NICE (default 5: a guest spinning on every vCPU must not starve the
 # test driving it); sets BG_PID, BG_OUT, BG_ERR. Collect it with vmm_bg_wait.
 vmm_bg() {
     local name=$1; shift
     BG_OUT=$TMP/$name.out BG_ERR=$TMP/$name.err
     VMM_CMD="ferry-vmm $*"
-    with_timeout 60 nice -n "${BG_NICE:-10}" "$FERRY_VMM" "$@" </dev/null >"$BG_OUT" 2>"$BG_ERR" &
+    with_timeout 60 nice -n "${BG_NICE:-5}" "$FERRY_VMM" "$@" </dev/null >"$BG_OUT" 2>"$BG_ERR" &
     BG_PID=$!
     BG_PIDS+=("$BG_PID")
 }
@@ -149,7 +151,7 @@ vmm_bg_wait() {
     local secs=$1
     OUT=$BG_OUT ERR=$BG_ERR
     if ! wait_for "$secs" _bg_exited; then
-        kill -KILL "$BG_PID" 2>/dev/null
+        kill -TERM "$BG_PID" 2>/dev/null   # timeout(1) forwards it, then SIGKILLs
         wait "$BG_PID" 2>/dev/null
         RC=124
         return 0

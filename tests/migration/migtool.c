@@ -18,12 +18,16 @@
  *       notice; corrupt-final-any: the same, falling back to any non-zero
  *       page. Prints what it did:
  *           proxy: corrupted working-set|other page 0xGPA (checksum re-sealed)
+ *       drop-ack: forward everything up to COMPLETE, keep the destination's
+ *       answer from the source and cut the source's connection (a network
+ *       failure at the worst moment).
  *   migtool cases
  *       List the send cases. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,7 +336,14 @@ static int cmd_send(const char *addr, const char *c)
 
 /* ---- proxy ------------------------------------------------------------- */
 
-struct pump { int from, to; };
+/* destination -> source, raw; with swallow set, bytes are kept (the first
+ * 20: an ACK's header and status) instead of forwarded */
+struct pump {
+    int from, to;
+    atomic_bool swallow;
+    atomic_size_t swallowed;
+    uint8_t first[20];
+};
 
 static void *pump_raw(void *arg)
 {
@@ -342,10 +353,20 @@ static void *pump_raw(void *arg)
         ssize_t n = read(p->from, b, sizeof(b));
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0 || xwrite(p->to, b, (size_t)n) < 0)
+        if (n <= 0)
+            break;
+        if (atomic_load(&p->swallow)) {
+            size_t had = atomic_load(&p->swallowed);
+            for (size_t i = 0; i < (size_t)n && had + i < sizeof(p->first); i++)
+                p->first[had + i] = b[i];
+            atomic_fetch_add(&p->swallowed, (size_t)n);
+            continue;
+        }
+        if (xwrite(p->to, b, (size_t)n) < 0)
             break;
     }
-    shutdown(p->to, SHUT_WR);
+    if (!atomic_load(&p->swallow))
+        shutdown(p->to, SHUT_WR);
     return NULL;
 }
 
@@ -410,8 +431,9 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
     char err[256];
     bool any_page = !strcmp(mutation, "corrupt-final-any");
     bool corrupt = any_page || !strcmp(mutation, "corrupt-final");
-    if (!corrupt && strcmp(mutation, "none"))
-        die2("unknown mutation '%s' (none, corrupt-final, corrupt-final-any)", mutation);
+    bool drop_ack = !strcmp(mutation, "drop-ack");
+    if (!corrupt && !drop_ack && strcmp(mutation, "none"))
+        die2("unknown mutation '%s' (none, corrupt-final, corrupt-final-any, drop-ack)", mutation);
     int lfd = net_listen(listen_addr, err, sizeof(err));
     if (lfd < 0)
         die2("%s", err);
@@ -424,7 +446,9 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
     int dst = net_connect(dest, 5000, err, sizeof(err));
     if (dst < 0)
         die2("%s", err);
-    struct pump back = { .from = dst, .to = src };
+    static struct pump back;
+    back.from = dst;
+    back.to = src;
     pthread_t t;
     pthread_create(&t, NULL, pump_raw, &back);
 
@@ -476,9 +500,22 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
             printf("proxy: STATE not preceded by MEM_PAGES: nothing corrupted\n");
             corrupt = false;
         }
+        if (type == MSG_COMPLETE && drop_ack)
+            atomic_store(&back.swallow, true);
         if (!done && (xwrite(dst, h, sizeof(h)) < 0 || (len && xwrite(dst, p, len) < 0)))
             done = true;
         free(p);
+        if (type == MSG_COMPLETE && drop_ack) {
+            /* the destination answers; the source never hears it */
+            for (int i = 0; i < 1000 && atomic_load(&back.swallowed) < sizeof(back.first); i++)
+                usleep(10000);
+            size_t got = atomic_load(&back.swallowed);
+            uint32_t st = got >= 20 && le16_load(back.first + 4) == MSG_ACK ? le32_load(back.first + 16) : 0;
+            printf("proxy: dropped %zu bytes of the destination's answer (ACK status %u), cut the source off\n",
+                   got, st);
+            shutdown(src, SHUT_RDWR);
+            done = true;
+        }
     }
     if (held) {
         xwrite(dst, held_h, sizeof(held_h));
@@ -505,6 +542,6 @@ int main(int argc, char **argv)
         return cmd_send(argv[2], argv[3]);
     if (argc == 5 && !strcmp(argv[1], "proxy"))
         return cmd_proxy(argv[2], argv[3], argv[4]);
-    fprintf(stderr, "usage: migtool send ADDR CASE | proxy LISTEN DEST none|corrupt-final|corrupt-final-any | cases\n");
+    fprintf(stderr, "usage: migtool send ADDR CASE | proxy LISTEN DEST none|corrupt-final|corrupt-final-any|drop-ack | cases\n");
     return 2;
 }
