@@ -12,7 +12,7 @@ for stride in 0 1; do
         --mem $((mib + 64))M --console none
     expect_exit 0
     expect_line "$OUT" "^dirtier: done passes=$passes "
-    python3 - "$OUT" "$stride" "$mib" <<'PY'
+    python3 - "$OUT" "$stride" "$mib" <<'PY' || vfail "cannot summarise the dirtier's output"
 import re, statistics, sys
 lines = open(sys.argv[1]).read().splitlines()
 pat = re.compile(r"^dirtier pass=(\d+) pages=(\d+) ok pages_per_s=(\d+) ns_per_page=([\d.]+) "
@@ -28,6 +28,5 @@ print("dirtier stride=%s mib=%s: first_touch_ns_per_page=%s steady_pages_per_s=%
       "steady_ns_per_page=%.2f (median of %d passes) steady_max_gap_us=%d (median)"
       % (sys.argv[2], sys.argv[3], first[3], pps, npp, len(steady), gap))
 PY
-    [ $? -eq 0 ] || vfail "cannot summarise the dirtier's output"
 done
 exit 0

@@ -2,6 +2,8 @@
  * loopback test, THRE and RX interrupts) and for interactive use. */
 #include <string.h>
 
+#include <stdio.h>
+
 #include "devices/uart.h"
 
 enum {
@@ -172,4 +174,39 @@ size_t uart_receive(struct uart *u, const uint8_t *buf, size_t len)
     update_irq(u);
     pthread_mutex_unlock(&u->lock);
     return n;
+}
+
+static const struct vmstate_field uart_fields[] = {
+    VMSTATE_U8(struct uart_regs, ier), VMSTATE_U8(struct uart_regs, iir_thri),
+    VMSTATE_U8(struct uart_regs, lcr), VMSTATE_U8(struct uart_regs, mcr),
+    VMSTATE_U8(struct uart_regs, lsr_extra), VMSTATE_U8(struct uart_regs, msr),
+    VMSTATE_U8(struct uart_regs, scr), VMSTATE_U8(struct uart_regs, fcr),
+    VMSTATE_U8(struct uart_regs, dll), VMSTATE_U8(struct uart_regs, dlm),
+    VMSTATE_U8(struct uart_regs, irq_level), VMSTATE_U8(struct uart_regs, rx_head),
+    VMSTATE_U8(struct uart_regs, rx_count), VMSTATE_ARRAY_U8(struct uart_regs, rx),
+    VMSTATE_END,
+};
+const struct vmstate_desc vmstate_uart = { "uart", 1, 1, uart_fields, sizeof(struct uart_regs) };
+
+int uart_state_save(void *opaque, void *state, char *err, size_t errlen)
+{
+    struct uart *u = opaque;
+    pthread_mutex_lock(&u->lock);
+    memcpy(state, &u->r, sizeof(u->r));
+    pthread_mutex_unlock(&u->lock);
+    return 0;
+}
+
+int uart_state_load(void *opaque, const void *state, char *err, size_t errlen)
+{
+    struct uart *u = opaque;
+    const struct uart_regs *r = state;
+    if (r->rx_head >= UART_RX_FIFO || r->rx_count > UART_RX_FIFO) {
+        snprintf(err, errlen, "uart state: receive FIFO index out of range");
+        return -1;
+    }
+    pthread_mutex_lock(&u->lock);
+    u->r = *r;
+    pthread_mutex_unlock(&u->lock);
+    return 0;
 }

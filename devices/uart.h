@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "migration/vmstate.h"
+
 #define UART_COM1_BASE 0x3f8
 #define UART_COM1_IRQ  4
 #define UART_RX_FIFO   64
@@ -33,5 +35,13 @@ void uart_init(struct uart *u, void (*irq)(void *, int), void (*tx)(void *, uint
 void uart_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write);
 /* Queue received bytes; returns how many fitted in the FIFO. */
 size_t uart_receive(struct uart *u, const uint8_t *buf, size_t len);
+
+/* Migration: struct uart_regs as a state table, and save/load hooks
+ * (opaque = struct uart *) for struct mig_device. */
+extern const struct vmstate_desc vmstate_uart;
+int uart_state_save(void *opaque, void *state, char *err, size_t errlen);
+int uart_state_load(void *opaque, const void *state, char *err, size_t errlen);
+#define uart_mig_device(u) ((struct mig_device){ &vmstate_uart, sizeof(struct uart_regs), (u), \
+                                                 uart_state_save, uart_state_load })
 
 #endif

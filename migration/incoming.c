@@ -92,7 +92,7 @@ static int on_hello(struct receiver *r, const struct msg *m, const struct vm_con
     r->vm_created = true;
     if (vm_create(r->vm, &cfg, err, errlen) < 0)
         goto out;
-    if (staged_init(&r->st, cfg.ncpus) < 0) {
+    if (staged_init(&r->st, r->vm) < 0) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
@@ -176,7 +176,7 @@ static int receive(struct receiver *r, char *err, size_t errlen)
                 rc = -1;
                 break;
             }
-            rc = sections_parse(&r->st, r->vm->ncpus, m.payload, m.len, err, errlen);
+            rc = sections_parse(&r->st, r->vm, m.payload, m.len, err, errlen);
             r->have_state = rc == 0;
             if (rc == 0)
                 hash_start(r);

@@ -123,17 +123,6 @@ static const struct vmstate_field vm_fields[] = {
 };
 const struct vmstate_desc vmstate_vm = { "vm", 1, 1, vm_fields, sizeof(struct vm_kvm_state) };
 
-static const struct vmstate_field uart_fields[] = {
-    VMSTATE_U8(struct uart_regs, ier), VMSTATE_U8(struct uart_regs, iir_thri),
-    VMSTATE_U8(struct uart_regs, lcr), VMSTATE_U8(struct uart_regs, mcr),
-    VMSTATE_U8(struct uart_regs, lsr_extra), VMSTATE_U8(struct uart_regs, msr),
-    VMSTATE_U8(struct uart_regs, scr), VMSTATE_U8(struct uart_regs, fcr),
-    VMSTATE_U8(struct uart_regs, dll), VMSTATE_U8(struct uart_regs, dlm),
-    VMSTATE_U8(struct uart_regs, irq_level), VMSTATE_U8(struct uart_regs, rx_head),
-    VMSTATE_U8(struct uart_regs, rx_count), VMSTATE_ARRAY_U8(struct uart_regs, rx),
-    VMSTATE_END,
-};
-const struct vmstate_desc vmstate_uart = { "uart", 1, 1, uart_fields, sizeof(struct uart_regs) };
 
 int sections_save(struct vm *vm, const struct msr_list *msrs, struct buf *out,
                   char *err, size_t errlen)
@@ -158,31 +147,46 @@ int sections_save(struct vm *vm, const struct msr_list *msrs, struct buf *out,
         }
     }
     free(cs);
-    pthread_mutex_lock(&vm->uart.lock);
-    struct uart_regs ur = vm->uart.r;
-    pthread_mutex_unlock(&vm->uart.lock);
-    if (vmstate_save(&vmstate_uart, &ur, out) < 0)
-        goto nomem;
+    for (int i = 0; i < vm->nmig_devs; i++) {
+        const struct mig_device *d = &vm->mig_devs[i];
+        void *st = calloc(1, d->state_size);
+        if (!st)
+            goto nomem;
+        int r = d->save(d->opaque, st, err, errlen);
+        if (r == 0 && vmstate_save(d->desc, st, out) < 0) {
+            snprintf(err, errlen, "cannot encode state section '%s'", d->desc->name);
+            r = -1;
+        }
+        free(st);
+        if (r < 0)
+            return -1;
+    }
     return 0;
 nomem:
     snprintf(err, errlen, "cannot encode VM state: out of memory");
     return -1;
 }
 
-int staged_init(struct staged_state *st, int ncpus)
+int staged_init(struct staged_state *st, const struct vm *vm)
 {
     memset(st, 0, sizeof(*st));
-    st->cpu = calloc((size_t)ncpus, sizeof(*st->cpu));
-    st->cpu_seen = calloc((size_t)ncpus, sizeof(*st->cpu_seen));
-    return st->cpu && st->cpu_seen ? 0 : -1;
+    st->cpu = calloc((size_t)vm->ncpus, sizeof(*st->cpu));
+    st->cpu_seen = calloc((size_t)vm->ncpus, sizeof(*st->cpu_seen));
+    if (!st->cpu || !st->cpu_seen)
+        return -1;
+    for (int i = 0; i < vm->nmig_devs; i++)
+        if (!(st->dev[i] = calloc(1, vm->mig_devs[i].state_size)))
+            return -1;
+    return 0;
 }
 
 void staged_free(struct staged_state *st)
 {
     free(st->cpu);
     free(st->cpu_seen);
-    st->cpu = NULL;
-    st->cpu_seen = NULL;
+    for (int i = 0; i < VM_MAX_MIG_DEVICES; i++)
+        free(st->dev[i]);
+    memset(st, 0, sizeof(*st));
 }
 
 static int once(bool *seen, const char *what, char *err, size_t errlen)
@@ -195,9 +199,10 @@ static int once(bool *seen, const char *what, char *err, size_t errlen)
     return 0;
 }
 
-int sections_parse(struct staged_state *st, int ncpus, const uint8_t *p, size_t len,
+int sections_parse(struct staged_state *st, const struct vm *vm, const uint8_t *p, size_t len,
                    char *err, size_t errlen)
 {
+    int ncpus = vm->ncpus;
     struct rbuf in = RBUF(p, len);
     struct cpu_section *cs = NULL;
     int rc = -1;
@@ -210,10 +215,6 @@ int sections_parse(struct staged_state *st, int ncpus, const uint8_t *p, size_t 
         if (!strcmp(name, "vm")) {
             if (once(&st->have_vm, name, err, errlen) < 0 ||
                 vmstate_load(&vmstate_vm, &st->vm, &in, err, errlen) < 0)
-                goto out;
-        } else if (!strcmp(name, "uart")) {
-            if (once(&st->have_uart, name, err, errlen) < 0 ||
-                vmstate_load(&vmstate_uart, &st->uart, &in, err, errlen) < 0)
                 goto out;
         } else if (!strcmp(name, "cpu")) {
             if (!cs && !(cs = calloc(1, sizeof(*cs)))) {
@@ -231,8 +232,16 @@ int sections_parse(struct staged_state *st, int ncpus, const uint8_t *p, size_t 
             st->cpu[cs->id] = *cs;
             st->ncpus_seen++;
         } else {
-            snprintf(err, errlen, "unknown state section '%s'", name);
-            goto out;
+            int i = 0;
+            while (i < vm->nmig_devs && strcmp(vm->mig_devs[i].desc->name, name))
+                i++;
+            if (i == vm->nmig_devs) {
+                snprintf(err, errlen, "unknown state section '%s' (a device this VM does not have)", name);
+                goto out;
+            }
+            if (once(&st->dev_seen[i], name, err, errlen) < 0 ||
+                vmstate_load(vm->mig_devs[i].desc, st->dev[i], &in, err, errlen) < 0)
+                goto out;
         }
     }
     rc = 0;
@@ -243,18 +252,26 @@ out:
 
 int sections_apply(struct vm *vm, const struct staged_state *st, char *err, size_t errlen)
 {
-    if (!st->have_vm || !st->have_uart || st->ncpus_seen != (uint32_t)vm->ncpus) {
-        snprintf(err, errlen, "incomplete state: vm=%s uart=%s cpus=%u/%d", st->have_vm ? "yes" : "no",
-                 st->have_uart ? "yes" : "no", st->ncpus_seen, vm->ncpus);
+    if (!st->have_vm || st->ncpus_seen != (uint32_t)vm->ncpus) {
+        snprintf(err, errlen, "incomplete state: vm section %s, %u of %d vCPUs",
+                 st->have_vm ? "present" : "missing", st->ncpus_seen, vm->ncpus);
         return -1;
+    }
+    for (int i = 0; i < vm->nmig_devs; i++) {
+        if (!st->dev_seen[i]) {
+            snprintf(err, errlen, "incomplete state: no section for device '%s'", vm->mig_devs[i].desc->name);
+            return -1;
+        }
     }
     for (int i = 0; i < vm->ncpus; i++)
         if (vcpu_state_set(vm->vcpus[i].fd, &st->cpu[i].s, err, errlen) < 0)
             return -1;
     if (vm_state_set(vm->fd, &st->vm, err, errlen) < 0)
         return -1;
-    pthread_mutex_lock(&vm->uart.lock);
-    vm->uart.r = st->uart;
-    pthread_mutex_unlock(&vm->uart.lock);
+    for (int i = 0; i < vm->nmig_devs; i++) {
+        const struct mig_device *d = &vm->mig_devs[i];
+        if (d->load(d->opaque, st->dev[i], err, errlen) < 0)
+            return -1;
+    }
     return 0;
 }

@@ -36,6 +36,8 @@ step "build (warnings as errors)"
 build build
 step "unit + functional tests"
 meson test -C build --print-errorlogs --num-processes 2
+step "benchmarks (the CPL3 loop must run under 10 ns/iteration; migration numbers)"
+meson test -C build --benchmark --suite bench --num-processes 1
 if [ -n "$asan" ]; then
     step "build with ASan/UBSan"
     build build-asan -Db_sanitize=address,undefined -Db_lundef=false

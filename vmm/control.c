@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -212,7 +213,27 @@ int control_start(struct control_server *s, const char *path, const struct contr
     s->cmds = cmds;
     s->ctx = ctx;
     s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    unlink(path);  /* a stale socket from a previous run */
+    if (s->listen_fd < 0) {
+        snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* Replace only a stale socket: never a file, never a live VM's socket. */
+    struct stat sb;
+    if (lstat(path, &sb) == 0) {
+        if (!S_ISSOCK(sb.st_mode)) {
+            snprintf(err, errlen, "control socket %s: exists and is not a socket", path);
+            close(s->listen_fd);
+            return -1;
+        }
+        if (connect(s->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 || errno != ECONNREFUSED) {
+            snprintf(err, errlen, "control socket %s: in use by another process", path);
+            close(s->listen_fd);
+            return -1;
+        }
+        close(s->listen_fd);
+        s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        unlink(path);
+    }
     if (s->listen_fd < 0 || bind(s->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
         listen(s->listen_fd, 8) < 0 || pipe2(s->wake, O_CLOEXEC) < 0) {
         snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));

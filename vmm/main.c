@@ -80,7 +80,8 @@ int main(int argc, char **argv)
     const char *control_path = NULL, *incoming = NULL;
     bool mem_given = false, cpus_given = false;
     int c;
-    while ((c = getopt_long(argc, argv, "k:i:a:m:c:S:vh", opts, NULL)) != -1) {
+    opterr = 0;  /* our own one-line messages below */
+    while ((c = getopt_long(argc, argv, ":k:i:a:m:c:S:vh", opts, NULL)) != -1) {
         switch (c) {
         case 'k': cfg.kernel = optarg; break;
         case 'i': cfg.initrd = optarg; break;
@@ -101,9 +102,10 @@ int main(int argc, char **argv)
                 die("bad --cpus '%s' (expected a number)", optarg);
             cpus_given = true;
             break;
+        case ':':
+            die("option '%s' requires an argument (see --help)", argv[optind - 1]);
         default:
-            usage(stderr);
-            return 1;
+            die("unknown option '%s' (see --help)", argv[optind - 1]);
         }
     }
     if (optind < argc)

@@ -130,6 +130,14 @@ static int memory_setup(struct vm *vm, char *err, size_t errlen)
     return 0;
 }
 
+int vm_add_mig_device(struct vm *vm, const struct mig_device *d)
+{
+    if (vm->nmig_devs == VM_MAX_MIG_DEVICES)
+        return -1;
+    vm->mig_devs[vm->nmig_devs++] = *d;
+    return 0;
+}
+
 static int devices_setup(struct vm *vm, char *err, size_t errlen)
 {
     vm->pio.name = "pio";
@@ -145,7 +153,7 @@ static int devices_setup(struct vm *vm, char *err, size_t errlen)
         snprintf(err, errlen, "device address conflict");
         return -1;
     }
-    return 0;
+    return vm_add_mig_device(vm, &uart_mig_device(&vm->uart));
 }
 
 static uint64_t tsc_khz(struct vm *vm)
@@ -230,18 +238,21 @@ int vm_start(struct vm *vm)
     struct sigaction sa = { .sa_handler = sig_kick };
     sigemptyset(&sa.sa_mask);
     sigaction(SIGUSR1, &sa, NULL);
+    /* Hold the lock while threads start: a vCPU that stops the VM at once
+     * must find every sibling marked started, or its kick would miss one. */
     pthread_mutex_lock(&vm->lock);
     vm->state = VM_RUNNING;
-    pthread_mutex_unlock(&vm->lock);
     for (int i = 0; i < vm->ncpus; i++) {
         struct vcpu *v = &vm->vcpus[i];
         if (pthread_create(&v->thread, NULL, vcpu_thread, v) != 0) {
+            pthread_mutex_unlock(&vm->lock);
             log_err("cannot start vCPU %d thread", i);
             vm_request_stop(vm, STOP_ERROR, 1);
             return -1;
         }
         v->started = true;
     }
+    pthread_mutex_unlock(&vm->lock);
     return 0;
 }
 

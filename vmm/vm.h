@@ -15,11 +15,26 @@
 #include "devices/testdev.h"
 #include "devices/uart.h"
 #include "migration/migrate.h"
+#include "migration/vmstate.h"
 #include "vmm/memory.h"
 
 #define VM_MAX_VCPUS 64
 
 struct vm;
+
+/* A device whose state migrates: one state-table section per device. */
+struct mig_device {
+    const struct vmstate_desc *desc;   /* section name = desc->name, unique per VM */
+    size_t state_size;                 /* sizeof the struct desc describes */
+    void *opaque;
+    /* Copy the device's state into `state`; the vCPUs are paused and the
+     * device must have completed its in-flight I/O. */
+    int (*save)(void *opaque, void *state, char *err, size_t errlen);
+    /* Install a fully validated `state` before the vCPUs start. */
+    int (*load)(void *opaque, const void *state, char *err, size_t errlen);
+};
+
+#define VM_MAX_MIG_DEVICES 16
 
 struct vcpu {
     struct vm *vm;
@@ -75,6 +90,8 @@ struct vm {
     enum vm_stop_reason stop_reason;
     int exit_status;
 
+    struct mig_device mig_devs[VM_MAX_MIG_DEVICES];
+    int nmig_devs;
     struct migration mig;     /* outgoing migration (source side) */
     bool quit_req;            /* `quit` after the VM left by migration */
 };
@@ -91,6 +108,8 @@ void vm_request_stop(struct vm *vm, enum vm_stop_reason why, int status);
 int vm_wait(struct vm *vm);
 void vm_destroy(struct vm *vm);
 const char *vm_state_name(enum vm_state s);
+/* Register a device for migration (at VM creation; 0 or -1 when full). */
+int vm_add_mig_device(struct vm *vm, const struct mig_device *d);
 
 /* vcpu.c */
 int vcpu_create(struct vm *vm, int id, char *err, size_t errlen);
