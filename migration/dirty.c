@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/ioctl.h>
 #include <linux/kvm.h>
 
@@ -21,7 +22,7 @@ static int set_logging(const struct dirty_log *d, bool on)
     return 0;
 }
 
-int dirty_log_start(struct dirty_log *d, int kvm_fd, int vm_fd, const struct guest_mem *mem,
+int dirty_log_start(struct dirty_log *d, int kvm_fd, int vm_fd, struct guest_mem *mem,
                     char *err, size_t errlen)
 {
     memset(d, 0, sizeof(*d));
@@ -30,7 +31,12 @@ int dirty_log_start(struct dirty_log *d, int kvm_fd, int vm_fd, const struct gue
     for (int i = 0; i < mem->nregions; i++) {
         d->npages[i] = mem->regions[i].size >> PAGE_SHIFT;
         d->bitmap[i] = calloc((d->npages[i] + 63) / 64, sizeof(uint64_t));
-        if (!d->bitmap[i]) {
+        size_t words = (d->npages[i] + 63) / 64;
+        if (!mem->dev_dirty[i])
+            mem->dev_dirty[i] = calloc(words, sizeof(uint64_t));
+        else
+            memset(mem->dev_dirty[i], 0, words * sizeof(uint64_t));
+        if (!d->bitmap[i] || !mem->dev_dirty[i]) {
             snprintf(err, errlen, "dirty log: out of memory");
             dirty_log_stop(d);
             return -1;
@@ -44,6 +50,7 @@ int dirty_log_start(struct dirty_log *d, int kvm_fd, int vm_fd, const struct gue
         struct kvm_enable_cap cap = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, .args[0] = want };
         d->manual = ioctl(vm_fd, KVM_ENABLE_CAP, &cap) == 0;
     }
+    atomic_store(&mem->dev_tracking, true);
     if (set_logging(d, true) < 0) {
         snprintf(err, errlen, "cannot enable dirty logging: %s", strerror(errno));
         dirty_log_stop(d);
@@ -61,9 +68,20 @@ int64_t dirty_log_fetch(struct dirty_log *d, char *err, size_t errlen)
             snprintf(err, errlen, "KVM_GET_DIRTY_LOG: %s", strerror(errno));
             return -1;
         }
-        for (uint64_t w = 0; w < (d->npages[i] + 63) / 64; w++)
+        uint64_t words = (d->npages[i] + 63) / 64;
+        if (!d->manual && !d->fetched) {
+            /* without INITIALLY_SET the first round must still copy everything */
+            memset(d->bitmap[i], 0xff, words * sizeof(uint64_t));
+            if (d->npages[i] % 64)
+                d->bitmap[i][words - 1] = (1ull << (d->npages[i] % 64)) - 1;
+        }
+        uint64_t *dev = d->mem->dev_dirty[i];
+        for (uint64_t w = 0; w < words; w++) {
+            d->bitmap[i][w] |= __atomic_exchange_n(&dev[w], 0, __ATOMIC_RELAXED);
             total += __builtin_popcountll(d->bitmap[i][w]);
+        }
     }
+    d->fetched = true;
     return total;
 }
 
@@ -84,8 +102,10 @@ int dirty_log_clear(struct dirty_log *d, int slot, uint64_t first, uint64_t n, c
 
 void dirty_log_stop(struct dirty_log *d)
 {
-    if (d->mem)
+    if (d->mem) {
         set_logging(d, false);
+        atomic_store(&d->mem->dev_tracking, false);
+    }
     for (int i = 0; i < GMEM_MAX_REGIONS; i++) {
         free(d->bitmap[i]);
         d->bitmap[i] = NULL;

@@ -15,15 +15,17 @@
 
 struct dirty_log {
     int vm_fd;
-    const struct guest_mem *mem;
+    struct guest_mem *mem;
     bool manual;                              /* manual protect (clear on demand) */
     uint64_t *bitmap[GMEM_MAX_REGIONS];       /* one bit per 4 KiB page, per slot */
     uint64_t npages[GMEM_MAX_REGIONS];
+    bool fetched;                             /* a first fetch happened */
 };
 
-int dirty_log_start(struct dirty_log *d, int kvm_fd, int vm_fd, const struct guest_mem *mem,
+int dirty_log_start(struct dirty_log *d, int kvm_fd, int vm_fd, struct guest_mem *mem,
                     char *err, size_t errlen);
-/* Fetch the dirty bitmaps of all slots; returns the number of dirty pages or -1. */
+/* Fetch the dirty bitmaps of all slots, merged with the pages devices wrote
+ * (gmem_mark_dirty); returns the number of dirty pages or -1. */
 int64_t dirty_log_fetch(struct dirty_log *d, char *err, size_t errlen);
 /* Re-protect the pages [first, first+n) of slot whose bits are set in the
  * fetched bitmap (first and n multiples of 64, or n reaching the slot end). */

@@ -3,8 +3,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 #include "vmm/memory.h"
@@ -92,6 +94,10 @@ void gmem_destroy(struct guest_mem *m)
         munmap(m->base, m->ram_size);
     if (m->fd >= 0)
         close(m->fd);
+    for (int i = 0; i < GMEM_MAX_REGIONS; i++) {
+        free(m->dev_dirty[i]);
+        m->dev_dirty[i] = NULL;
+    }
     m->base = NULL;
     m->fd = -1;
 }
@@ -115,4 +121,22 @@ uint64_t gmem_top(const struct guest_mem *m)
 uint64_t gmem_low_size(const struct guest_mem *m)
 {
     return m->regions[0].size;
+}
+
+void gmem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+    if (!len || !atomic_load(&m->dev_tracking))
+        return;
+    for (int i = 0; i < m->nregions; i++) {
+        const struct gmem_region *r = &m->regions[i];
+        uint64_t *bits = m->dev_dirty[i];
+        if (!bits || gpa < r->gpa || gpa - r->gpa >= r->size)
+            continue;
+        uint64_t first = (gpa - r->gpa) >> 12;
+        uint64_t last = (gpa - r->gpa + len - 1) >> 12;
+        if (last >= r->size >> 12)
+            last = (r->size >> 12) - 1;
+        for (uint64_t pg = first; pg <= last; pg++)
+            __atomic_fetch_or(&bits[pg / 64], 1ull << (pg % 64), __ATOMIC_RELAXED);
+    }
 }

@@ -3,6 +3,7 @@
 #ifndef FERRY_VMM_MEMORY_H
 #define FERRY_VMM_MEMORY_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +24,10 @@ struct guest_mem {
     struct gmem_region regions[GMEM_MAX_REGIONS];
     uint8_t *base;                       /* one host mapping holding all regions */
     int fd;                              /* backing file (--mem-path) or -1 */
+    /* Pages written by the VMM itself (device DMA): KVM's dirty log only sees
+     * vCPU writes, so devices report theirs here while migration tracks. */
+    uint64_t *dev_dirty[GMEM_MAX_REGIONS];  /* allocated at the first migration, kept */
+    atomic_bool dev_tracking;
 };
 
 /* Host pointer for [gpa, gpa+len) if it lies inside one RAM region, else NULL. */
@@ -36,6 +41,10 @@ uint64_t gmem_low_size(const struct guest_mem *m);
  * `path` when not NULL). Returns 0 or -errno with a message in err. */
 int gmem_init(struct guest_mem *m, uint64_t size, const char *path, char *err, size_t errlen);
 void gmem_destroy(struct guest_mem *m);
+
+/* Devices call this after writing guest RAM [gpa, gpa+len) (cheap when no
+ * migration is tracking). */
+void gmem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len);
 
 /* A guest_mem over caller-provided buffers, for unit tests. */
 void gmem_init_fake(struct guest_mem *m, uint64_t size, uint8_t *buf);

@@ -13,6 +13,7 @@ cd "$here/../.."
 BUILD=${BUILD:-build}
 limit=${FERRY_L2_TIMEOUT:-180}
 eval "$(lab/lab.sh info)"
+. tests/lab/lib.sh
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -27,8 +28,7 @@ reboot -f
 EOF
 lab/lab.sh mkinitrd "$work/initrd.cpio" "$work/init.sh"
 
-append="console=ttyS0 panic=-1 quiet pci=noearly cryptomgr.notests mitigations=off 8250.nr_uarts=1"
-append+=" rodata=off reboot=k i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd"
+append=$LAB_LINUX_APPEND
 vmm_name=${FERRY_L2_VMM:-ferry}
 case $vmm_name in
     qemu)
@@ -44,9 +44,6 @@ case $vmm_name in
              --mem 512M --append "$append" --console "file:$con") ;;
     *) echo "t-linux-boot: FERRY_L2_VMM must be qemu or ferry" >&2; exit 1 ;;
 esac
-
-us() { echo "${EPOCHREALTIME//[!0-9]/}"; }    # wall clock in microseconds
-secs() { printf '%d.%d' $(($1 / 1000000)) $(($1 / 100000 % 10)); }
 
 : > "$con"
 t0=$(us)
