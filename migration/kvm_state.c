@@ -117,7 +117,15 @@ int vm_state_set(int fd, const struct vm_kvm_state *s, char *err, size_t errlen)
     TRY(fd, KVM_SET_IRQCHIP, &s->pic_slave, "KVM_SET_IRQCHIP (PIC slave)");
     TRY(fd, KVM_SET_IRQCHIP, &s->ioapic, "KVM_SET_IRQCHIP (IOAPIC)");
     TRY(fd, KVM_SET_PIT2, &s->pit, "KVM_SET_PIT2");
+    /* With KVM_CLOCK_REALTIME, KVM advances the clock by the wall time since
+     * the source read it: the guest's clock does not fall behind by the
+     * downtime (hosts are expected to keep NTP time, as for any migration). */
     struct kvm_clock_data c = { .clock = s->clock.clock };
+    if ((s->clock.flags & KVM_CLOCK_REALTIME) &&
+        (ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_ADJUST_CLOCK) & KVM_CLOCK_REALTIME)) {
+        c.flags = KVM_CLOCK_REALTIME;
+        c.realtime = s->clock.realtime;
+    }
     TRY(fd, KVM_SET_CLOCK, &c, "KVM_SET_CLOCK");
     return 0;
 }

@@ -39,6 +39,9 @@ struct mig_stats {
     double dirty_rate;            /* pages/s, last round */
     double predicted_downtime_ms;
     uint64_t elapsed_ms, total_ms, downtime_ms, verify_ms;
+    /* where the pause went, in microseconds: stopping the vCPUs, the last
+     * pages, saving+sending state, waiting for the destination's ACK */
+    uint64_t pause_us, final_us, state_us, ack_us;
     uint64_t final_pages;         /* sent while paused */
     char error[256];
 };

@@ -11,7 +11,7 @@
 
 #include "migration/net.h"
 
-#define SOCK_BUF (4 << 20)
+#define SOCK_BUF (1 << 20)
 
 static int split(const char *addr, char *host, size_t hlen, char *port, size_t plen,
                  char *err, size_t errlen)

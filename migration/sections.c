@@ -119,9 +119,13 @@ static const struct vmstate_field vm_fields[] = {
     VMSTATE_ARRAY_STRUCT(struct vm_kvm_state, pit.channels, vmstate_pit_channel),
     VMSTATE_U32(struct vm_kvm_state, pit.flags),
     VMSTATE_U64(struct vm_kvm_state, clock.clock),
+    /* v2: the host's wall clock at save, so the destination can move the
+     * guest clock forward by the time the VM spent in flight */
+    VMSTATE_U32_V(struct vm_kvm_state, clock.flags, 2),
+    VMSTATE_U64_V(struct vm_kvm_state, clock.realtime, 2),
     VMSTATE_END,
 };
-const struct vmstate_desc vmstate_vm = { "vm", 1, 1, vm_fields, sizeof(struct vm_kvm_state) };
+const struct vmstate_desc vmstate_vm = { "vm", 2, 1, vm_fields, sizeof(struct vm_kvm_state) };
 
 
 int sections_save(struct vm *vm, const struct msr_list *msrs, struct buf *out,

@@ -283,6 +283,7 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
     set_phase(mg, MIG_SWITCHOVER);
     *t_pause = now_ns();
     vm_pause(vm);
+    uint64_t t_paused = now_ns(), t_final = 0, t_state = 0, t_complete = 0;
     uint64_t pages_before = s->st.pages;
     struct msr_list *msrs = malloc(sizeof(*msrs));
     struct buf state = { 0 };
@@ -294,10 +295,12 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
     }
     if (dirty_log_fetch(d, err, errlen) < 0 || send_dirty(s, d, false, err, errlen) < 0)
         goto fail;
+    t_final = now_ns();
     if (msr_list_build(vm->kvm_fd, vm->vcpus[0].fd, msrs, err, errlen) < 0 ||
         sections_save(vm, msrs, &state, err, errlen) < 0 ||
         send_msg(s, MSG_STATE, state.data, state.len, err, errlen) < 0)
         goto fail;
+    t_state = now_ns();
     if (mg->p.verify) {
         uint64_t t0 = now_ns();
         size_t n = digest_count(&vm->mem, DIGEST_CHUNK);
@@ -318,6 +321,7 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
     }
     if (send_msg(s, MSG_COMPLETE, NULL, 0, err, errlen) < 0)
         goto fail;
+    t_complete = now_ns();
     pthread_mutex_lock(&mg->lock);
     mg->s.final_pages = s->st.pages - pages_before;
     pthread_mutex_unlock(&mg->lock);
@@ -330,6 +334,13 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
     char reason[200] = "";
     int st = read_ack(s->fd, &timeout, reason, sizeof(reason), err, errlen);
     if (st == ACK_RESUMED) {
+        uint64_t t_ack = now_ns();
+        pthread_mutex_lock(&mg->lock);
+        mg->s.pause_us = (t_paused - *t_pause) / 1000;
+        mg->s.final_us = (t_final - t_paused) / 1000;
+        mg->s.state_us = (t_state - t_final) / 1000;
+        mg->s.ack_us = (t_ack - t_complete) / 1000;
+        pthread_mutex_unlock(&mg->lock);
         rc = 0;
     } else if (st < 0 && timeout) {
         snprintf(err, errlen, "no answer from the destination %d s after COMPLETE: the VM stays paused "
@@ -395,9 +406,11 @@ static void *source_thread(void *arg)
     buf_free(&s.batch);
 
     if (rc == 0) {
-        log_info("migration to %s completed: downtime %llu ms (verify %llu ms), total %llu ms, "
+        log_info("migration to %s completed: downtime %llu ms (stop %.1f, last pages %.1f, state %.1f, "
+                 "verify %llu, destination %.1f ms), total %llu ms, "
                  "%llu rounds, %llu MiB sent, %llu pages (%llu zero, %llu in the pause)",
-                 mg->p.uri, (unsigned long long)st.downtime_ms, (unsigned long long)st.verify_ms,
+                 mg->p.uri, (unsigned long long)st.downtime_ms, st.pause_us / 1e3, st.final_us / 1e3,
+                 st.state_us / 1e3, (unsigned long long)st.verify_ms, st.ack_us / 1e3,
                  (unsigned long long)st.total_ms, (unsigned long long)st.round,
                  (unsigned long long)(st.bytes_sent >> 20), (unsigned long long)st.pages_sent,
                  (unsigned long long)st.zero_pages, (unsigned long long)st.final_pages);
@@ -502,6 +515,13 @@ void migration_status(struct vm *vm, json_object *o)
     if (s.phase == MIG_COMPLETED) {
         json_object_object_add(o, "downtime_ms", json_object_new_int64((int64_t)s.downtime_ms));
         json_object_object_add(o, "verify_ms", json_object_new_int64((int64_t)s.verify_ms));
+        json_object *b = json_object_new_object();
+        json_object_object_add(b, "stop_vcpus", json_object_new_int64((int64_t)s.pause_us));
+        json_object_object_add(b, "last_pages", json_object_new_int64((int64_t)s.final_us));
+        json_object_object_add(b, "state", json_object_new_int64((int64_t)s.state_us));
+        json_object_object_add(b, "verify", json_object_new_int64((int64_t)s.verify_ms * 1000));
+        json_object_object_add(b, "destination", json_object_new_int64((int64_t)s.ack_us));
+        json_object_object_add(o, "pause_breakdown_us", b);
         json_object_object_add(o, "total_ms", json_object_new_int64((int64_t)s.total_ms));
         json_object_object_add(o, "final_pages", json_object_new_int64((int64_t)s.final_pages));
     }

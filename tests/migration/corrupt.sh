@@ -17,7 +17,7 @@
 proxy() {
     "$MIGTOOL" proxy "127.0.0.1:$2" "127.0.0.1:$3" "$4" >"$TMP/$1.log" 2>&1 &
     PROXY_PID=$!
-    wait_for 10 grep -q '^proxy: listening' "$TMP/$1.log" || { show "$TMP/$1.log" "$1"; fail "$1 does not listen"; }
+    wait_for 10 grep -qs '^proxy: listening' "$TMP/$1.log" || { show "$TMP/$1.log" "$1"; fail "$1 does not listen"; }
 }
 
 boot a 512M "$DIRTIER"

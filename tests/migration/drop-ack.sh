@@ -14,7 +14,7 @@ boot a 512M "$DIRTIER"
 progress a 15 1
 incoming d 7890
 "$MIGTOOL" proxy 127.0.0.1:7891 127.0.0.1:7890 drop-ack >"$TMP/p.log" 2>&1 &
-wait_for 10 grep -q '^proxy: listening' "$TMP/p.log" || fail "the proxy does not listen"
+wait_for 10 grep -qs '^proxy: listening' "$TMP/p.log" || fail "the proxy does not listen"
 migrate a 7891
 wait_phase a 90 completed,failed,in-doubt
 phase=$(ms phase) err=$(ms error)

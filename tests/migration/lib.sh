@@ -73,6 +73,9 @@ fail() {
         show "$TMP/$n.err" "$n stderr"
         show "$TMP/$n.out" "$n console"
     done
+    for n in "$TMP"/*.log; do     # helpers' logs (migtool proxy)
+        [ -e "$n" ] && show "$n" "$(basename "$n")"
+    done
     exit 1
 }
 

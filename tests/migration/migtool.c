@@ -11,12 +11,12 @@
  *       for the caller to judge), 2 on usage or setup errors.
  *   migtool proxy LISTEN DEST MUTATION
  *       Accept one source on LISTEN, connect to DEST, forward both ways.
- *       MUTATION: none; corrupt-final: in the last MEM_PAGES before STATE
- *       (pages sent during the pause, never re-sent) flip one bit of a
- *       dirtier working-set page's stamp (see corrupt_batch) and re-seal
- *       the frame checksum, so only the memory digest (or the guest) can
- *       notice; corrupt-final-any: the same, falling back to any non-zero
- *       page. Prints what it did:
+ *       MUTATION: none; corrupt-final: among the MEM_PAGES just before
+ *       STATE (the last ones of a page are never re-sent) flip one bit of
+ *       a dirtier working-set page of the pass under way (see corrupt_held)
+ *       and re-seal the frame checksum, so only the memory digest (or the
+ *       guest) can notice; corrupt-final-any: the same, falling back to any
+ *       non-zero page. Prints what it did:
  *           proxy: corrupted working-set|other page 0xGPA (checksum re-sealed)
  *       drop-ack: forward everything up to COMPLETE, keep the destination's
  *       answer from the source and cut the source's connection (a network
@@ -384,46 +384,75 @@ static int read_all(int fd, void *p, size_t n)
     return 0;
 }
 
-/* Choose a non-zero page of a MEM_PAGES payload and flip one bit in it.
+/* MEM_PAGES messages held back (a window of the latest ones, about 64 MiB:
+ * more than the pages a source sends in the pause) until STATE shows which
+ * were the last. */
+#define HOLD_MAX 64
+struct held {
+    uint8_t h[MSG_HEADER_SIZE];
+    uint8_t *p;
+    uint32_t len;
+};
+
+/* Choose a non-zero page among the held batches and flip one bit in it.
  * Preferred: a page of the dirtier's working set (GPA 16 MiB up, its header
- * page excepted) holding the newest generation in the batch (qword 0 =
- * gen << 32 | page index), i.e. written in the pass under way, which the
- * dirtier verifies at the end of that pass; the bit is bit 6 of the stamp's
- * page index. With any_page, a batch without such a page gives up its last
- * non-zero page instead (bit 6 of byte 8). Returns the GPA, or UINT64_MAX. */
-#define WS_FIRST 0x1001000ull
-static uint64_t corrupt_batch(uint8_t *p, uint32_t len, bool any_page, bool *in_ws)
+ * page excepted) holding the newest generation seen (qword 0 = gen << 32 |
+ * page index), i.e. written in the pass under way, which the dirtier
+ * verifies at the end of that pass; the last copy of it sent, so nothing
+ * overwrites the flip; the bit is bit 6 of the stamp's page index. With
+ * any_page and no such page, the last non-zero page sent (bit 6 of byte 8).
+ * Re-seals the batch's checksum. Returns the GPA, or UINT64_MAX. */
+#define WS_BASE 0x1000000ull
+static uint64_t corrupt_held(struct held *q, int n, bool any_page, bool *in_ws)
 {
-    uint32_t n = le32_load(p), off = 4;
+    struct held *ws_m = NULL, *any_m = NULL;
     uint64_t ws = UINT64_MAX, any = UINT64_MAX, best_gen = 0;
     uint32_t ws_off = 0, any_off = 0;
-    for (uint32_t i = 0; i < n && off + 9 <= len; i++) {
-        uint64_t gpa = le64_load(p + off);
-        bool zero = p[off + 8] & PAGE_F_ZERO;
-        off += 9;
-        if (zero || off + MIG_PAGE_SIZE > len)
-            continue;
-        uint64_t stamp = le64_load(p + off);
-        if (gpa >= WS_FIRST && (uint32_t)stamp == (gpa - 0x1000000ull) / MIG_PAGE_SIZE &&
-            (ws == UINT64_MAX || stamp >> 32 >= best_gen)) {
-            ws = gpa;
-            ws_off = off;
-            best_gen = stamp >> 32;
+    for (int k = 0; k < n; k++) {
+        uint8_t *p = q[k].p;
+        uint32_t len = q[k].len, cnt = le32_load(p), off = 4;
+        for (uint32_t i = 0; i < cnt && off + 9 <= len; i++) {
+            uint64_t gpa = le64_load(p + off);
+            bool zero = p[off + 8] & PAGE_F_ZERO;
+            off += 9;
+            if (zero || off + MIG_PAGE_SIZE > len)
+                continue;
+            uint64_t stamp = le64_load(p + off);
+            if (gpa > WS_BASE && (uint32_t)stamp == (gpa - WS_BASE) / MIG_PAGE_SIZE &&
+                (ws == UINT64_MAX || stamp >> 32 >= best_gen)) {
+                ws = gpa;
+                ws_m = &q[k];
+                ws_off = off;
+                best_gen = stamp >> 32;
+            }
+            any = gpa;
+            any_m = &q[k];
+            any_off = off;
+            off += MIG_PAGE_SIZE;
         }
-        any = gpa;
-        any_off = off;
-        off += MIG_PAGE_SIZE;
     }
-    *in_ws = ws != UINT64_MAX;
-    if (ws != UINT64_MAX) {
-        p[ws_off] ^= 0x40;
+    *in_ws = ws_m != NULL;
+    if (ws_m) {
+        ws_m->p[ws_off] ^= 0x40;
+        put32(ws_m->h + 12, sum32(ws_m->p, ws_m->len));
         return ws;
     }
-    if (any_page && any != UINT64_MAX) {
-        p[any_off + 8] ^= 0x40;
+    if (any_page && any_m) {
+        any_m->p[any_off + 8] ^= 0x40;
+        put32(any_m->h + 12, sum32(any_m->p, any_m->len));
         return any;
     }
     return UINT64_MAX;
+}
+
+/* Forward the oldest held message; false once the destination is gone. */
+static bool release_one(int dst, struct held *q, int *n)
+{
+    bool ok = xwrite(dst, q[0].h, sizeof(q[0].h)) == 0 && xwrite(dst, q[0].p, q[0].len) == 0;
+    free(q[0].p);
+    memmove(q, q + 1, (size_t)(*n - 1) * sizeof(*q));
+    (*n)--;
+    return ok;
 }
 
 static int cmd_proxy(const char *listen_addr, const char *dest, const char *mutation)
@@ -452,11 +481,11 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
     pthread_t t;
     pthread_create(&t, NULL, pump_raw, &back);
 
-    /* Forward source -> destination message by message, holding back the
-     * latest MEM_PAGES until we know whether STATE follows it. */
-    uint8_t held_h[MSG_HEADER_SIZE], h[MSG_HEADER_SIZE];
-    uint8_t *held = NULL;
-    uint32_t held_len = 0;
+    /* Forward source -> destination message by message; when corrupting,
+     * MEM_PAGES go through the held window. */
+    static struct held q[HOLD_MAX];
+    int nq = 0;
+    uint8_t h[MSG_HEADER_SIZE];
     bool done = false;
     unsigned long msgs = 0;
     while (!done && read_all(src, h, sizeof(h)) == 0) {
@@ -472,34 +501,28 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
             break;
         }
         msgs++;
-        if (held) {
-            if (type == MSG_STATE && corrupt) {
-                bool in_ws;
-                uint64_t gpa = corrupt_batch(held, held_len, any_page, &in_ws);
-                if (gpa != UINT64_MAX) {
-                    put32(held_h + 12, sum32(held, held_len));
-                    printf("proxy: corrupted %s page 0x%llx (checksum re-sealed)\n",
-                           in_ws ? "working-set" : "other", (unsigned long long)gpa);
-                } else {
-                    printf("proxy: no working-set page before STATE to corrupt\n");
-                }
-                corrupt = false;
-            }
-            if (xwrite(dst, held_h, sizeof(held_h)) < 0 || xwrite(dst, held, held_len) < 0)
+        if (corrupt && type == MSG_MEM_PAGES && len >= 4) {
+            if (nq == HOLD_MAX && !release_one(dst, q, &nq))
                 done = true;
-            free(held);
-            held = NULL;
-        }
-        if (type == MSG_MEM_PAGES && len >= 4) {
-            memcpy(held_h, h, sizeof(h));
-            held = p;
-            held_len = len;
+            memcpy(q[nq].h, h, sizeof(h));
+            q[nq].p = p;
+            q[nq].len = len;
+            nq++;
             continue;
         }
-        if (type == MSG_STATE && corrupt) {
-            printf("proxy: STATE not preceded by MEM_PAGES: nothing corrupted\n");
+        if (corrupt && type == MSG_STATE) {
+            bool in_ws;
+            uint64_t gpa = corrupt_held(q, nq, any_page, &in_ws);
+            if (gpa != UINT64_MAX)
+                printf("proxy: corrupted %s page 0x%llx (checksum re-sealed)\n",
+                       in_ws ? "working-set" : "other", (unsigned long long)gpa);
+            else
+                printf("proxy: no page to corrupt before STATE\n");
             corrupt = false;
         }
+        while (nq && !done)
+            if (!release_one(dst, q, &nq))
+                done = true;
         if (type == MSG_COMPLETE && drop_ack)
             atomic_store(&back.swallow, true);
         if (!done && (xwrite(dst, h, sizeof(h)) < 0 || (len && xwrite(dst, p, len) < 0)))
@@ -517,11 +540,8 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
             done = true;
         }
     }
-    if (held) {
-        xwrite(dst, held_h, sizeof(held_h));
-        xwrite(dst, held, held_len);
-        free(held);
-    }
+    while (nq)
+        release_one(dst, q, &nq);
     shutdown(dst, SHUT_WR);
     pthread_join(t, NULL);
     printf("proxy: done after %lu messages\n", msgs);
