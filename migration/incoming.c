@@ -32,6 +32,7 @@ struct receiver {
     bool hashing;
     uint64_t *mine;
     int hash_rc;
+    uint8_t *touched;        /* per digest chunk: did any page arrive? (RAM starts zeroed) */
 };
 
 static uint64_t now_ms(void)
@@ -53,6 +54,9 @@ static int put_page(uint64_t gpa, const void *data, void *ctx, char *err, size_t
         memcpy(dst, data, MIG_PAGE_SIZE);
     else
         memset(dst, 0, MIG_PAGE_SIZE);
+    size_t chunk = digest_chunk_index(&r->vm->mem, DIGEST_CHUNK, gpa);
+    if (r->touched && chunk != (size_t)-1)
+        r->touched[chunk] = 1;
     return 0;
 }
 
@@ -92,7 +96,8 @@ static int on_hello(struct receiver *r, const struct msg *m, const struct vm_con
     r->vm_created = true;
     if (vm_create(r->vm, &cfg, err, errlen) < 0)
         goto out;
-    if (staged_init(&r->st, r->vm) < 0) {
+    r->touched = calloc(digest_count(&r->vm->mem, DIGEST_CHUNK), 1);
+    if (staged_init(&r->st, r->vm) < 0 || !r->touched) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
@@ -100,6 +105,8 @@ static int on_hello(struct receiver *r, const struct msg *m, const struct vm_con
              cfg.ncpus, cfg.boot_mode == BOOT_LINUX64 ? "linux" : "micro-guest");
     rc = 0;
 out:
+    if (rc < 0 && cfg.kernel != local->kernel)
+        free((char *)cfg.kernel);  /* strdup'ed from the stream; kept by the VM on success */
     free(json);
     free(cpuid);
     free(have);
@@ -110,7 +117,9 @@ static void *hash_thread(void *arg)
 {
     struct receiver *r = arg;
     r->mine = malloc(digest_count(&r->vm->mem, DIGEST_CHUNK) * sizeof(*r->mine));
-    r->hash_rc = r->mine ? digest_compute(&r->vm->mem, DIGEST_CHUNK, r->mine) : -1;
+    /* chunks no page landed in are still all zero: their digest is known
+     * without reading (or, for a file-backed RAM, allocating) them */
+    r->hash_rc = r->mine ? digest_compute_skip(&r->vm->mem, DIGEST_CHUNK, r->mine, r->touched) : -1;
     return NULL;
 }
 
@@ -137,11 +146,11 @@ static int verify_digest(struct receiver *r, char *err, size_t errlen)
                  r->ndigest, (unsigned long long)r->chunk, n, (unsigned long long)DIGEST_CHUNK);
         return -1;
     }
-    uint64_t *mine = r->mine;
     if (hash_join(r) < 0) {
         snprintf(err, errlen, "cannot compute the memory digest");
         return -1;
     }
+    const uint64_t *mine = r->mine;  /* written by the hasher: read after the join */
     for (size_t i = 0; i < n; i++) {
         if (mine[i] != r->digest[i]) {
             snprintf(err, errlen, "memory digest mismatch at GPA 0x%llx (chunk %zu of %zu)",
@@ -257,15 +266,24 @@ int migration_incoming(struct vm *vm, const struct vm_config *cfg, const char *a
         send_ack(r.fd, ACK_REJECTED, err);
         goto out;
     }
-    /* Tell the source first: if it cannot hear us, it resumes the VM there
-     * and this copy must never run. */
-    struct buf b = { 0 };
-    if (ack_encode(&b, ACK_RESUMED, "") < 0 || msg_write(r.fd, MSG_ACK, b.data, (uint32_t)b.len) < 0) {
-        snprintf(err, errlen, "lost the source before acknowledging: VM discarded");
-        buf_free(&b);
+    /* Verified and loaded: wait for the source to hand the VM over. Without
+     * COMMIT the source may resume it, so this copy must never run. */
+    send_ack(r.fd, ACK_READY, "");
+    msg_free(&m);
+    if (msg_read(r.fd, &m, err, errlen) < 0)
+        goto out;
+    if (m.type != MSG_COMMIT) {
+        if (m.type == MSG_ABORT) {
+            char why[256];
+            msg_text(&m, 0, why, sizeof(why));
+            snprintf(err, errlen, "source aborted the migration: %s", why);
+        } else {
+            snprintf(err, errlen, "expected COMMIT, got %s", msg_type_name(m.type));
+        }
         goto out;
     }
-    buf_free(&b);
+    /* The VM is ours now, whatever happens to this connection. */
+    send_ack(r.fd, ACK_RESUMED, "");
     rc = 0;
 out:
     msg_free(&m);
@@ -275,6 +293,7 @@ out:
         staged_free(&r.st);
     free(r.digest);
     free(r.mine);
+    free(r.touched);
     close(r.fd);
     return rc;
 }

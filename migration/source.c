@@ -24,8 +24,9 @@
 
 #define BATCH_BYTES   (1u << 20)      /* MEM_PAGES payload per message */
 #define CLEAR_CHUNK   16384ull        /* pages re-protected at once (64 MiB) */
-#define ACK_TIMEOUT_S 60              /* after COMPLETE: then "in doubt" */
+#define ACK_TIMEOUT_S 60              /* for the destination's answers at switchover */
 #define CONNECT_TIMEOUT_MS 10000
+#define SEND_TIMEOUT_S 10
 
 struct sender {
     struct vm *vm;
@@ -89,11 +90,12 @@ static void throttle(struct sender *s, uint64_t cap)
         s->bw_bytes = 0;
         return;
     }
-    uint64_t due_ns = s->bw_bytes * 1000000000ull / cap;
-    if (due_ns > t - s->bw_t0)
-        nanosleep(&(struct timespec){ .tv_sec = (time_t)((due_ns - (t - s->bw_t0)) / 1000000000ull),
-                                      .tv_nsec = (long)((due_ns - (t - s->bw_t0)) % 1000000000ull) },
-                  NULL);
+    uint64_t due = s->bw_t0 + s->bw_bytes * 1000000000ull / cap;
+    /* sleep in short slices so a cancel is noticed at once */
+    while ((t = now_ns()) < due && !atomic_load(&s->mg->cancel)) {
+        uint64_t left = due - t < 10000000ull ? due - t : 10000000ull;
+        nanosleep(&(struct timespec){ .tv_nsec = (long)left }, NULL);
+    }
 }
 
 static int send_msg(struct sender *s, uint16_t type, const void *p, size_t len, char *err, size_t errlen)
@@ -122,6 +124,10 @@ static int flush_batch(struct sender *s, char *err, size_t errlen)
 
 static int send_page(struct sender *s, uint64_t gpa, const void *page, char *err, size_t errlen)
 {
+    if (atomic_load(&s->mg->cancel)) {
+        snprintf(err, errlen, "cancelled by the operator");
+        return -1;
+    }
     int r = pages_batch_add(&s->batch, gpa, page, &s->st);
     if (r == -E2BIG) {
         if (flush_batch(s, err, errlen) < 0)
@@ -149,10 +155,6 @@ static int send_dirty(struct sender *s, struct dirty_log *d, bool round0, char *
                 any = d->bitmap[slot][w] != 0;
             if (!any)
                 continue;
-            if (atomic_load(&s->mg->cancel)) {
-                snprintf(err, errlen, "cancelled");
-                return -1;
-            }
             if (dirty_log_clear(d, slot, first, n, err, errlen) < 0)
                 return -1;
             for (uint64_t pg = first; pg < first + n; pg++) {
@@ -275,7 +277,8 @@ static int precopy(struct sender *s, struct dirty_log *d, char *err, size_t errl
 }
 
 /* Pause, send the rest and the state, and hand over. Returns 0 when the
- * destination runs the VM; -1 after resuming it here; -2 when in doubt. */
+ * destination runs the VM; -1 when it cannot (the caller resumes here); -2
+ * when COMMIT went out but no confirmation came back (in doubt). */
 static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, char *err, size_t errlen)
 {
     struct vm *vm = s->vm;
@@ -327,12 +330,24 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
     pthread_mutex_unlock(&mg->lock);
     publish(s);
 
-    /* From here only the destination decides. */
+    /* The destination verifies and loads everything, then says READY. */
     struct timeval tv = { .tv_sec = ACK_TIMEOUT_S };
     setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     bool timeout;
     char reason[200] = "";
     int st = read_ack(s->fd, &timeout, reason, sizeof(reason), err, errlen);
+    if (st != ACK_READY) {
+        if (st == ACK_REJECTED)
+            snprintf(err, errlen, "destination rejected the VM: %s", reason);
+        else if (st >= 0)
+            snprintf(err, errlen, "unexpected ACK status %d after COMPLETE", st);
+        goto fail;   /* the destination cannot run without COMMIT: resume here */
+    }
+    /* COMMIT hands the VM over. If it cannot be written the peer is gone and
+     * never saw it; once written, only ACK(resumed) or an operator decides. */
+    if (send_msg(s, MSG_COMMIT, NULL, 0, err, errlen) < 0)
+        goto fail;
+    st = read_ack(s->fd, &timeout, reason, sizeof(reason), err, errlen);
     if (st == ACK_RESUMED) {
         uint64_t t_ack = now_ns();
         pthread_mutex_lock(&mg->lock);
@@ -342,14 +357,13 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
         mg->s.ack_us = (t_ack - t_complete) / 1000;
         pthread_mutex_unlock(&mg->lock);
         rc = 0;
-    } else if (st < 0 && timeout) {
-        snprintf(err, errlen, "no answer from the destination %d s after COMPLETE: the VM stays paused "
-                 "here and may be running there; check the destination before `resume`", ACK_TIMEOUT_S);
+    } else {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", st >= 0 ? "unexpected answer" : err);
+        snprintf(err, errlen, "the VM was handed over (COMMIT sent) but the destination did not confirm "
+                 "(%s): it stays paused here and may be running there; check the destination, then "
+                 "`resume` here only if it does not run the VM", why);
         rc = -2;
-    } else if (st == ACK_REJECTED) {
-        snprintf(err, errlen, "destination rejected the VM: %s", reason);
-    } else if (st >= 0) {
-        snprintf(err, errlen, "unexpected ACK status %d after COMPLETE", st);
     }
 fail:
     free(msrs);
@@ -369,6 +383,14 @@ static void *source_thread(void *arg)
     int rc = -1;
 
     s.fd = net_connect(mg->p.uri, CONNECT_TIMEOUT_MS, err, sizeof(err));
+    if (s.fd >= 0) {
+        /* a destination that stops reading must not hold the VM (or a
+         * cancel) hostage: a send blocked this long fails */
+        struct timeval tv = { .tv_sec = SEND_TIMEOUT_S };
+        setsockopt(s.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        tv.tv_sec = ACK_TIMEOUT_S;
+        setsockopt(s.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    }
     pthread_mutex_lock(&mg->lock);
     mg->fd = s.fd;
     pthread_mutex_unlock(&mg->lock);
@@ -380,9 +402,9 @@ static void *source_thread(void *arg)
     }
     uint64_t t_end = now_ns();
     bool cancelled = atomic_load(&mg->cancel);
-    if (rc == -1 && s.fd >= 0 && !cancelled) {
+    if (rc == -1 && s.fd >= 0) {
         char why[300];
-        snprintf(why, sizeof(why), "source: %s", err);
+        snprintf(why, sizeof(why), "source: %s", cancelled ? "cancelled by the operator" : err);
         msg_write(s.fd, MSG_ABORT, why, (uint32_t)strlen(why));  /* best effort */
     }
     dirty_log_stop(&d);
@@ -465,9 +487,9 @@ int migration_cancel(struct vm *vm, char *err, size_t errlen)
     pthread_mutex_lock(&mg->lock);
     int rc = 0;
     if (mg->s.phase == MIG_SETUP || mg->s.phase == MIG_PRECOPY) {
+        /* the thread notices within one batch, tells the destination (ABORT)
+         * and keeps the VM running here */
         atomic_store(&mg->cancel, true);
-        if (mg->fd >= 0)
-            shutdown(mg->fd, SHUT_RDWR);  /* unblock a send or a read */
     } else {
         snprintf(err, errlen, mg->s.phase == MIG_SWITCHOVER
                  ? "too late to cancel: the switchover is under way"

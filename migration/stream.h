@@ -34,11 +34,12 @@ enum msg_type {
     MSG_COMPLETE,       /* empty: the source has sent everything */
     MSG_ABORT,          /* reason string (UTF-8, not NUL-terminated) */
     MSG_ACK,            /* u32 status (enum ack_status), reason string */
-    MSG_TYPE_MAX = MSG_ACK,
+    MSG_COMMIT,         /* empty: the source hands the VM over; the destination runs it */
+    MSG_TYPE_MAX = MSG_COMMIT,
 };
 
 enum ack_status {
-    ACK_READY = 1,      /* destination accepted HELLO, send memory */
+    ACK_READY = 1,      /* after HELLO: send memory; after COMPLETE: verified and loaded */
     ACK_RESUMED = 2,    /* destination runs the VM: the source may stop */
     ACK_REJECTED = 3,   /* destination refused (reason says why) */
 };

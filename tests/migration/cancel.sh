@@ -11,7 +11,8 @@ progress a 15 1
 incoming d1 7810
 migrate a 7810 '"bandwidth_mbps":100'
 # well into round 0: 100 Mbit/s moves ~12 MB/s, 256 MiB take ~20 s
-wait_for 15 eval '[ "$(jget "$(ctl a "{\"cmd\":\"migrate-status\"}")" result.bytes_sent)" -ge $((8 << 20)) ] 2>/dev/null' ||
+sent_8m() { [ "$(jget "$(ctl a '{"cmd":"migrate-status"}')" result.bytes_sent)" -ge $((8 << 20)) ] 2>/dev/null; }
+wait_for 15 sent_8m ||
     fail "the migration did not get 8 MiB into pre-copy in 15 s: $(ctl a '{"cmd":"migrate-status"}')"
 r=$(ctl a '{"cmd":"migrate-status"}' '{"cmd":"migrate-cancel"}' | tail -n1)
 [ "$(jget "$r" ok)" = true ] || fail "migrate-cancel refused: $r"

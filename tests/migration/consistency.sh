@@ -23,6 +23,7 @@ for i in 1 2 3; do
     wait_phase "$src" 60 completed || fail "hop $i ($src -> $dst): migration ended '$(ms phase)': $(ms error)"
     read -r downtime verify total rounds final < <(ms downtime_ms verify_ms total_ms round final_pages | paste -sd' ')
     [[ $downtime =~ ^[0-9]+$ ]] || fail "hop $i: no downtime_ms in $MS"
+    breakdown=$(ms pause_breakdown_us | tr -d ' ')
     wait_for 10 test -S "$TMP/$dst.sock" || fail "hop $i: $dst has no control socket after the migration"
     st=$(vm_state "$dst")
     [ "$st" = running ] || fail "hop $i: $dst is '$st', expected running"
@@ -36,7 +37,7 @@ for i in 1 2 3; do
     [ "$(wc -l <"$TMP/$src.out")" = "$n" ] || fail "hop $i: $src printed guest output after the handover"
     rm -f "$RAMDIR/$src.ram"
     seq=$(console_sequence "${HOPS[@]:0:$((i + 1))}") || fail "hop $i: console across hops: $seq"
-    summary+=("hop$i downtime_ms=$downtime verify_ms=$verify guest_max_gap_us=$(first_gap "$dst") rounds=$rounds total_ms=$total final_pages=$final")
+    summary+=("hop$i downtime_ms=$downtime verify_ms=$verify guest_max_gap_us=$(first_gap "$dst") rounds=$rounds total_ms=$total final_pages=$final pause_breakdown_us=$breakdown")
 done
 
 # Stop the last VM mid-pass and check its RAM from the outside.

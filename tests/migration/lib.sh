@@ -27,7 +27,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/ferry-mig-$T_NAME.XXXXXX")
 # add writeback stalls that have nothing to do with migration.
 RAMDIR=$TMP
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
-    RAMDIR=$(mktemp -d /dev/shm/ferry-mig-$T_NAME.XXXXXX) || RAMDIR=$TMP
+    RAMDIR=$(mktemp -d "/dev/shm/ferry-mig-$T_NAME.XXXXXX") || RAMDIR=$TMP
 fi
 declare -A VM_PID=()
 VM_NAMES=()
@@ -85,6 +85,7 @@ guest() { echo "$GUEST_DIR/$1.elf"; }
 
 # The workload: 256 MiB rewritten at RATE pages/s (~1.6 s a pass), verified
 # after each pass, one ok line per pass (report_ms=0: no mid-pass lines).
+# shellcheck disable=SC2034  # used by the tests
 DIRTIER="mib=256 rate=${RATE:-40000} report_ms=0"
 
 # _start NAME ARGS...: run ferry-vmm in the background under NAME.

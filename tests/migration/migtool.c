@@ -20,7 +20,9 @@
  *           proxy: corrupted working-set|other page 0xGPA (checksum re-sealed)
  *       drop-ack: forward everything up to COMPLETE, keep the destination's
  *       answer from the source and cut the source's connection (a network
- *       failure at the worst moment).
+ *       failure at the worst moment). burst-tail: hold STATE and DIGEST
+ *       and deliver them with COMPLETE in one write (a destination that
+ *       lags behind the stream finds them all queued).
  *   migtool cases
  *       List the send cases. */
 #include <errno.h>
@@ -461,8 +463,9 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
     bool any_page = !strcmp(mutation, "corrupt-final-any");
     bool corrupt = any_page || !strcmp(mutation, "corrupt-final");
     bool drop_ack = !strcmp(mutation, "drop-ack");
-    if (!corrupt && !drop_ack && strcmp(mutation, "none"))
-        die2("unknown mutation '%s' (none, corrupt-final, corrupt-final-any, drop-ack)", mutation);
+    bool burst = !strcmp(mutation, "burst-tail");
+    if (!corrupt && !drop_ack && !burst && strcmp(mutation, "none"))
+        die2("unknown mutation '%s' (none, corrupt-final, corrupt-final-any, drop-ack, burst-tail)", mutation);
     int lfd = net_listen(listen_addr, err, sizeof(err));
     if (lfd < 0)
         die2("%s", err);
@@ -484,7 +487,9 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
     /* Forward source -> destination message by message; when corrupting,
      * MEM_PAGES go through the held window. */
     static struct held q[HOLD_MAX];
-    int nq = 0;
+    int nq = 0, nt = 0;
+    uint8_t tail_h[2][MSG_HEADER_SIZE], *tail[2];
+    uint32_t tail_len[2];
     uint8_t h[MSG_HEADER_SIZE];
     bool done = false;
     unsigned long msgs = 0;
@@ -523,6 +528,33 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
         while (nq && !done)
             if (!release_one(dst, q, &nq))
                 done = true;
+        if (burst && (type == MSG_STATE || type == MSG_DIGEST)) {
+            /* held until COMPLETE, then all three in one write */
+            if (nt == 2) {
+                printf("proxy: more than STATE and DIGEST before COMPLETE\n");
+                break;
+            }
+            memcpy(tail_h[nt], h, sizeof(h));
+            tail[nt] = p;
+            tail_len[nt++] = len;
+            continue;
+        }
+        if (burst && type == MSG_COMPLETE) {
+            struct buf b = { 0 };
+            for (int i = 0; i < nt; i++) {
+                buf_put_bytes(&b, tail_h[i], MSG_HEADER_SIZE);
+                buf_put_bytes(&b, tail[i], tail_len[i]);
+                free(tail[i]);
+            }
+            buf_put_bytes(&b, h, sizeof(h));
+            printf("proxy: sent %d message(s) and COMPLETE in one write of %zu bytes\n", nt, b.len);
+            if (xwrite(dst, b.data, b.len) < 0)
+                done = true;
+            buf_free(&b);
+            nt = 0;
+            free(p);
+            continue;
+        }
         if (type == MSG_COMPLETE && drop_ack)
             atomic_store(&back.swallow, true);
         if (!done && (xwrite(dst, h, sizeof(h)) < 0 || (len && xwrite(dst, p, len) < 0)))
@@ -562,6 +594,6 @@ int main(int argc, char **argv)
         return cmd_send(argv[2], argv[3]);
     if (argc == 5 && !strcmp(argv[1], "proxy"))
         return cmd_proxy(argv[2], argv[3], argv[4]);
-    fprintf(stderr, "usage: migtool send ADDR CASE | proxy LISTEN DEST none|corrupt-final|corrupt-final-any|drop-ack | cases\n");
+    fprintf(stderr, "usage: migtool send ADDR CASE | proxy LISTEN DEST none|corrupt-final|corrupt-final-any|drop-ack|burst-tail | cases\n");
     return 2;
 }
