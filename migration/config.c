@@ -4,8 +4,76 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "devices/virtio_blk.h"
 #include "migration/migrate.h"
+#include "vmm/log.h"
 #include "vmm/vm.h"
+
+/* ---- "disks": [{"path", "readonly", "size", "fingerprint"}] ----
+ * The destination opens the same paths (shared storage) and refuses a file
+ * whose size or content fingerprint (hex XXH3 of the first and last MiB and
+ * the size) differs. */
+static void disks_to_json(struct vm *vm, json_object *o)
+{
+    json_object *arr = json_object_new_array();
+    for (int i = 0; i < vm->cfg.ndisks && vm->blk[i]; i++) {
+        struct disk_id id;
+        char err[256], fp[24];
+        if (virtio_blk_identify(vm->blk[i], &id, err, sizeof(err)) < 0) {
+            log_warn("%s", err);   /* the destination's check will tell */
+            id = vm->blk[i]->id;
+        }
+        snprintf(fp, sizeof(fp), "%016llx", (unsigned long long)id.fingerprint);
+        json_object *d = json_object_new_object();
+        json_object_object_add(d, "path", json_object_new_string(vm->blk[i]->path));
+        json_object_object_add(d, "readonly", json_object_new_boolean(vm->cfg.disks[i].readonly));
+        json_object_object_add(d, "size", json_object_new_int64((int64_t)id.size));
+        json_object_object_add(d, "fingerprint", json_object_new_string(fp));
+        json_object_array_add(arr, d);
+    }
+    json_object_object_add(o, "disks", arr);
+}
+
+static int disks_from_json(json_object *o, struct vm_config *cfg, char *err, size_t errlen)
+{
+    json_object *arr, *v;
+    cfg->ndisks = 0;
+    if (!json_object_object_get_ex(o, "disks", &arr))
+        return 0;  /* a source without disks support */
+    if (!json_object_is_type(arr, json_type_array) || json_object_array_length(arr) > VM_MAX_DISKS) {
+        snprintf(err, errlen, "VM configuration: bad \"disks\" (at most %d)", VM_MAX_DISKS);
+        return -1;
+    }
+    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+        json_object *d = json_object_array_get_idx(arr, i);
+        struct vm_disk *vd = &cfg->disks[i];
+        const char *fp;
+        char *end;
+        if (!json_object_is_type(d, json_type_object) || !json_object_object_get_ex(d, "path", &v) ||
+            !json_object_is_type(v, json_type_string) || !*json_object_get_string(v))
+            goto bad;
+        vd->path = strdup(json_object_get_string(v));
+        vd->readonly = json_object_object_get_ex(d, "readonly", &v) && json_object_get_boolean(v);
+        if (!json_object_object_get_ex(d, "size", &v) || !json_object_is_type(v, json_type_int) ||
+            json_object_get_int64(v) <= 0 || !json_object_object_get_ex(d, "fingerprint", &v) ||
+            !json_object_is_type(v, json_type_string))
+            goto bad;
+        json_object_object_get_ex(d, "size", &v);
+        vd->size = (uint64_t)json_object_get_int64(v);
+        json_object_object_get_ex(d, "fingerprint", &v);
+        fp = json_object_get_string(v);
+        vd->fingerprint = strtoull(fp, &end, 16);
+        if (!vd->path || strlen(fp) != 16 || *end)
+            goto bad;
+        vd->have_id = true;
+        cfg->ndisks = (int)i + 1;
+        continue;
+    bad:
+        snprintf(err, errlen, "VM configuration: bad disk %zu", i);
+        return -1;
+    }
+    return 0;
+}
 
 char *vm_config_json(struct vm *vm)
 {
@@ -25,6 +93,7 @@ char *vm_config_json(struct vm *vm)
         json_object_array_add(cpuid, a);
     }
     json_object_object_add(o, "cpuid", cpuid);
+    disks_to_json(vm, o);
     char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);
     return s;
@@ -108,6 +177,8 @@ int vm_config_from_json(const char *json, struct vm_config *cfg, struct kvm_cpui
                  (unsigned long long)ncpus, cfg->ncpus);
         goto out;
     }
+    if (disks_from_json(o, cfg, err, errlen) < 0)
+        goto out;
     cfg->mem_size = mem;
     cfg->ncpus = (int)ncpus;
     *cpuid_out = c;

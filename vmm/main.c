@@ -22,6 +22,8 @@ static void usage(FILE *f)
           "  -m, --mem SIZE        guest RAM, e.g. 512M or 2G (default 256M)\n"
           "      --mem-path FILE   back guest RAM with FILE (shared mapping) instead of anonymous memory\n"
           "  -c, --cpus N          number of vCPUs (default 1)\n"
+          "      --disk PATH[,readonly]  raw disk image (or block device) as a virtio-blk disk\n"
+          "                        (/dev/vda, /dev/vdb, ...; up to 4)\n"
           "      --console DEST    stdio (default), file:PATH or none\n"
           "  -S, --control PATH    Unix control socket (line-delimited JSON, docs/control-socket.md)\n"
           "      --incoming ADDR   receive a migrating VM on HOST:PORT instead of booting one\n"
@@ -67,6 +69,24 @@ static int parse_int(const char *s, int *out)
     return 0;
 }
 
+/* --disk PATH[,readonly] */
+static void parse_disk(struct vm_config *cfg, char *arg)
+{
+    if (cfg->ndisks == VM_MAX_DISKS)
+        die("too many --disk options (at most %d)", VM_MAX_DISKS);
+    struct vm_disk *d = &cfg->disks[cfg->ndisks++];
+    char *comma = strrchr(arg, ',');
+    if (comma) {
+        if (strcmp(comma + 1, "readonly") && strcmp(comma + 1, "ro"))
+            die("bad --disk '%s' (expected PATH or PATH,readonly)", arg);
+        *comma = '\0';
+        d->readonly = true;
+    }
+    if (!*arg)
+        die("--disk needs a path");
+    d->path = arg;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -74,6 +94,7 @@ int main(int argc, char **argv)
         { "append", required_argument, NULL, 'a' }, { "mem", required_argument, NULL, 'm' },
         { "mem-path", required_argument, NULL, 'P' }, { "cpus", required_argument, NULL, 'c' },
         { "console", required_argument, NULL, 'C' }, { "incoming", required_argument, NULL, 'I' }, { "control", required_argument, NULL, 'S' },
+        { "disk", required_argument, NULL, 'D' },
         { "verbose", no_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' }, { 0 },
     };
     struct vm_config cfg = { .mem_size = 256ull << 20, .ncpus = 1, .console = "stdio" };
@@ -90,6 +111,7 @@ int main(int argc, char **argv)
         case 'C': cfg.console = optarg; break;
         case 'S': control_path = optarg; break;
         case 'I': incoming = optarg; break;
+        case 'D': parse_disk(&cfg, optarg); break;
         case 'v': log_threshold = LOG_DEBUG; break;
         case 'h': usage(stdout); return 0;
         case 'm':
@@ -116,6 +138,8 @@ int main(int argc, char **argv)
     if (incoming) {
         if (cfg.kernel || cfg.initrd || cfg.cmdline)
             die("--incoming takes the VM from the stream: no --kernel, --initrd or --append");
+        if (cfg.ndisks)
+            die("--incoming takes the disks from the stream (the source's paths): no --disk");
         if (!mem_given)
             cfg.mem_size = 0;
         if (!cpus_given)

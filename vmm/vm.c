@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "boot/x86.h"
+#include "devices/pci.h"
+#include "devices/virtio_blk.h"
 #include "include/ferry-guest-abi.h"
 #include "vmm/log.h"
 #include "vmm/vm.h"
@@ -156,6 +158,71 @@ static int devices_setup(struct vm *vm, char *err, size_t errlen)
     return vm_add_mig_device(vm, &uart_mig_device(&vm->uart));
 }
 
+/* ---- PCI devices (--disk) ---- */
+
+/* The PCI bus, created with the first PCI device. */
+static struct pci_host *pci_setup(struct vm *vm, char *err, size_t errlen)
+{
+    if (vm->pci)
+        return vm->pci;
+    struct pci_host *h = calloc(1, sizeof(*h));
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pci_host_init(h);
+    vm->pci = h;
+    if (bus_register(&vm->pio, PCI_CONFIG_PORT, PCI_CONFIG_PORTS, pci_pio, h, "pci") ||
+        bus_register(&vm->mmio, PCI_MMIO_BASE, PCI_MMIO_SIZE, pci_mmio, h, "pci-mmio") ||
+        vm_add_mig_device(vm, &pci_host_mig_device(h))) {
+        snprintf(err, errlen, "cannot register the PCI bus");
+        return NULL;
+    }
+    return h;
+}
+
+static int disks_setup(struct vm *vm, char *err, size_t errlen)
+{
+    struct vm_gate gate = { &vm->lock, &vm->cond, &vm->pause_req, &vm->stopping };
+    for (int i = 0; i < vm->cfg.ndisks; i++) {
+        const struct vm_disk *d = &vm->cfg.disks[i];
+        struct disk_id want = { d->size, d->fingerprint };
+        struct pci_host *h = pci_setup(vm, err, errlen);
+        if (!h)
+            return -1;
+        if (!(vm->blk[i] = calloc(1, sizeof(*vm->blk[i])))) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        if (virtio_blk_create(vm->blk[i], i, d->path, d->readonly, d->have_id ? &want : NULL, vm->fd,
+                              &vm->mem, &gate, err, errlen) < 0) {
+            free(vm->blk[i]);
+            vm->blk[i] = NULL;
+            return -1;
+        }
+        if (pci_register(h, &vm->blk[i]->vp.pci, err, errlen) < 0)
+            return -1;
+        if (vm_add_mig_device(vm, &virtio_blk_mig_device(vm->blk[i])) < 0) {
+            snprintf(err, errlen, "too many devices");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void disks_destroy(struct vm *vm)
+{
+    for (int i = 0; i < VM_MAX_DISKS; i++) {
+        if (vm->blk[i]) {
+            virtio_blk_destroy(vm->blk[i]);
+            free(vm->blk[i]);
+            vm->blk[i] = NULL;
+        }
+    }
+    free(vm->pci);
+    vm->pci = NULL;
+}
+
 static uint64_t tsc_khz(struct vm *vm)
 {
     int khz = ioctl(vm->fd, KVM_GET_TSC_KHZ, 0);
@@ -203,7 +270,8 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
     if (cfg->incoming && cfg->mem_path)
         unlink(cfg->mem_path);  /* RAM must start zeroed: zero pages are not sent */
     if (open_console(vm, cfg->console, err, errlen) < 0 || kvm_open(vm, err, errlen) < 0 ||
-        memory_setup(vm, err, errlen) < 0 || devices_setup(vm, err, errlen) < 0)
+        memory_setup(vm, err, errlen) < 0 || devices_setup(vm, err, errlen) < 0 ||
+        disks_setup(vm, err, errlen) < 0)
         return -1;
     if (cfg->incoming) {
         vm->boot.mode = cfg->boot_mode;
@@ -317,6 +385,7 @@ int vm_wait(struct vm *vm)
 
 void vm_destroy(struct vm *vm)
 {
+    disks_destroy(vm);   /* stops the disks' I/O threads before RAM goes */
     for (int i = 0; i < vm->ncpus; i++)
         if (vm->vcpus[i].fd > 0)
             close(vm->vcpus[i].fd);

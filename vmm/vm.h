@@ -21,6 +21,8 @@
 #define VM_MAX_VCPUS 64
 
 struct vm;
+struct pci_host;
+struct virtio_blk;
 
 /* A device whose state migrates: one state-table section per device. */
 struct mig_device {
@@ -51,6 +53,16 @@ enum vm_state { VM_CREATED, VM_RUNNING, VM_PAUSED, VM_STOPPED, VM_MIGRATED };
 enum vm_stop_reason { STOP_NONE, STOP_POWEROFF, STOP_RESET, STOP_GUEST_EXIT, STOP_QUIT, STOP_ERROR,
                       STOP_MIGRATED };
 
+/* --disk: a virtio-blk disk. An incoming VM's disks carry the identity the
+ * source saw (have_id): the file opened here must match it. */
+#define VM_MAX_DISKS 4
+struct vm_disk {
+    const char *path;
+    bool readonly;
+    bool have_id;
+    uint64_t size, fingerprint;
+};
+
 struct vm_config {
     uint64_t mem_size;
     const char *mem_path;
@@ -62,6 +74,8 @@ struct vm_config {
     bool incoming;
     enum boot_mode boot_mode;
     const struct kvm_cpuid2 *cpuid;
+    struct vm_disk disks[VM_MAX_DISKS];
+    int ndisks;
 };
 
 struct vm {
@@ -80,6 +94,8 @@ struct vm {
     struct rtc rtc;
     FILE *console_out;
     int console_in;           /* fd fed to the UART, or -1 */
+    struct pci_host *pci;     /* PCI bus, when a PCI device is configured */
+    struct virtio_blk *blk[VM_MAX_DISKS];   /* --disk */
 
     pthread_mutex_t lock;     /* state, pause handshake */
     pthread_cond_t cond;

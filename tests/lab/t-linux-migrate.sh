@@ -12,23 +12,28 @@
 #   - after each migration the guest answers on the destination's console (echo PONG-$((6*7))
 #     must print PONG-42), and each source exits 0;
 #   - "reboot -f" ends the guest and the last ferry-vmm exits 0.
-# Prints per migration the VMM's downtime and total time, the largest gap of the guest's
-# uptime between consecutive counter lines around the switchover (guest-visible pause),
-# and the console's wall-clock silence.  Runs inside L1 (tests/lab/run.sh).
+# Prints per migration the VMM's downtime (and where it went) and total time, the guest's
+# uptime step between the counter lines around the switchover (guest-visible pause) and
+# the console's wall-clock silence.  Runs inside L1 (tests/lab/run.sh).
 #   BUILD                build directory holding vmm/ferry-vmm and cli/ferry (default "build")
-#   FERRY_L2_TIMEOUT     seconds for the guest to boot and for each later step (default 180)
+#   FERRY_L2_TIMEOUT     seconds for the guest to boot, to counter line 20 (default 150)
+#   FERRY_MIGRATE_BOOT_TRIES  boots of A to try when one does not get there (default 2:
+#                        the nested lab's L2 boot occasionally hangs)
+#   FERRY_MIGRATE_STEP_TIMEOUT  seconds for each later step (default 120)
 #   FERRY_MIGRATE_HOPS   migrations: 1 (A -> B) or 2 (A -> B -> C, default)
 #   FERRY_MIGRATE_ARGS   extra `ferry vm migrate` options, e.g. "--no-verify"
 #   FERRY_MIGRATE_LINES  counter lines required before and after each migration (default 20)
+#   FERRY_MIGRATE_DIAG=1 when a guest is stuck, show what its vCPUs do
+#                        (tests/lab/linux-migrate-diag.sh: KVM counters and trace events)
 
 set -euo pipefail
 here=${BASH_SOURCE[0]%/*}
 [ "$here" != "${BASH_SOURCE[0]}" ] || here=.
 cd "$here/../.."
 BUILD=${BUILD:-build}
-limit=${FERRY_L2_TIMEOUT:-180}
 hops=${FERRY_MIGRATE_HOPS:-2}
 lines=${FERRY_MIGRATE_LINES:-20}
+tries=${FERRY_MIGRATE_BOOT_TRIES:-2}
 read -ra mig_args <<< "${FERRY_MIGRATE_ARGS:-}"
 eval "$(lab/lab.sh info)"
 . tests/lab/lib.sh
@@ -50,6 +55,9 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# "read -t S -u $nap" sleeps S seconds without starting a process (L1 is slow at that)
+mkfifo "$work/nap"
+exec {nap}<>"$work/nap"
 
 # ------------------------------------------------------------------ the guest
 # stty -echo: only command output reaches the console, one write per line, so it never
@@ -63,49 +71,74 @@ reboot -f
 EOF
 lab/lab.sh mkinitrd "$work/initrd.cpio" "$work/init.sh"
 
-# Copies stdin to $1 byte for byte and writes "<epoch seconds> <line>" to $2 per line.
+# stamp.pl NAME: copies stdin (a console) byte for byte to NAME.out, writes each line as
+# "<epoch seconds> <line>" to NAME.ts, other lines than counter lines to NAME.lines, and
+# keeps the last counter value in NAME.last (so that polling them costs no process)
 cat > "$work/stamp.pl" <<'EOF'
 use strict; use warnings; use IO::Handle; use Time::HiRes qw(time);
-open(my $raw, '>', $ARGV[0]) or die "$ARGV[0]: $!";
-open(my $ts, '>', $ARGV[1]) or die "$ARGV[1]: $!";
-$raw->autoflush(1); $ts->autoflush(1);
+my $n = $ARGV[0];
+open(my $raw, '>', "$n.out") or die "$n.out: $!";
+open(my $ts, '>', "$n.ts") or die "$n.ts: $!";
+open(my $other, '>', "$n.lines") or die "$n.lines: $!";
+$_->autoflush(1) for ($raw, $ts, $other);
 my $buf = '';
 while (sysread(STDIN, my $d, 4096)) {
     print $raw $d;
     $buf .= $d;
-    while ($buf =~ s/^([^\n]*)\n//) { (my $l = $1) =~ tr/\r//d; printf $ts "%.3f %s\n", time, $l; }
+    while ($buf =~ s/^([^\n]*)\n//) {
+        (my $l = $1) =~ tr/\r//d;
+        printf $ts "%.3f %s\n", time, $l;
+        if ($l =~ /^C (\d+) \d+\.\d+$/) {
+            my $c = $1;
+            if (open(my $f, '>', "$n.last.tmp")) { print $f "$c\n"; close($f); rename("$n.last.tmp", "$n.last"); }
+        } else {
+            print $other "$l\n";
+        }
+    }
 }
 printf $ts "%.3f %s\n", time, $buf if length $buf;
 EOF
 
 # ------------------------------------------------------------------ helpers
-fail() {
-    echo "t-linux-migrate: $*" >&2
+dump() {
     local n
     for n in "${names[@]}"; do
         [ -e "$work/$n.err" ] || continue
-        echo "---- ferry-vmm $n: stderr ----" >&2
-        tail -n 20 "$work/$n.err" >&2
-        echo "---- ferry-vmm $n: guest console (last 15 lines) ----" >&2
-        tail -n 15 "$work/$n.out" 2>/dev/null | tr -d '\r' >&2 || true
+        echo "---- ferry-vmm $n: stderr ----"
+        tail -n 20 "$work/$n.err"
+        echo "---- ferry-vmm $n: guest console (last 15 lines) ----"
+        tail -n 15 "$work/$n.out" 2>/dev/null | tr -d '\r' || true
     done
     for n in "$work"/mig-*.out; do
         [ -e "$n" ] || continue
-        echo "---- ${n##*/} ----" >&2
-        cat "$n" "${n%.out}.err" >&2
+        echo "---- ${n##*/} ----"
+        cat "$n" "${n%.out}.err"
     done
+}
+diag() {    # with FERRY_MIGRATE_DIAG=1: what the VMs still running do
+    [ "${FERRY_MIGRATE_DIAG:-}" = 1 ] && [ ${#pid[@]} -gt 0 ] || return 0
+    local n
+    for n in "${!pid[@]}"; do console "$n" "echo PONG-\$((6*7))-diag" || true; done
+    bash tests/lab/linux-migrate-diag.sh "${pid[@]}" || true
+}
+fail() {
+    echo "t-linux-migrate: $*" >&2
+    diag >&2
+    dump >&2
     exit 1
 }
 
 # start_vmm NAME ARG...: ferry-vmm with its console on stdio: stdin from the FIFO NAME.in
-# (held open here read-write, so it never sees EOF; fd[NAME] writes to it), stdout copied
-# to NAME.out and time-stamped per line in NAME.ts, stderr in NAME.err.
+# (held open here read-write, so it never sees EOF; fd[NAME] writes to it), stdout through
+# stamp.pl, stderr in NAME.err.
 start_vmm() {
-    local n=$1 f; shift
+    local n=$1 f old=${fd[$1]:-}; shift
+    [ -z "$old" ] || exec {old}>&-
+    rm -f "$work/$n".*
     mkfifo "$work/$n.in" "$work/$n.pipe"
     exec {f}<>"$work/$n.in"
     fd[$n]=$f
-    perl "$work/stamp.pl" "$work/$n.out" "$work/$n.ts" < "$work/$n.pipe" &
+    perl "$work/stamp.pl" "$work/$n" < "$work/$n.pipe" &
     tpid[$n]=$!
     "$vmm" "$@" < "$work/$n.in" > "$work/$n.pipe" 2> "$work/$n.err" &
     pid[$n]=$!
@@ -113,23 +146,54 @@ start_vmm() {
 
 console() { printf '%s\n' "$2" >&"${fd[$1]}"; }   # console NAME LINE: type LINE
 
-# the last counter value in the concatenated consoles of NAME... (0: none)
-last_n() {
-    local n files=()
-    for n in "$@"; do [ ! -e "$work/$n.out" ] || files+=("$work/$n.out"); done
-    [ ${#files[@]} -gt 0 ] || { echo 0; return; }
-    cat "${files[@]}" | tr -d '\r' |
-        awk '/^C [0-9]+ [0-9]+\.[0-9]+$/ { c = $2 } END { print c + 0 }'
+last_n() {      # the last counter value on NAME's console (0: none yet)
+    local v=0
+    [ ! -s "$work/$1.last" ] || read -r v < "$work/$1.last" || true
+    echo "${v:-0}"
+}
+at_least() {    # at_least N NAME: NAME's console showed counter value N or later
+    local v=0
+    [ ! -s "$work/$2.last" ] || read -r v < "$work/$2.last" || true
+    [ "${v:-0}" -ge "$1" ]
+}
+has_line() {    # has_line NAME LINE: NAME's console showed LINE
+    local l
+    [ -e "$work/$1.lines" ] || return 1
+    while IFS= read -r l; do [ "$l" != "$2" ] || return 0; done < "$work/$1.lines"
+    return 1
+}
+port=""
+listening() {   # listening NAME: ferry-vmm NAME --incoming listens; its port in $port
+    local l
+    [ -e "$work/$1.err" ] || return 1
+    while IFS= read -r l; do
+        if [[ $l =~ waiting\ for\ an\ incoming\ migration\ .*\(port\ ([0-9]+)\) ]]; then
+            port=${BASH_REMATCH[1]}
+            return 0
+        fi
+    done < "$work/$1.err"
+    return 1
 }
 
 # wait_for DESC VMM CMD...: poll CMD until it succeeds; fail if VMM exits or after $limit s
+# (returns 1 instead of failing when $soft is set)
 wait_for() {
     local desc=$1 n=$2 end=$((SECONDS + limit)); shift 2
     until "$@"; do
         kill -0 "${pid[$n]}" 2>/dev/null || fail "ferry-vmm $n exited while waiting for $desc"
-        [ "$SECONDS" -lt "$end" ] || fail "no $desc within ${limit}s"
-        sleep 0.5
+        if [ "$SECONDS" -ge "$end" ]; then
+            [ -z "${soft:-}" ] || return 1
+            fail "no $desc within ${limit}s"
+        fi
+        read -r -t 0.5 -u "$nap" _ || true
     done
+}
+
+stop_vmm() {    # stop_vmm NAME: kill ferry-vmm NAME
+    kill "${pid[$1]}" 2>/dev/null || true
+    wait "${pid[$1]}" 2>/dev/null || true
+    wait "${tpid[$1]}" 2>/dev/null || true
+    unset "pid[$1]" "tpid[$1]"
 }
 
 # wait_exit NAME: wait (at most $limit s) for ferry-vmm NAME to exit; its status in $rc
@@ -137,46 +201,46 @@ wait_exit() {
     local end=$((SECONDS + limit))
     while kill -0 "${pid[$1]}" 2>/dev/null; do
         if [ "$SECONDS" -ge "$end" ]; then
-            kill "${pid[$1]}" 2>/dev/null || true
+            stop_vmm "$1"
             rc=124
-            wait "${pid[$1]}" 2>/dev/null || true
-            unset "pid[$1]"
             return
         fi
-        sleep 0.2
+        read -r -t 0.2 -u "$nap" _ || true
     done
     rc=0
     wait "${pid[$1]}" || rc=$?
-    unset "pid[$1]"
     wait "${tpid[$1]}" 2>/dev/null || true   # its console copy is complete
-    unset "tpid[$1]"
+    unset "pid[$1]" "tpid[$1]"
 }
 
-at_least() { [ "$(last_n "${@:2}")" -ge "$1" ]; }   # at_least N NAME...
-has_line() { tr -d '\r' < "$work/$1.out" 2>/dev/null | grep -qx -- "$2"; }
-port_of() {     # the port ferry-vmm NAME --incoming listens on, once it does
-    sed -n 's/.*waiting for an incoming migration on .* (port \([0-9]*\)).*/\1/p' "$work/$1.err" |
-        head -n 1
-}
-listening() { [ -n "$(port_of "$1")" ]; }
 jnum() { jq -r ".${2} // empty" "$1" 2>/dev/null; }   # jnum FILE KEY
 
 # ------------------------------------------------------------------ boot A
-t0=$(us)
-start_vmm a --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --cpus 2 --mem 512M \
-    --append "$LAB_LINUX_APPEND" --control "$work/a.sock"
-wait_for "counter line $lines on A's console" a at_least "$lines" a
-echo "linux-migrate: counter at $(last_n a) on A, $(secs $(($(us) - t0)))s after the start"
+limit=${FERRY_L2_TIMEOUT:-150}     # the limit of the current step, in seconds
+for ((try = 1; ; try++)); do
+    t0=$(us)
+    start_vmm a --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --cpus 2 --mem 512M \
+        --append "$LAB_LINUX_APPEND" --control "$work/a.sock"
+    soft=1
+    wait_for "counter line $lines on A's console" a at_least "$lines" a && break
+    soft=""
+    echo "linux-migrate: boot $try of $tries: no counter line $lines within ${limit}s" \
+         "(console: $(tr -d '\r' < "$work/a.out" | tail -n 3 | tr '\n' '|'))" >&2
+    [ "$try" -lt "$tries" ] || fail "the guest did not boot"
+    diag >&2
+    stop_vmm a
+done
+soft=""
+echo "linux-migrate: counter at $(last_n a) on A, $(secs $(($(us) - t0)))s after its start"
+limit=${FERRY_MIGRATE_STEP_TIMEOUT:-120}
 
 # ------------------------------------------------------------------ migrations
-summary=()
+summary=() breakdown=()
 ran=(a)
 for ((h = 1; h <= hops; h++)); do
     src=${names[h - 1]} dst=${names[h]}
     start_vmm "$dst" --incoming 127.0.0.1:0 --control "$work/$dst.sock"
-    port=""
     wait_for "listening port of $dst" "$dst" listening "$dst"
-    port=$(port_of "$dst")
     ran+=("$dst")
     mig=$work/mig-$src$dst
     st=0
@@ -190,14 +254,16 @@ for ((h = 1; h <= hops; h++)); do
     [ "$rc" -eq 0 ] || fail "source ferry-vmm $src exited $rc after the migration (want 0)"
     n_sw=$(last_n "$src")
     wait_for "$lines counter lines on $dst after the switchover (at $n_sw)" "$dst" \
-        at_least $((n_sw + lines)) "${ran[@]}"
+        at_least $((n_sw + lines)) "$dst"
     console "$dst" "echo PONG-\$((6*7))-$dst"
     wait_for "PONG-42-$dst on $dst's console" "$dst" has_line "$dst" "PONG-42-$dst"
     m=()
     for k in downtime_ms verify_ms total_ms round bytes_sent; do m+=("$(jnum "$mig.out" "$k")"); done
     summary+=("$src $dst $n_sw ${m[*]} $t_m")
+    breakdown+=("$(jq -r '.pause_breakdown_us // {} | to_entries |
+        map("\(.key | gsub("_"; " ")) \((.value / 100 | round) / 10)") | join(", ")' "$mig.out")")
     echo "linux-migrate: $src -> $dst done: downtime $(jnum "$mig.out" downtime_ms) ms," \
-         "total $(jnum "$mig.out" total_ms) ms; counter $n_sw at the switchover, $(last_n "${ran[@]}") now"
+         "total $(jnum "$mig.out" total_ms) ms; counter $n_sw at the switchover, $(last_n "$dst") now"
 done
 
 # ------------------------------------------------------------------ shut down
@@ -207,9 +273,9 @@ wait_exit "$last"
 [ "$rc" -eq 0 ] || fail "ferry-vmm $last exited $rc after reboot -f (want 0)"
 
 # ------------------------------------------------------------------ check the counter
-outs=() tss=()
-for n in "${ran[@]}"; do outs+=("$work/$n.out"); tss+=("$work/$n.ts"); done
-# stdin: the joined consoles; prints the problems, then "count N last L maxgap G at M"
+outs=()
+for n in "${ran[@]}"; do outs+=("$work/$n.out"); done
+# the joined consoles: prints the problems, then "count N last L maxgap G at M"
 check=$(cat "${outs[@]}" | tr -d '\r' | awk '
     function bad(s) { if (nbad++ < 10) print "counter: " s }
     /^C [0-9]+ [0-9]+\.[0-9][0-9]$/ {
@@ -230,18 +296,21 @@ read -r _ count _ lastn _ maxgap _ maxat <<< "$(grep '^count ' <<< "$check")"
 uptime_of() { cat "${outs[@]}" | tr -d '\r' | awk -v n="$1" '$1 == "C" && $2 == n { print $3; exit }'; }
 # console wall-clock silence around a switchover: last counter line of SRC to first of DST
 silence() {
-    awk '$2 == "C" { t = $1 } END { print t }' "$work/$1.ts" |
-        { read -r a; b=$(awk '$2 == "C" { print $1; exit }' "$work/$2.ts"); awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", b - a }'; }
+    local a b
+    a=$(awk '$2 == "C" { t = $1 } END { print t }' "$work/$1.ts")
+    b=$(awk '$2 == "C" { print $1; exit }' "$work/$2.ts")
+    awk -v a="$a" -v b="$b" 'BEGIN { if (a == "" || b == "") print "n/a"; else printf "%.2f", b - a }'
 }
 
-echo "linux-migrate: $count counter lines (1..$lastn), largest uptime step ${maxgap}s (before $maxat)"
+echo "linux-migrate: $count counter lines (1..$lastn), largest uptime step ${maxgap}s (before C $maxat)"
 for ((h = 1; h <= hops; h++)); do
     read -r src dst n_sw down verify total rounds bytes t_m <<< "${summary[h - 1]}"
     u1=$(uptime_of "$n_sw") u2=$(uptime_of $((n_sw + 1)))
     gap=$(awk -v a="$u1" -v b="$u2" 'BEGIN { if (a == "" || b == "") print "n/a"; else printf "%.2f", b - a }')
-    echo "linux-migrate: $src -> $dst: VMM downtime ${down} ms (digest ${verify} ms), total ${total} ms," \
-         "$rounds rounds, $((bytes >> 20)) MiB; guest uptime step across the switchover ${gap}s" \
-         "(C $n_sw -> $((n_sw + 1))), console silent $(silence "$src" "$dst")s, CLI $(secs "$t_m")s"
+    echo "linux-migrate: $src -> $dst: VMM downtime ${down} ms (${breakdown[h - 1]:-digest $verify} ms)," \
+         "total ${total} ms, $rounds rounds, $((bytes >> 20)) MiB; guest uptime step across the" \
+         "switchover ${gap}s (C $n_sw -> $((n_sw + 1))), console silent $(silence "$src" "$dst")s," \
+         "CLI $(secs "$t_m")s"
 done
 [ -z "$problems" ] || fail "the counter did not continue exactly:
 $problems"
