@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/kvm.h>
 
@@ -34,8 +35,23 @@ bool vm_gate_enter(const struct vm_gate *g)
     if (!g->lock)
         return true;
     pthread_mutex_lock(g->lock);
-    while (__atomic_load_n(g->pause_req, __ATOMIC_ACQUIRE) && !atomic_load(g->stopping))
-        pthread_cond_wait(g->cond, g->lock);
+    while (!atomic_load(g->stopping)) {
+        if (__atomic_load_n(g->pause_req, __ATOMIC_ACQUIRE)) {
+            pthread_cond_wait(g->cond, g->lock);
+        } else if (g->started && !g->started(g->ctx)) {
+            /* vm_start does not signal: look again shortly */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 5000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(g->cond, g->lock, &ts);
+        } else {
+            break;
+        }
+    }
     if (atomic_load(g->stopping)) {
         pthread_mutex_unlock(g->lock);
         return false;

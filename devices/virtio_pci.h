@@ -67,10 +67,15 @@ struct vm_gate {
     pthread_cond_t *cond;
     bool *pause_req;
     atomic_bool *stopping;
+    /* Whether the VM's vCPUs have been started (called with *lock held):
+     * an incoming VM's devices must not act before the source handed the
+     * VM over (requests handed back by the source run after the start). */
+    bool (*started)(void *ctx);
+    void *ctx;
 };
 
-/* Wait until the VM is not paused; true with the gate held, false when the
- * VM is stopping (gate not held). */
+/* Wait until the VM runs (started, not paused); true with the gate held,
+ * false when the VM is stopping (gate not held). */
 bool vm_gate_enter(const struct vm_gate *g);
 void vm_gate_leave(const struct vm_gate *g);
 

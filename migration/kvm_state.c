@@ -83,7 +83,8 @@ int vcpu_state_set(int fd, const struct vcpu_kvm_state *s, char *err, size_t err
 {
     TRY(fd, KVM_SET_SREGS, &s->sregs, "KVM_SET_SREGS");
     TRY(fd, KVM_SET_REGS, &s->regs, "KVM_SET_REGS");
-    TRY(fd, KVM_SET_XCRS, &s->xcrs, "KVM_SET_XCRS");
+    if (s->xcrs.nr_xcrs)  /* none on CPUs without XSAVE, where KVM refuses the call */
+        TRY(fd, KVM_SET_XCRS, &s->xcrs, "KVM_SET_XCRS");
     TRY(fd, KVM_SET_XSAVE, &s->xsave, "KVM_SET_XSAVE");
     struct kvm_msr_entry msrs[KVM_STATE_MAX_MSRS];
     uint32_t n = s->nmsrs < KVM_STATE_MAX_MSRS ? s->nmsrs : KVM_STATE_MAX_MSRS;

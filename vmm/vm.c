@@ -181,9 +181,16 @@ static struct pci_host *pci_setup(struct vm *vm, char *err, size_t errlen)
     return h;
 }
 
+/* Device threads act only once the vCPUs were started (vm->lock held). */
+static bool vm_started(void *opaque)
+{
+    enum vm_state s = ((struct vm *)opaque)->state;
+    return s == VM_RUNNING || s == VM_PAUSED;
+}
+
 static int disks_setup(struct vm *vm, char *err, size_t errlen)
 {
-    struct vm_gate gate = { &vm->lock, &vm->cond, &vm->pause_req, &vm->stopping };
+    struct vm_gate gate = { &vm->lock, &vm->cond, &vm->pause_req, &vm->stopping, vm_started, vm };
     for (int i = 0; i < vm->cfg.ndisks; i++) {
         const struct vm_disk *d = &vm->cfg.disks[i];
         struct disk_id want = { d->size, d->fingerprint };

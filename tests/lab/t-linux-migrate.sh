@@ -25,6 +25,8 @@
 #   FERRY_MIGRATE_LINES  counter lines required before and after each migration (default 20)
 #   FERRY_MIGRATE_DIAG=1 when a guest is stuck, show what its vCPUs do
 #                        (tests/lab/linux-migrate-diag.sh: KVM counters and trace events)
+#   FERRY_MIGRATE_KEEP=DIR  copy the consoles, ferry-vmm logs and migration results there
+#                        (a directory L1 can write: lab.sh run --share DIR)
 
 set -euo pipefail
 here=${BASH_SOURCE[0]%/*}
@@ -52,6 +54,10 @@ cleanup() {
     for n in "${!pid[@]}"; do kill "${pid[$n]}" 2>/dev/null || true; done
     for n in "${!tpid[@]}"; do kill "${tpid[$n]}" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    if [ -n "${FERRY_MIGRATE_KEEP:-}" ]; then
+        mkdir -p "$FERRY_MIGRATE_KEEP" || true
+        cp "$work"/*.out "$work"/*.err "$work"/*.ts "$FERRY_MIGRATE_KEEP"/ 2>/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -105,7 +111,7 @@ dump() {
     for n in "${names[@]}"; do
         [ -e "$work/$n.err" ] || continue
         echo "---- ferry-vmm $n: stderr ----"
-        tail -n 20 "$work/$n.err"
+        if [ "${FERRY_MIGRATE_DIAG:-}" = 1 ]; then head -n 300 "$work/$n.err"; else tail -n 20 "$work/$n.err"; fi
         echo "---- ferry-vmm $n: guest console (last 15 lines) ----"
         tail -n 15 "$work/$n.out" 2>/dev/null | tr -d '\r' || true
     done
@@ -117,8 +123,6 @@ dump() {
 }
 diag() {    # with FERRY_MIGRATE_DIAG=1: what the VMs still running do
     [ "${FERRY_MIGRATE_DIAG:-}" = 1 ] && [ ${#pid[@]} -gt 0 ] || return 0
-    local n
-    for n in "${!pid[@]}"; do console "$n" "echo PONG-\$((6*7))-diag" || true; done
     bash tests/lab/linux-migrate-diag.sh "${pid[@]}" || true
 }
 fail() {
