@@ -114,9 +114,17 @@ int vm_state_get(int fd, struct vm_kvm_state *s, char *err, size_t errlen)
 
 int vm_state_set(int fd, const struct vm_kvm_state *s, char *err, size_t errlen)
 {
-    TRY(fd, KVM_SET_IRQCHIP, &s->pic_master, "KVM_SET_IRQCHIP (PIC master)");
-    TRY(fd, KVM_SET_IRQCHIP, &s->pic_slave, "KVM_SET_IRQCHIP (PIC slave)");
-    TRY(fd, KVM_SET_IRQCHIP, &s->ioapic, "KVM_SET_IRQCHIP (IOAPIC)");
+    /* chip_id is not part of the migrated state (only the chip images are):
+     * without it every KVM_SET_IRQCHIP would load the PIC master */
+    struct kvm_irqchip chip = s->pic_master;
+    chip.chip_id = KVM_IRQCHIP_PIC_MASTER;
+    TRY(fd, KVM_SET_IRQCHIP, &chip, "KVM_SET_IRQCHIP (PIC master)");
+    chip = s->pic_slave;
+    chip.chip_id = KVM_IRQCHIP_PIC_SLAVE;
+    TRY(fd, KVM_SET_IRQCHIP, &chip, "KVM_SET_IRQCHIP (PIC slave)");
+    chip = s->ioapic;
+    chip.chip_id = KVM_IRQCHIP_IOAPIC;
+    TRY(fd, KVM_SET_IRQCHIP, &chip, "KVM_SET_IRQCHIP (IOAPIC)");
     TRY(fd, KVM_SET_PIT2, &s->pit, "KVM_SET_PIT2");
     /* With KVM_CLOCK_REALTIME, KVM advances the clock by the wall time since
      * the source read it: the guest's clock does not fall behind by the

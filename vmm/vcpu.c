@@ -175,6 +175,12 @@ void *vcpu_thread(void *arg)
 
     while (!atomic_load(&vm->stopping)) {
         if (__atomic_load_n(&vm->pause_req, __ATOMIC_ACQUIRE)) {
+            /* KVM finishes an I/O or MMIO exit (retires the OUT, loads an
+             * IN's data) only on the next KVM_RUN: enter once with
+             * immediate_exit set, which completes it and returns EINTR
+             * without running guest code, so a saved state is consistent. */
+            v->run->immediate_exit = 1;
+            ioctl(v->fd, KVM_RUN, 0);
             vcpu_park(v);
             continue;
         }
