@@ -169,7 +169,7 @@ void pci_cfg_write(struct pci_host *h, uint8_t slot, uint32_t off, uint32_t len,
     pthread_mutex_unlock(&h->lock);
 }
 
-static uint32_t le_get(const uint8_t *p, uint32_t len)
+uint32_t le_get(const uint8_t *p, uint32_t len)
 {
     uint32_t v = 0;
     for (uint32_t i = 0; i < len && i < 4; i++)
@@ -177,10 +177,10 @@ static uint32_t le_get(const uint8_t *p, uint32_t len)
     return v;
 }
 
-static void le_put(uint8_t *p, uint32_t len, uint32_t v)
+void le_put(uint8_t *p, uint32_t len, uint64_t v)
 {
     for (uint32_t i = 0; i < len; i++)
-        p[i] = i < 4 ? (uint8_t)(v >> (8 * i)) : 0;
+        p[i] = i < 8 ? (uint8_t)(v >> (8 * i)) : 0;
 }
 
 void pci_pio(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)

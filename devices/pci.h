@@ -137,4 +137,9 @@ int pci_host_state_load(void *opaque, const void *state, char *err, size_t errle
 int pci_cfg_check(const struct pci_dev *d, const uint8_t *cfg, char *err, size_t errlen);
 void pci_cfg_install(struct pci_dev *d, const uint8_t *cfg);
 
+/* Little-endian register access for device emulation: up to 4 bytes read
+ * (the rest ignored), `len` bytes written (bytes past 8 are zero). */
+uint32_t le_get(const uint8_t *p, uint32_t len);
+void le_put(uint8_t *p, uint32_t len, uint64_t v);
+
 #endif

@@ -318,20 +318,6 @@ static void common_write(struct virtio_pci *vp, uint32_t off, uint32_t v)
     }
 }
 
-static uint32_t get_le(const uint8_t *p, uint32_t len)
-{
-    uint32_t v = 0;
-    for (uint32_t i = 0; i < len && i < 4; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-
-static void put_le(uint8_t *p, uint32_t len, uint64_t v)
-{
-    for (uint32_t i = 0; i < len; i++)
-        p[i] = i < 8 ? (uint8_t)(v >> (8 * i)) : 0;
-}
-
 static void common_access(struct virtio_pci *vp, uint32_t off, uint8_t *data, uint32_t len, bool is_write)
 {
     if (off >= VIRTIO_PCI_COMMON_LEN)
@@ -339,18 +325,18 @@ static void common_access(struct virtio_pci *vp, uint32_t off, uint8_t *data, ui
     unsigned w = common_width(off & ~1u);
     if (len == 8 && (off == CC_Q_DESCLO || off == CC_Q_AVAILLO || off == CC_Q_USEDLO)) {
         if (is_write) {
-            common_write(vp, off, get_le(data, 4));
-            common_write(vp, off + 4, get_le(data + 4, 4));
+            common_write(vp, off, le_get(data, 4));
+            common_write(vp, off + 4, le_get(data + 4, 4));
         } else {
-            put_le(data, 8, common_read(vp, off) | common_read(vp, off + 4) << 32);
+            le_put(data, 8, common_read(vp, off) | common_read(vp, off + 4) << 32);
         }
         return;
     }
     if (len == w && off % w == 0) {
         if (is_write)
-            common_write(vp, off, get_le(data, len));
+            common_write(vp, off, le_get(data, len));
         else
-            put_le(data, len, common_read(vp, off));
+            le_put(data, len, common_read(vp, off));
         return;
     }
     if (!is_write) {
@@ -418,18 +404,18 @@ static void bar_io(struct pci_dev *d, int bar, uint64_t off, uint8_t *data, uint
             for (uint32_t k = 0; k < len / 4 && w + k < 4; k++) {
                 uint32_t *e = &vp->msix_table[v][w + k];
                 if (!is_write) {
-                    put_le(data + 4 * k, 4, *e);
+                    le_put(data + 4 * k, 4, *e);
                 } else if (w + k == 3) {
-                    *e = get_le(data + 4 * k, 4) & 1;  /* only the mask bit */
+                    *e = le_get(data + 4 * k, 4) & 1;  /* only the mask bit */
                     msix_flush_pending(vp);
                 } else {
-                    *e = get_le(data + 4 * k, 4);
+                    *e = le_get(data + 4 * k, 4);
                 }
             }
         }
     } else if (off < VIRTIO_PCI_PBA_OFF + 8) {
         if (!is_write)
-            put_le(data, len, vp->msix_pba >> (8 * (off - VIRTIO_PCI_PBA_OFF)));
+            le_put(data, len, vp->msix_pba >> (8 * (off - VIRTIO_PCI_PBA_OFF)));
     } else if (!is_write) {
         memset(data, 0, len);
     }
