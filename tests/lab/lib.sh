@@ -1,4 +1,5 @@
 # tests/lab/lib.sh - shared by the lab tests (sourced by tests/lab/t-*.sh inside L1).
+# shellcheck shell=bash
 #   LAB_LINUX_APPEND   kernel command line for a stock Linux L2 guest: quiet and fast to boot
 #                      (lab.sh info's L2_APPEND), "reboot -f" resets through the keyboard
 #                      controller (ferry-vmm then exits 0), no probing of absent devices
