@@ -11,6 +11,7 @@
 #   CI=true              a lab that cannot be set up is a failure, never a skip
 # Every FERRY_* variable and CI reach the tests.
 #
+# A lab failure (125: L1 hung or crashed) is retried once.
 # Exit status: 0 all passed; 1 a test failed; 77 lab unavailable (skip; never with
 # CI=true); otherwise the lab failed (124 timeout, 125 lab failure; see lab/lab.sh).
 
@@ -35,7 +36,14 @@ for v in CI $(compgen -e | grep '^FERRY_' || true); do
     [ -z "${!v+set}" ] || envs+=(-e "$v")
 done
 
-rc=0
-lab/lab.sh run --stats --timeout "${FERRY_LAB_TIMEOUT:-1500}" --smp "${FERRY_LAB_SMP:-1}" "${envs[@]}" -- tests/lab/inside-l1.sh || rc=$?
+# The emulated L1 itself hangs now and then (seen ~3 in 14 runs, TCG with nested SVM):
+# that is the lab failing (125), not a test; such a run is retried once, a test
+# failure never is.
+for attempt in 1 2; do
+    rc=0
+    lab/lab.sh run --stats --timeout "${FERRY_LAB_TIMEOUT:-1500}" --smp "${FERRY_LAB_SMP:-1}" "${envs[@]}" -- tests/lab/inside-l1.sh || rc=$?
+    [ "$rc" = 125 ] && [ "$attempt" = 1 ] || break
+    echo "lab: L1 failed (status 125); running the lab suite once more" >&2
+done
 echo "lab suite: status $rc, $(awk -v a="$EPOCHREALTIME" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')s in all" >&2
 exit "$rc"
