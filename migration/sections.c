@@ -127,9 +127,7 @@ static const struct vmstate_field vm_fields[] = {
 };
 const struct vmstate_desc vmstate_vm = { "vm", 2, 1, vm_fields, sizeof(struct vm_kvm_state) };
 
-
-int sections_save(struct vm *vm, const struct msr_list *msrs, struct buf *out,
-                  char *err, size_t errlen)
+int sections_save(struct vm *vm, struct buf *out, char *err, size_t errlen)
 {
     struct vm_kvm_state vs;
     if (vm_state_get(vm->fd, &vs, err, errlen) < 0)
@@ -141,7 +139,7 @@ int sections_save(struct vm *vm, const struct msr_list *msrs, struct buf *out,
         goto nomem;
     for (int i = 0; i < vm->ncpus; i++) {
         cs->id = (uint32_t)i;
-        if (vcpu_state_get(vm->vcpus[i].fd, msrs, &cs->s, err, errlen) < 0) {
+        if (vcpu_state_get(vm->vcpus[i].fd, &vm->msrs, &cs->s, err, errlen) < 0) {
             free(cs);
             return -1;
         }

@@ -17,8 +17,7 @@ extern const struct vmstate_desc vmstate_vm;     /* struct vm_kvm_state */
 extern const struct vmstate_desc vmstate_cpu;    /* struct cpu_section */
 
 /* Capture everything (the VM must be paused) into STATE payload bytes. */
-int sections_save(struct vm *vm, const struct msr_list *msrs, struct buf *out,
-                  char *err, size_t errlen);
+int sections_save(struct vm *vm, struct buf *out, char *err, size_t errlen);
 
 /* Staged state received from a stream: validated completely before any of
  * it reaches KVM or a device. */

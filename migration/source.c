@@ -288,19 +288,13 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
     vm_pause(vm);
     uint64_t t_paused = now_ns(), t_final = 0, t_state = 0, t_complete = 0;
     uint64_t pages_before = s->st.pages;
-    struct msr_list *msrs = malloc(sizeof(*msrs));
     struct buf state = { 0 };
     uint64_t *dig = NULL;
     int rc = -1;
-    if (!msrs) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
     if (dirty_log_fetch(d, err, errlen) < 0 || send_dirty(s, d, false, err, errlen) < 0)
         goto fail;
     t_final = now_ns();
-    if (msr_list_build(vm->kvm_fd, vm->vcpus[0].fd, msrs, err, errlen) < 0 ||
-        sections_save(vm, msrs, &state, err, errlen) < 0 ||
+    if (sections_save(vm, &state, err, errlen) < 0 ||
         send_msg(s, MSG_STATE, state.data, state.len, err, errlen) < 0)
         goto fail;
     t_state = now_ns();
@@ -366,7 +360,6 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
         rc = -2;
     }
 fail:
-    free(msrs);
     free(dig);
     buf_free(&state);
     return rc;

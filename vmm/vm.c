@@ -300,7 +300,8 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
         if (!cfg->incoming && vcpu_setup_boot(&vm->vcpus[i], err, errlen) < 0)
             return -1;
     }
-    return 0;
+    /* Probing takes one ioctl per MSR: do it here, not in a migration's pause. */
+    return msr_list_build(vm->kvm_fd, vm->vcpus[0].fd, &vm->msrs, err, errlen);
 }
 
 static void sig_kick(int sig)

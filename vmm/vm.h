@@ -14,6 +14,7 @@
 #include "devices/rtc.h"
 #include "devices/testdev.h"
 #include "devices/uart.h"
+#include "migration/kvm_state.h"
 #include "migration/migrate.h"
 #include "migration/vmstate.h"
 #include "vmm/memory.h"
@@ -83,6 +84,7 @@ struct vm {
     int kvm_fd, fd;
     struct guest_mem mem;
     struct kvm_cpuid2 *cpuid;
+    struct msr_list msrs;     /* MSRs a migration saves: probed once, before the vCPUs run */
     struct boot_entry boot;
     int ncpus;
     struct vcpu vcpus[VM_MAX_VCPUS];
