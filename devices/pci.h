@@ -132,7 +132,7 @@ extern const struct vmstate_desc vmstate_pci_host;
 int pci_host_state_save(void *opaque, void *state, char *err, size_t errlen);
 int pci_host_state_load(void *opaque, const void *state, char *err, size_t errlen);
 #define pci_host_mig_device(h) ((struct mig_device){ &vmstate_pci_host, sizeof(struct pci_host_state), \
-                                                     (h), pci_host_state_save, pci_host_state_load })
+                                                     (h), pci_host_state_save, pci_host_state_load, NULL })
 
 int pci_cfg_check(const struct pci_dev *d, const uint8_t *cfg, char *err, size_t errlen);
 void pci_cfg_install(struct pci_dev *d, const uint8_t *cfg);

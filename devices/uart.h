@@ -42,6 +42,6 @@ extern const struct vmstate_desc vmstate_uart;
 int uart_state_save(void *opaque, void *state, char *err, size_t errlen);
 int uart_state_load(void *opaque, const void *state, char *err, size_t errlen);
 #define uart_mig_device(u) ((struct mig_device){ &vmstate_uart, sizeof(struct uart_regs), (u), \
-                                                 uart_state_save, uart_state_load })
+                                                 uart_state_save, uart_state_load, NULL })
 
 #endif

@@ -112,6 +112,6 @@ extern const struct vmstate_desc vmstate_virtio_blk;   /* template: each device 
 int virtio_blk_state_save(void *opaque, void *state, char *err, size_t errlen);
 int virtio_blk_state_load(void *opaque, const void *state, char *err, size_t errlen);
 #define virtio_blk_mig_device(b) ((struct mig_device){ &(b)->section, sizeof(struct virtio_blk_state), \
-                                                       (b), virtio_blk_state_save, virtio_blk_state_load })
+                                                       (b), virtio_blk_state_save, virtio_blk_state_load, NULL })
 
 #endif

@@ -36,21 +36,10 @@ bool vm_gate_enter(const struct vm_gate *g)
         return true;
     pthread_mutex_lock(g->lock);
     while (!atomic_load(g->stopping)) {
-        if (__atomic_load_n(g->pause_req, __ATOMIC_ACQUIRE)) {
-            pthread_cond_wait(g->cond, g->lock);
-        } else if (g->started && !g->started(g->ctx)) {
-            /* vm_start does not signal: look again shortly */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 5000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
-            pthread_cond_timedwait(g->cond, g->lock, &ts);
-        } else {
+        if (__atomic_load_n(g->pause_req, __ATOMIC_ACQUIRE) || (g->started && !g->started(g->ctx)))
+            pthread_cond_wait(g->cond, g->lock);   /* vm_resume / vm_start broadcast */
+        else
             break;
-        }
     }
     if (atomic_load(g->stopping)) {
         pthread_mutex_unlock(g->lock);

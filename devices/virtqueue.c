@@ -217,3 +217,21 @@ size_t virtq_read_out(const struct virtq_elem *e, size_t off, void *dst, size_t 
     }
     return done;
 }
+
+size_t virtq_write_in(struct virtq *q, const struct virtq_elem *e, size_t off, const void *src, size_t len)
+{
+    size_t done = 0;
+    for (uint32_t k = 0; k < e->nin && done < len; k++) {
+        const struct virtq_seg *s = &e->seg[e->nout + k];
+        if (off >= s->len) {
+            off -= s->len;
+            continue;
+        }
+        size_t n = s->len - off < len - done ? s->len - off : len - done;
+        memcpy((uint8_t *)s->hva + off, (const uint8_t *)src + done, n);
+        gmem_mark_dirty(q->mem, s->gpa + off, n);
+        done += n;
+        off = 0;
+    }
+    return done;
+}

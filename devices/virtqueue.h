@@ -91,5 +91,8 @@ bool virtq_arm_notify(struct virtq *q);
 /* Copy up to len bytes from e's out buffers starting at byte off; returns the
  * count copied. */
 size_t virtq_read_out(const struct virtq_elem *e, size_t off, void *dst, size_t len);
+/* Copy up to len bytes into e's in buffers starting at byte off (marking them
+ * dirty); returns the count copied. */
+size_t virtq_write_in(struct virtq *q, const struct virtq_elem *e, size_t off, const void *src, size_t len);
 
 #endif

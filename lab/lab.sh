@@ -348,7 +348,14 @@ L=/run/lab
 read -r up _ < /proc/uptime
 echo "$up" > $L/heartbeat
 echo "$up" > $L/started
-( while sleep 5; do read -r up _ < /proc/uptime; echo "$up" > $L/heartbeat; done ) &
+# Tasks blocked for 30 s are reported on the console (a stuck 9p share shows up there).
+echo 30 > /proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
+# The heartbeat goes to the control share and, every 30 s, to the console: when the share
+# stops but the console goes on, L1 is alive and 9p is what hangs.
+( n=0; while sleep 5; do
+    read -r up _ < /proc/uptime; echo "$up" > $L/heartbeat
+    n=$((n + 1)); [ $((n % 6)) -ne 0 ] || echo "lab: heartbeat $up" > /dev/kmsg
+  done ) &
 bash $L/cmd > $L/stdout 2> $L/stderr < /dev/null
 echo $? > $L/rc.tmp
 read -r up _ < /proc/uptime
@@ -361,6 +368,18 @@ EOF
 }
 
 now() { echo "$EPOCHREALTIME"; }
+
+# What L1's CPUs were doing, from QEMU's monitor (tells a guest-mode livelock from a halt).
+monitor_cmd() {   # monitor_cmd RUNDIR CMD...: one command per argument, the output
+    [ -S "$1/monitor.sock" ] || return 0
+    local d=$1; shift
+    printf '%s\n' "$@" | timeout 10 socat -t 5 - "UNIX-CONNECT:$d/monitor.sock" 2>&1
+}
+monitor_snapshot() {
+    say "---- L1 CPU state (QEMU monitor) ----"
+    monitor_cmd "$1" "info cpus" "info registers -a" |
+        tr -d '\r' | grep -vE '^(\(qemu\)|QEMU |[XYZ]MM|FPR|FCW|DR[0-9]|GDT|IDT|LDT|TR |[DEFG]S )' | head -n 50 || true
+}
 qstatus() { if [ "$1" = killed ]; then echo "killed"; else echo "qemu status $1"; fi; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
 
@@ -425,7 +444,7 @@ cmd_run() {
     [ "$smp" -le 1 ] || accel=tcg,thread=multi
     # shellcheck disable=SC2054  # commas belong to QEMU option values
     local qemu=(qemu-system-x86_64 -nodefaults -no-user-config -accel "$accel"
-                -cpu qemu64,+svm,+npt -smp "$smp" -m "$mem" -display none -monitor none
+                -cpu qemu64,+svm,+npt -smp "$smp" -m "$mem" -display none -monitor "unix:$d/monitor.sock,server=on,wait=off"
                 -no-reboot -serial "file:$d/console.log"
                 -kernel "$kernel" -initrd "$L1_INITRD" -append "$L1_APPEND ${LAB_L1_APPEND:-}"
                 "${fsdev[@]}")
@@ -438,7 +457,7 @@ cmd_run() {
     }
     trap 'stop; exit 130' INT TERM HUP
 
-    local t0 deadline attempt=0 rc="" booted="" hung="" qrc t_boot="" tb
+    local t0 deadline attempt=0 rc="" booted="" hung="" qrc t_boot="" tb nmi_for="" stalls=0
     t0=$(now)
     deadline=$((SECONDS + timeout))
     while [ -z "$rc" ]; do
@@ -453,7 +472,7 @@ cmd_run() {
         tail -n +1 -s 0.2 -f --pid="$qpid" "$d/stdout" & tails+=($!)
         tail -n +1 -s 0.2 -f --pid="$qpid" "$d/stderr" >&2 & tails+=($!)
         if [ -n "$console" ]; then tail -n +1 -s 0.2 -f --pid="$qpid" "$d/console.log" >&2 & tails+=($!); fi
-        booted="" hung="" qrc=0 tb=$(now)
+        booted="" hung="" qrc=0 tb=$(now) nmi_for=""
         local boot_limit=$((SECONDS + boot_timeout))
         while kill -0 "$qpid" 2>/dev/null; do
             if [ -z "$booted" ]; then
@@ -469,9 +488,20 @@ cmd_run() {
                 sleep 0.1
             else
                 local hb
+                # An L1 found idle in HLT with a timer interrupt that never came (QEMU TCG
+                # with nested SVM, seen after an L2 VM ends): an NMI wakes it, and the
+                # kernel reprograms its timer. Once per stall, after 20 s of silence.
+                if hb=$(stat -c %Y "$d/heartbeat" 2>/dev/null) && [ $(($(date +%s) - hb)) -ge 20 ] &&
+                   [ "$hb" != "$nmi_for" ]; then
+                    nmi_for=$hb
+                    say "L1 silent for 20s: waking it with an NMI (QEMU monitor)"
+                    monitor_cmd "$d" nmi > /dev/null
+                    stalls=$((stalls + 1))
+                fi
                 if [ "$hang_timeout" -gt 0 ] && hb=$(stat -c %Y "$d/heartbeat" 2>/dev/null) &&
                    [ $(($(date +%s) - hb)) -ge "$hang_timeout" ]; then
                     say "L1 hung: no heartbeat for ${hang_timeout}s"
+                    monitor_snapshot "$d" >&2
                     hung=1
                     kill "$qpid" 2>/dev/null || true
                     break
@@ -516,7 +546,7 @@ cmd_run() {
         [ -s "$d/finished" ] && fin=$(cat "$d/finished")
         [ -z "$up" ] || [ -z "$fin" ] || run=$(secs "$fin" "$up")
         say "stats: L1 userspace after ${t_boot:-n/a}s (L1 uptime ${up:-n/a}s), command ${run}s," \
-            "total $(secs "$(now)" "$t0")s, attempts $attempt, status $rc"
+            "total $(secs "$(now)" "$t0")s, attempts $attempt, L1 stalls woken $stalls, status $rc"
     fi
     if [ -n "$keep" ] || [ ! -s "$d/rc" ]; then say "run directory kept: $d"; else rm -rf "$d"; fi
     return "$rc"

@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "devices/announce.h"
 #include "devices/virtio_blk.h"
+#include "devices/virtio_net.h"
 #include "migration/migrate.h"
 #include "vmm/log.h"
 #include "vmm/vm.h"
@@ -75,6 +77,59 @@ static int disks_from_json(json_object *o, struct vm_config *cfg, char *err, siz
     return 0;
 }
 
+/* ---- "nics": [{"mac", "tap"}] ----
+ * The MAC is the VM's; the tap is the source host's device name, used on the
+ * destination unless it was started with --net tap=NAME for that NIC. */
+static void nics_to_json(struct vm *vm, json_object *o)
+{
+    json_object *arr = json_object_new_array();
+    for (int i = 0; i < vm->cfg.nnics && vm->net[i]; i++) {
+        char mac[18];
+        net_mac_format(vm->net[i]->mac, mac);
+        json_object *d = json_object_new_object();
+        json_object_object_add(d, "mac", json_object_new_string(mac));
+        json_object_object_add(d, "tap", json_object_new_string(vm->net[i]->tap.name));
+        json_object_array_add(arr, d);
+    }
+    json_object_object_add(o, "nics", arr);
+}
+
+static int nics_from_json(json_object *o, struct vm_config *cfg, char *err, size_t errlen)
+{
+    json_object *arr, *v;
+    int given = cfg->nnics;      /* --net tap=NAME on this side */
+    if (!json_object_object_get_ex(o, "nics", &arr)) {
+        cfg->nnics = 0;
+        return 0;
+    }
+    if (!json_object_is_type(arr, json_type_array) || json_object_array_length(arr) > VM_MAX_NICS) {
+        snprintf(err, errlen, "VM configuration: bad \"nics\" (at most %d)", VM_MAX_NICS);
+        return -1;
+    }
+    size_t n = json_object_array_length(arr);
+    if ((size_t)given > n) {
+        snprintf(err, errlen, "this destination was given %d --net option(s), the VM has %zu NIC(s)", given, n);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_object *d = json_object_array_get_idx(arr, i);
+        struct vm_nic *nic = &cfg->nics[i];
+        if (!json_object_is_type(d, json_type_object) || !json_object_object_get_ex(d, "mac", &v) ||
+            !json_object_is_type(v, json_type_string) || net_mac_parse(json_object_get_string(v), nic->mac) < 0 ||
+            !json_object_object_get_ex(d, "tap", &v) || !json_object_is_type(v, json_type_string) ||
+            !*json_object_get_string(v) || strlen(json_object_get_string(v)) >= IFNAMSIZ) {
+            snprintf(err, errlen, "VM configuration: bad NIC %zu", i);
+            return -1;
+        }
+        if ((int)i >= given && !(nic->tap = strdup(json_object_get_string(v)))) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    cfg->nnics = (int)n;
+    return 0;
+}
+
 char *vm_config_json(struct vm *vm)
 {
     json_object *o = json_object_new_object();
@@ -94,6 +149,7 @@ char *vm_config_json(struct vm *vm)
     }
     json_object_object_add(o, "cpuid", cpuid);
     disks_to_json(vm, o);
+    nics_to_json(vm, o);
     char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);
     return s;
@@ -177,7 +233,7 @@ int vm_config_from_json(const char *json, struct vm_config *cfg, struct kvm_cpui
                  (unsigned long long)ncpus, cfg->ncpus);
         goto out;
     }
-    if (disks_from_json(o, cfg, err, errlen) < 0)
+    if (disks_from_json(o, cfg, err, errlen) < 0 || nics_from_json(o, cfg, err, errlen) < 0)
         goto out;
     cfg->mem_size = mem;
     cfg->ncpus = (int)ncpus;

@@ -6,7 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <net/if.h>
+#include <sys/random.h>
 
+#include "devices/announce.h"
 #include "vmm/commands.h"
 #include "vmm/console.h"
 #include "vmm/control.h"
@@ -24,6 +27,10 @@ static void usage(FILE *f)
           "  -c, --cpus N          number of vCPUs (default 1)\n"
           "      --disk PATH[,readonly]  raw disk image (or block device) as a virtio-blk disk\n"
           "                        (/dev/vda, /dev/vdb, ...; up to 4)\n"
+          "      --net tap=NAME[,mac=MAC]  virtio-net NIC on tap device NAME (attached, or created\n"
+          "                        when missing); MAC default 52:54:00 and 3 random bytes. With\n"
+          "                        --incoming: tap=NAME only, the tap for the VM's Nth NIC\n"
+          "                        (default: the source's tap name)\n"
           "      --console DEST    stdio (default), file:PATH or none\n"
           "  -S, --control PATH    Unix control socket (line-delimited JSON, docs/control-socket.md)\n"
           "      --incoming ADDR   receive a migrating VM on HOST:PORT instead of booting one\n"
@@ -87,6 +94,36 @@ static void parse_disk(struct vm_config *cfg, char *arg)
     d->path = arg;
 }
 
+/* --net tap=NAME[,mac=MAC] */
+static void parse_net(struct vm_config *cfg, char *arg)
+{
+    if (cfg->nnics == VM_MAX_NICS)
+        die("too many --net options (at most %d)", VM_MAX_NICS);
+    struct vm_nic *n = &cfg->nics[cfg->nnics++];
+    bool mac = false;
+    for (char *save = NULL, *kv = strtok_r(arg, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        if (!strncmp(kv, "tap=", 4) && kv[4] && strlen(kv + 4) < IFNAMSIZ) {
+            n->tap = kv + 4;
+        } else if (!strncmp(kv, "mac=", 4)) {
+            if (net_mac_parse(kv + 4, n->mac) < 0 || (n->mac[0] & 1))
+                die("bad --net mac '%s' (expected a unicast MAC like 52:54:00:12:34:56)", kv + 4);
+            mac = true;
+        } else {
+            die("bad --net option '%s' (expected tap=NAME (at most %d characters) or mac=MAC)", kv,
+                IFNAMSIZ - 1);
+        }
+    }
+    if (!n->tap)
+        die("--net needs tap=NAME");
+    if (!mac) {
+        uint8_t r[3];
+        if (getrandom(r, sizeof(r), 0) != sizeof(r))
+            die("cannot pick a MAC address: %s", strerror(errno));
+        memcpy(n->mac, (uint8_t[]){ 0x52, 0x54, 0x00, r[0], r[1], r[2] }, 6);
+    }
+    n->mac_given = mac;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -94,7 +131,7 @@ int main(int argc, char **argv)
         { "append", required_argument, NULL, 'a' }, { "mem", required_argument, NULL, 'm' },
         { "mem-path", required_argument, NULL, 'P' }, { "cpus", required_argument, NULL, 'c' },
         { "console", required_argument, NULL, 'C' }, { "incoming", required_argument, NULL, 'I' }, { "control", required_argument, NULL, 'S' },
-        { "disk", required_argument, NULL, 'D' },
+        { "disk", required_argument, NULL, 'D' }, { "net", required_argument, NULL, 'N' },
         { "verbose", no_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' }, { 0 },
     };
     struct vm_config cfg = { .mem_size = 256ull << 20, .ncpus = 1, .console = "stdio" };
@@ -112,6 +149,7 @@ int main(int argc, char **argv)
         case 'S': control_path = optarg; break;
         case 'I': incoming = optarg; break;
         case 'D': parse_disk(&cfg, optarg); break;
+        case 'N': parse_net(&cfg, optarg); break;
         case 'v': log_threshold = LOG_DEBUG; break;
         case 'h': usage(stdout); return 0;
         case 'm':
@@ -140,6 +178,9 @@ int main(int argc, char **argv)
             die("--incoming takes the VM from the stream: no --kernel, --initrd or --append");
         if (cfg.ndisks)
             die("--incoming takes the disks from the stream (the source's paths): no --disk");
+        for (int i = 0; i < cfg.nnics; i++)
+            if (cfg.nics[i].mac_given)
+                die("--incoming takes the NICs' MACs from the stream: --net tap=NAME only");
         if (!mem_given)
             cfg.mem_size = 0;
         if (!cpus_given)
@@ -156,6 +197,8 @@ int main(int argc, char **argv)
     log_debug("starting %d vCPU(s), %llu MiB", vm.ncpus, (unsigned long long)(cfg.mem_size >> 20));
     if (vm_start(&vm) < 0 || console_start(&vm) < 0)
         die("cannot start the VM");
+    if (incoming)
+        vm_incoming_started(&vm);
     int status = vm_wait(&vm);
     migration_reap(&vm);
     if (vm.stop_reason == STOP_MIGRATED) {

@@ -12,6 +12,7 @@
 #include "boot/x86.h"
 #include "devices/pci.h"
 #include "devices/virtio_blk.h"
+#include "devices/virtio_net.h"
 #include "include/ferry-guest-abi.h"
 #include "vmm/log.h"
 #include "vmm/vm.h"
@@ -158,7 +159,7 @@ static int devices_setup(struct vm *vm, char *err, size_t errlen)
     return vm_add_mig_device(vm, &uart_mig_device(&vm->uart));
 }
 
-/* ---- PCI devices (--disk) ---- */
+/* ---- PCI devices (--disk, --net) ---- */
 
 /* The PCI bus, created with the first PCI device. */
 static struct pci_host *pci_setup(struct vm *vm, char *err, size_t errlen)
@@ -188,9 +189,14 @@ static bool vm_started(void *opaque)
     return s == VM_RUNNING || s == VM_PAUSED;
 }
 
+static struct vm_gate vm_gate_of(struct vm *vm)
+{
+    return (struct vm_gate){ &vm->lock, &vm->cond, &vm->pause_req, &vm->stopping, vm_started, vm };
+}
+
 static int disks_setup(struct vm *vm, char *err, size_t errlen)
 {
-    struct vm_gate gate = { &vm->lock, &vm->cond, &vm->pause_req, &vm->stopping, vm_started, vm };
+    struct vm_gate gate = vm_gate_of(vm);
     for (int i = 0; i < vm->cfg.ndisks; i++) {
         const struct vm_disk *d = &vm->cfg.disks[i];
         struct disk_id want = { d->size, d->fingerprint };
@@ -217,8 +223,42 @@ static int disks_setup(struct vm *vm, char *err, size_t errlen)
     return 0;
 }
 
-static void disks_destroy(struct vm *vm)
+static int nets_setup(struct vm *vm, char *err, size_t errlen)
 {
+    struct vm_gate gate = vm_gate_of(vm);
+    for (int i = 0; i < vm->cfg.nnics; i++) {
+        const struct vm_nic *c = &vm->cfg.nics[i];
+        struct pci_host *h = pci_setup(vm, err, errlen);
+        if (!h)
+            return -1;
+        if (!(vm->net[i] = calloc(1, sizeof(*vm->net[i])))) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        if (virtio_net_create(vm->net[i], i, c->tap, c->mac, vm->fd, &vm->mem, &gate, err, errlen) < 0) {
+            free(vm->net[i]);
+            vm->net[i] = NULL;
+            return -1;
+        }
+        if (pci_register(h, &vm->net[i]->vp.pci, err, errlen) < 0)
+            return -1;
+        if (vm_add_mig_device(vm, &virtio_net_mig_device(vm->net[i])) < 0) {
+            snprintf(err, errlen, "too many devices");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void pci_devices_destroy(struct vm *vm)
+{
+    for (int i = 0; i < VM_MAX_NICS; i++) {
+        if (vm->net[i]) {
+            virtio_net_destroy(vm->net[i]);
+            free(vm->net[i]);
+            vm->net[i] = NULL;
+        }
+    }
     for (int i = 0; i < VM_MAX_DISKS; i++) {
         if (vm->blk[i]) {
             virtio_blk_destroy(vm->blk[i]);
@@ -278,7 +318,7 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
         unlink(cfg->mem_path);  /* RAM must start zeroed: zero pages are not sent */
     if (open_console(vm, cfg->console, err, errlen) < 0 || kvm_open(vm, err, errlen) < 0 ||
         memory_setup(vm, err, errlen) < 0 || devices_setup(vm, err, errlen) < 0 ||
-        disks_setup(vm, err, errlen) < 0)
+        disks_setup(vm, err, errlen) < 0 || nets_setup(vm, err, errlen) < 0)
         return -1;
     if (cfg->incoming) {
         vm->boot.mode = cfg->boot_mode;
@@ -328,8 +368,16 @@ int vm_start(struct vm *vm)
         }
         v->started = true;
     }
+    pthread_cond_broadcast(&vm->cond);   /* device threads wait in their gate for the start */
     pthread_mutex_unlock(&vm->lock);
     return 0;
+}
+
+void vm_incoming_started(struct vm *vm)
+{
+    for (int i = 0; i < vm->nmig_devs; i++)
+        if (vm->mig_devs[i].incoming_started)
+            vm->mig_devs[i].incoming_started(vm->mig_devs[i].opaque);
 }
 
 void vm_pause(struct vm *vm)
@@ -393,7 +441,7 @@ int vm_wait(struct vm *vm)
 
 void vm_destroy(struct vm *vm)
 {
-    disks_destroy(vm);   /* stops the disks' I/O threads before RAM goes */
+    pci_devices_destroy(vm);   /* stops the devices' threads before RAM goes */
     for (int i = 0; i < vm->ncpus; i++)
         if (vm->vcpus[i].fd > 0)
             close(vm->vcpus[i].fd);

@@ -24,6 +24,7 @@
 struct vm;
 struct pci_host;
 struct virtio_blk;
+struct virtio_net;
 
 /* A device whose state migrates: one state-table section per device. */
 struct mig_device {
@@ -35,6 +36,9 @@ struct mig_device {
     int (*save)(void *opaque, void *state, char *err, size_t errlen);
     /* Install a fully validated `state` before the vCPUs start. */
     int (*load)(void *opaque, const void *state, char *err, size_t errlen);
+    /* The VM runs here after an incoming migration (NULL: nothing to do),
+     * e.g. a NIC announcing the VM's MAC on this host's network. */
+    void (*incoming_started)(void *opaque);
 };
 
 #define VM_MAX_MIG_DEVICES 16
@@ -64,6 +68,15 @@ struct vm_disk {
     uint64_t size, fingerprint;
 };
 
+/* --net: a virtio-net NIC on a tap device. An incoming VM's NICs keep the
+ * source's MAC; the tap is the source's name unless --net tap=NAME says. */
+#define VM_MAX_NICS 4
+struct vm_nic {
+    const char *tap;
+    uint8_t mac[6];
+    bool mac_given;
+};
+
 struct vm_config {
     uint64_t mem_size;
     const char *mem_path;
@@ -77,6 +90,8 @@ struct vm_config {
     const struct kvm_cpuid2 *cpuid;
     struct vm_disk disks[VM_MAX_DISKS];
     int ndisks;
+    struct vm_nic nics[VM_MAX_NICS];
+    int nnics;
 };
 
 struct vm {
@@ -98,6 +113,7 @@ struct vm {
     int console_in;           /* fd fed to the UART, or -1 */
     struct pci_host *pci;     /* PCI bus, when a PCI device is configured */
     struct virtio_blk *blk[VM_MAX_DISKS];   /* --disk */
+    struct virtio_net *net[VM_MAX_NICS];    /* --net */
 
     pthread_mutex_t lock;     /* state, pause handshake */
     pthread_cond_t cond;
@@ -117,6 +133,8 @@ struct vm {
 /* Build the VM from cfg: KVM, memory, irqchip, devices, image, vCPUs. */
 int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errlen);
 int vm_start(struct vm *vm);
+/* After vm_start of a VM that came by migration: devices' incoming_started. */
+void vm_incoming_started(struct vm *vm);
 /* Park every vCPU outside KVM_RUN (returns once all are parked) / let them run. */
 void vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);

@@ -14,17 +14,10 @@
 # (checked on the host after the VM exited), the write to vdb failed and left the file
 # untouched, ferry-vmm exited 0.
 #
-# Then (FERRY_BLK_MIGRATE=1; off by default until it passes: the guest stalls after the
-# switchover, see the issue notes) the migration variant: the guest writes numbered
-# 64 KiB blocks to /dev/vda in a loop (each block holds its number, O_DIRECT + fsync) while
-# it is migrated A -> B between two ferry-vmm in L1 opening the same image (shared
-# storage); after the migration the guest stops writing, reads every block back and checks
-# each holds its number, and the host checks the image file too.
+# A disk written across migrations is tests/lab/t-net-migrate.sh.
 # Runs inside L1 (tests/lab/run.sh).
 #   BUILD              build directory holding vmm/ferry-vmm and cli/ferry (default "build")
 #   FERRY_L2_TIMEOUT   seconds for the guest to boot and for each later step (default 180)
-#   FERRY_BLK_MIGRATE  1 runs the migration variant (default 0)
-#   FERRY_BLK_IO       0 skips the first part (I/O checks and throughput)
 
 set -euo pipefail
 here=${BASH_SOURCE[0]%/*}
@@ -63,11 +56,9 @@ show_logs() {
     done
 }
 
-# ---------------------------------------------------------------- 1. I/O and throughput
 img=$work/disk.img
 ro=$work/ro.img
 truncate -s 64M "$img"
-if [ "${FERRY_BLK_IO:-1}" != 0 ]; then
 head -c 8M /dev/urandom > "$work/a"
 dd if="$work/a" of="$img" conv=notrunc status=none
 md5_a=$(md5 < "$work/a")
@@ -141,128 +132,5 @@ hb=$(dd if="$img" bs=1M skip=8 count=8 status=none | md5)
 if [ ${#errors[@]} -gt 0 ]; then
     printf 't-virtio-blk: %s\n' "${errors[@]}" >&2
     show_logs "$con" "$work/vmm-io.out"
-    exit 1
-fi
-fi   # FERRY_BLK_IO
-[ "${FERRY_BLK_MIGRATE:-0}" != 0 ] || exit 0
-
-# ---------------------------------------------------------------- 2. writes across a migration
-# Block n (64 KiB at n * 64 KiB: 256 blocks, the first 16 MiB) holds "BLOCK n" padded
-# with dots; the guest cycles through the blocks until told to stop, then verifies.
-truncate -s 0 "$img"
-truncate -s 64M "$img"
-cat > "$work/init2.sh" <<'EOF'
-stty -echo 2>/dev/null
-blk() { printf 'BLOCK %08d' "$1"; head -c 65522 /dev/zero | tr '\0' '.'; }
-(
-    n=0
-    while [ ! -e /tmp/stop ]; do
-        blk $((n % 256)) | dd of=/dev/vda bs=64k count=1 seek=$((n % 256)) iflag=fullblock oflag=direct conv=fsync 2>/dev/null ||
-            echo "FERRY-FAIL write $n"
-        n=$((n + 1))
-        [ $((n % 16)) -ne 0 ] || echo "FERRY-W $n"
-    done
-    echo "FERRY-WRITTEN $n"
-) &
-( while :; do sleep 5; echo "FERRY-T $(cut -d' ' -f1 /proc/uptime)"; done ) &   # heartbeat
-echo "FERRY-READY"
-while read -r cmd; do
-    case $cmd in
-        stop)
-            touch /tmp/stop; wait
-            bad=0 n=0
-            while [ $n -lt 256 ]; do
-                h=$(dd if=/dev/vda bs=64k skip=$n count=1 iflag=direct 2>/dev/null | head -c 14)
-                case $h in "BLOCK $(printf %08d $n)"|"") ;; *) bad=$((bad + 1)); echo "FERRY-BAD $n '$h'" ;; esac
-                n=$((n + 1))
-            done
-            echo "FERRY-VERIFY bad=$bad"
-            sync
-            reboot -f ;;
-        *) eval "$cmd" ;;
-    esac
-done
-EOF
-lab/lab.sh mkinitrd -m virtio_pci,virtio_blk "$work/initrd2.cpio" "$work/init2.sh"
-
-ca=$work/console-a.log cb=$work/console-b.log
-: > "$ca"
-: > "$cb"
-mkfifo "$work/in-a" "$work/in-b"
-# shellcheck disable=SC2034  # fa only holds the FIFO open (no EOF for the guest)
-exec {fa}<>"$work/in-a" {fb}<>"$work/in-b"
-"$vmm" --kernel "$VMLINUZ" --initrd "$work/initrd2.cpio" --mem 256M --append "$LAB_LINUX_APPEND" \
-    --disk "$img" --control "$work/a.sock" < "$work/in-a" > "$ca" 2> "$work/vmm-a.out" &
-pa=$!
-pids+=("$pa")
-wait_for() {   # wait_for SECONDS FILE REGEX
-    local end=$(($(date +%s) + $1))
-    while ! grep -qE "$3" "$2" 2>/dev/null; do
-        [ "$(date +%s)" -lt "$end" ] || return 1
-        sleep 0.5
-    done
-}
-if ! wait_for "$limit" "$ca" '^FERRY-W 32([^0-9]|$)'; then
-    fail "guest A did not start writing"
-    show_logs "$ca" "$work/vmm-a.out"
-    printf 't-virtio-blk: %s\n' "${errors[@]}" >&2
-    exit 1
-fi
-"$vmm" --incoming 127.0.0.1:0 --control "$work/b.sock" < "$work/in-b" > "$cb" 2> "$work/vmm-b.out" &
-pb=$!
-pids+=("$pb")
-wait_for 30 "$work/vmm-b.out" 'port [0-9]+' || fail "destination did not listen"
-port=$(grep -oE 'port [0-9]+' "$work/vmm-b.out" | head -n 1 | cut -d' ' -f2)
-w_before=$(grep -c '^FERRY-W ' "$ca" || true)
-mrc=0
-timeout "$limit" "$cli" -S "$work/a.sock" vm migrate --to "127.0.0.1:$port" > "$work/migrate.out" 2>&1 || mrc=$?
-tail -n 2 "$work/migrate.out" | tr -d '\r' | sed 's/^/  migrate: /'
-if [ "$mrc" -ne 0 ]; then
-    # the source resumed the VM: its disk thread must go on completing requests
-    w=$(grep -c '^FERRY-W ' "$ca" || true)
-    if wait_for 60 "$ca" "^FERRY-W $(((w + 2) * 16))([^0-9]|\$)"; then
-        fail "migration failed (status $mrc); the VM resumed on the source and its disk I/O goes on"
-    else
-        fail "migration failed (status $mrc), and the VM's disk I/O stalled on the source afterwards"
-    fi
-    printf 't-virtio-blk: %s\n' "${errors[@]}" >&2
-    show_logs "$ca" "$work/vmm-a.out" "$work/vmm-b.out" "$work/migrate.out"
-    exit 1
-fi
-# let the guest keep writing on B for a while, then verify
-wait_for 90 "$cb" '^FERRY-W ' ||
-    fail "guest did not write on the destination ($(grep -c '^FERRY-T ' "$cb" || true) heartbeats there)"
-sleep 2
-echo "stop" >&"$fb"
-wait_for 150 "$cb" '^FERRY-VERIFY' || fail "no verification on the destination"
-brc=0
-timeout 60 tail --pid="$pb" -f /dev/null || kill "$pb" 2>/dev/null || true
-wait "$pb" || brc=$?
-wait "$pa" || true
-cat "$ca" "$cb" | tr -d '\r' > "$work/all.log"
-verify=$(field FERRY-VERIFY "$work/all.log")
-written=$(field FERRY-WRITTEN "$work/all.log")
-w_on_b=$(grep -c '^FERRY-W ' "$cb" || true)
-echo "virtio-blk migration: ${written:-?} blocks written (${w_before}x16 before the migration," \
-     "${w_on_b}x16 on the destination), guest verification: ${verify:-n/a}"
-grep -q 'FERRY-FAIL' "$work/all.log" && fail "guest I/O errors: $(grep -m3 FERRY-FAIL "$work/all.log" | tr '\n' ' ')"
-[ "$verify" = "bad=0" ] || fail "guest found bad blocks: $verify"
-[ "$brc" -eq 0 ] || fail "destination exit status $brc"
-# host side: every block that was written holds its own number
-bad=$(python3 - "$img" <<'PY'
-import sys
-data = open(sys.argv[1], 'rb').read()
-bad = 0
-for n in range(256):
-    h = data[n * 65536: n * 65536 + 14]
-    if h != b'\0' * 14 and h != b'BLOCK %08d' % n:
-        bad += 1
-print(bad)
-PY
-)
-[ "$bad" = 0 ] || fail "$bad blocks in the image file do not hold their number"
-if [ ${#errors[@]} -gt 0 ]; then
-    printf 't-virtio-blk: %s\n' "${errors[@]}" >&2
-    show_logs "$ca" "$work/vmm-a.out" "$cb" "$work/vmm-b.out" "$work/migrate.out"
     exit 1
 fi

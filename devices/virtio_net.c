@@ -1,0 +1,415 @@
+/* virtio-net: tap backend and packet thread (see virtio_net.h). */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "devices/virtio_net.h"
+#include "vmm/log.h"
+
+#define HDR_LEN TAP_VNET_HDR_LEN
+#define BATCH 64                    /* frames per direction before looking at the other */
+#define RX_MAX_BUFS 64              /* mergeable buffers one frame may take */
+
+enum { CFG_MAC = 0, CFG_STATUS = 6, CFG_MAX_PAIRS = 8, CFG_LEN = 12 };
+
+/* ---- guest addresses, for the announcement ---------------------------------- */
+
+/* Remember the IPv4 address the guest sends from: its ARP sender address or
+ * an IPv4 source, in frames carrying its own MAC (vp.lock held). */
+static void learn_ip(struct virtio_net *n, const uint8_t *f, size_t len)
+{
+    if (len < 34 || memcmp(f + 6, n->mac, 6))
+        return;
+    uint16_t type = (uint16_t)(f[12] << 8 | f[13]);
+    const uint8_t *ip = NULL;
+    if (type == ANNOUNCE_ETH_P_ARP && len >= 42 && !memcmp(f + 22, n->mac, 6))
+        ip = f + 28;                     /* sender protocol address */
+    else if (type == 0x0800 && (f[14] >> 4) == 4)
+        ip = f + 26;                     /* IPv4 source */
+    uint32_t v;
+    if (!ip || !(memcpy(&v, ip, 4), v) || ip[0] >= 224)   /* unset, multicast, broadcast */
+        return;
+    if (v != n->ip) {
+        char mac[18];
+        net_mac_format(n->mac, mac);
+        log_debug("%s: guest %s uses %u.%u.%u.%u", n->name, mac, ip[0], ip[1], ip[2], ip[3]);
+        n->ip = v;
+    }
+}
+
+/* ---- transmit: guest -> tap ------------------------------------------------ */
+
+/* Send what the guest queued (vp.lock held, inside the gate). */
+static void tx(struct virtio_net *n)
+{
+    struct virtio_pci *vp = &n->vp;
+    struct virtq *q = &vp->vq[VIRTIO_NET_TXQ];
+    uint16_t old = q->used_idx;
+    struct iovec iov[VIRTQ_MAX_SEGS];
+    for (int i = 0; i < BATCH; i++) {
+        char err[160];
+        struct virtq_elem *e = &n->elems[0];
+        int got = virtq_pop(q, e, err, sizeof(err));
+        if (got < 0) {
+            log_warn("%s: transmit queue: %s; the device needs a reset", n->name, err);
+            virtio_pci_set_needs_reset(vp);
+            break;
+        }
+        if (!got) {
+            if (virtq_arm_notify(q) && !q->broken)
+                continue;      /* more arrived meanwhile */
+            break;
+        }
+        for (uint32_t k = 0; k < e->nout; k++)
+            iov[k] = (struct iovec){ e->seg[k].hva, e->seg[k].len };
+        uint8_t head[42];
+        size_t hl = virtq_read_out(e, HDR_LEN, head, sizeof(head));
+        ssize_t w = e->out_bytes > HDR_LEN && e->nin == 0 ? tap_writev(&n->tap, iov, (int)e->nout) : -EINVAL;
+        if (w < 0) {
+            if (!n->st.tx_dropped++)
+                log_warn("%s: frame to tap %s dropped: %s", n->name, n->tap.name, strerror((int)-w));
+        } else {
+            n->st.tx_packets++;
+            n->st.tx_bytes += e->out_bytes - HDR_LEN;
+            learn_ip(n, head, hl);
+        }
+        virtq_push(q, e->head, 0);
+    }
+    if (virtq_need_interrupt(q, old))
+        virtio_pci_notify_queue(vp, VIRTIO_NET_TXQ);
+}
+
+/* ---- receive: tap -> guest ------------------------------------------------- */
+
+/* Copy the bounce buffer's frame into receive chains. false when the guest
+ * has not posted enough buffers (nothing taken then: the frame waits). */
+static bool rx_deliver(struct virtio_net *n)
+{
+    struct virtq *q = &n->vp.vq[VIRTIO_NET_RXQ];
+    bool mrg = n->vp.driver_features & (1ull << VIRTIO_NET_F_MRG_RXBUF);
+    uint16_t start = q->last_avail_idx;
+    uint64_t room = 0;
+    int nb = 0;
+    while (room < n->frame_len) {
+        char err[160];
+        if (nb == (mrg ? RX_MAX_BUFS : 1))
+            goto too_big;
+        int got = virtq_pop(q, &n->elems[nb], err, sizeof(err));
+        if (got < 0) {
+            log_warn("%s: receive queue: %s; the device needs a reset", n->name, err);
+            virtio_pci_set_needs_reset(&n->vp);
+            return false;
+        }
+        if (!got) {
+            q->last_avail_idx = start;   /* put back: taken chains were not used */
+            return false;
+        }
+        room += n->elems[nb++].in_bytes;
+        if (n->elems[nb - 1].in_bytes < (nb == 1 ? HDR_LEN : 1))
+            goto too_big;
+    }
+    /* num_buffers, in the header's last two bytes */
+    n->frame[HDR_LEN - 2] = (uint8_t)nb;
+    n->frame[HDR_LEN - 1] = (uint8_t)(nb >> 8);
+    size_t off = 0;
+    for (int i = 0; i < nb; i++) {
+        size_t len = virtq_write_in(q, &n->elems[i], 0, n->frame + off, n->frame_len - off);
+        virtq_push(q, n->elems[i].head, (uint32_t)len);
+        off += len;
+    }
+    n->st.rx_packets++;
+    n->st.rx_bytes += n->frame_len - HDR_LEN;
+    n->frame_len = 0;
+    return true;
+too_big:
+    /* buffers too small for this frame (the driver's choice): drop it */
+    q->last_avail_idx = start;
+    if (!n->st.rx_dropped++)
+        log_warn("%s: a %zu-byte frame does not fit the guest's receive buffers; dropped", n->name,
+                 n->frame_len - HDR_LEN);
+    n->frame_len = 0;
+    return true;
+}
+
+/* Pass frames from the tap to the guest (vp.lock held, inside the gate).
+ * Returns true when it stopped for want of receive buffers. */
+static bool rx(struct virtio_net *n)
+{
+    struct virtio_pci *vp = &n->vp;
+    struct virtq *q = &vp->vq[VIRTIO_NET_RXQ];
+    uint16_t old = q->used_idx;
+    bool starved = false;
+    for (int i = 0; i < BATCH && !q->broken; i++) {
+        if (!n->frame_len) {
+            ssize_t r = tap_read(&n->tap, n->frame, HDR_LEN + VIRTIO_NET_FRAME_MAX);
+            if (r == -EAGAIN)
+                break;
+            if (r < 0) {
+                if (!n->st.rx_dropped++)
+                    log_warn("%s: reading tap %s: %s", n->name, n->tap.name, strerror((int)-r));
+                break;
+            }
+            if (r <= HDR_LEN)
+                continue;
+            n->frame_len = (size_t)r;
+        }
+        if (!rx_deliver(n)) {
+            /* ask for a kick when buffers come; they may have come already */
+            starved = !virtq_arm_notify(q);
+            if (!starved)
+                continue;
+            break;
+        }
+    }
+    if (virtq_need_interrupt(q, old))
+        virtio_pci_notify_queue(vp, VIRTIO_NET_RXQ);
+    return starved;
+}
+
+/* ---- the thread ------------------------------------------------------------ */
+
+/* The driver accepted its features: let the tap hand it what it can take. */
+static void apply_offload(struct virtio_net *n)
+{
+    char err[200];
+    unsigned want = tap_offload_for_guest(n->vp.driver_features) & n->tap_offload;
+    if (tap_set_offload(&n->tap, want, err, sizeof(err)) < 0)
+        log_warn("%s: %s", n->name, err);
+    n->offload_set = true;
+}
+
+/* One pass over both queues; false when the VM is stopping. *starved: the
+ * receive queue has no buffers (do not poll the tap until a kick). */
+static bool process(struct virtio_net *n, bool *starved)
+{
+    struct virtio_pci *vp = &n->vp;
+    if (!vm_gate_enter(&n->gate))
+        return false;
+    pthread_mutex_lock(&vp->lock);
+    *starved = true;
+    if (virtio_pci_driver_ok(vp)) {
+        if (!n->offload_set)
+            apply_offload(n);
+        if (vp->queue_enabled[VIRTIO_NET_TXQ])
+            tx(n);
+        if (vp->queue_enabled[VIRTIO_NET_RXQ])
+            *starved = rx(n);
+    }
+    pthread_mutex_unlock(&vp->lock);
+    vm_gate_leave(&n->gate);
+    return true;
+}
+
+static void drain(int fd)
+{
+    uint64_t v;
+    while (read(fd, &v, sizeof(v)) > 0)
+        ;
+}
+
+static void *worker(void *arg)
+{
+    struct virtio_net *n = arg;
+    struct pollfd p[4] = { { .fd = n->vp.kick_fd[VIRTIO_NET_RXQ], .events = POLLIN },
+                           { .fd = n->vp.kick_fd[VIRTIO_NET_TXQ], .events = POLLIN },
+                           { .fd = n->ctl_fd, .events = POLLIN },
+                           { .fd = n->tap.fd, .events = POLLIN } };
+    bool starved = true;
+    while (!atomic_load(&n->stop)) {
+        if (!process(n, &starved))
+            break;
+        /* the tap only when the guest has buffers for what it brings */
+        if (poll(p, starved ? 3 : 4, -1) < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < 3; i++)
+            if (p[i].revents)
+                drain(p[i].fd);
+    }
+    return NULL;
+}
+
+static void wake(struct virtio_net *n)
+{
+    uint64_t one = 1;
+    if (write(n->ctl_fd, &one, sizeof(one)) < 0)
+        log_warn("%s: cannot wake the packet thread: %s", n->name, strerror(errno));
+}
+
+/* ---- transport callbacks (vp.lock held) ------------------------------------ */
+
+static void net_reset(void *opaque)
+{
+    struct virtio_net *n = opaque;
+    n->frame_len = 0;
+    n->offload_set = false;   /* features are renegotiated */
+}
+
+static void net_driver_ok(void *opaque)
+{
+    wake(opaque);
+}
+
+static const struct virtio_dev_ops net_ops = { .reset = net_reset, .driver_ok = net_driver_ok };
+
+/* ---- construction ---------------------------------------------------------- */
+
+int virtio_net_create(struct virtio_net *n, int index, const char *tap_name, const uint8_t mac[6],
+                      int vm_fd, struct guest_mem *mem, const struct vm_gate *gate, char *err,
+                      size_t errlen)
+{
+    memset(n, 0, sizeof(*n));
+    n->ctl_fd = -1;
+    n->tap.fd = -1;
+    snprintf(n->name, sizeof(n->name), "virtio-net%d", index);
+    memcpy(n->mac, mac, 6);
+    n->gate = *gate;
+    if (tap_open(&n->tap, tap_name, 0, err, errlen) < 0)
+        return -1;
+    if (tap_set_up(&n->tap, true, err, errlen) < 0)
+        goto fail;
+    n->tap_offload = tap_probe_offload(&n->tap);
+    if (!(n->frame = malloc(HDR_LEN + VIRTIO_NET_FRAME_MAX)) ||
+        !(n->elems = calloc(RX_MAX_BUFS, sizeof(*n->elems)))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    memcpy(n->config + CFG_MAC, mac, 6);
+    pci_set16(n->config, CFG_STATUS, VIRTIO_NET_S_LINK_UP);
+    pci_set16(n->config, CFG_MAX_PAIRS, 1);
+    uint64_t features = (1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_NET_F_STATUS) |
+                        (1ull << VIRTIO_NET_F_MRG_RXBUF) | (1ull << VIRTIO_NET_F_CSUM) |
+                        (1ull << VIRTIO_NET_F_HOST_TSO4) | (1ull << VIRTIO_NET_F_HOST_TSO6) |
+                        (1ull << VIRTIO_NET_F_HOST_ECN) | (1ull << VIRTIO_F_INDIRECT_DESC) |
+                        (1ull << VIRTIO_F_EVENT_IDX);
+    if (n->tap_offload & TAP_OFF_CSUM) {
+        features |= 1ull << VIRTIO_NET_F_GUEST_CSUM;
+        if (n->tap_offload & TAP_OFF_TSO4)
+            features |= 1ull << VIRTIO_NET_F_GUEST_TSO4;
+        if (n->tap_offload & TAP_OFF_TSO6)
+            features |= 1ull << VIRTIO_NET_F_GUEST_TSO6;
+        if (n->tap_offload & TAP_OFF_TSO_ECN)
+            features |= 1ull << VIRTIO_NET_F_GUEST_ECN;
+    }
+    if (virtio_pci_init(&n->vp, n->name, VIRTIO_ID_NET, 0x0200, features, 2, VIRTIO_NET_QUEUE_SIZE,
+                        n->config, CFG_LEN, &net_ops, n, vm_fd, mem, err, errlen) < 0)
+        goto fail;
+    n->section = vmstate_virtio_net;
+    n->section.name = n->name;
+    if ((n->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    if (pthread_create(&n->thread, NULL, worker, n) != 0) {
+        snprintf(err, errlen, "%s: cannot start the packet thread", n->name);
+        goto fail;
+    }
+    n->thread_live = true;
+    return 0;
+fail:
+    virtio_net_destroy(n);
+    return -1;
+}
+
+void virtio_net_destroy(struct virtio_net *n)
+{
+    announcer_cancel(&n->announcer);
+    if (n->thread_live) {
+        atomic_store(&n->stop, true);
+        /* a thread waiting in the gate leaves once the VM is stopping */
+        if (n->gate.lock) {
+            pthread_mutex_lock(n->gate.lock);
+            pthread_cond_broadcast(n->gate.cond);
+            pthread_mutex_unlock(n->gate.lock);
+        }
+        wake(n);
+        pthread_join(n->thread, NULL);
+        n->thread_live = false;
+    }
+    virtio_pci_destroy(&n->vp);
+    if (n->ctl_fd >= 0)
+        close(n->ctl_fd);
+    n->ctl_fd = -1;
+    tap_close(&n->tap);
+    free(n->frame);
+    free(n->elems);
+    n->frame = NULL;
+    n->elems = NULL;
+}
+
+void virtio_net_stats(struct virtio_net *n, struct virtio_net_stats *st, uint32_t *ip)
+{
+    pthread_mutex_lock(&n->vp.lock);
+    *st = n->st;
+    *ip = n->ip;
+    pthread_mutex_unlock(&n->vp.lock);
+}
+
+void virtio_net_announce(struct virtio_net *n)
+{
+    struct announce_cfg cfg = { .send = tap_send_cb, .opaque = &n->tap };
+    memcpy(cfg.mac, n->mac, 6);
+    pthread_mutex_lock(&n->vp.lock);
+    cfg.has_ip = n->ip != 0;
+    memcpy(cfg.ip, &n->ip, 4);
+    pthread_mutex_unlock(&n->vp.lock);
+    char err[160];
+    announcer_cancel(&n->announcer);
+    if (announcer_start(&n->announcer, &cfg, err, sizeof(err)) < 0)
+        log_warn("%s: cannot announce the VM's address: %s", n->name, err);
+}
+
+/* ---- migration ------------------------------------------------------------- */
+
+static const struct vmstate_field net_fields[] = {
+    VMSTATE_STRUCT(struct virtio_net_state, vp, vmstate_virtio_pci),
+    VMSTATE_BYTES(struct virtio_net_state, mac),
+    VMSTATE_U32(struct virtio_net_state, ip),
+    VMSTATE_END,
+};
+const struct vmstate_desc vmstate_virtio_net = { "virtio-net", 1, 1, net_fields, sizeof(struct virtio_net_state) };
+
+int virtio_net_state_save(void *opaque, void *state, char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+    struct virtio_net *n = opaque;
+    struct virtio_net_state *s = state;
+    /* The vCPUs are paused, so the thread is outside the gate: every chain it
+     * took is back in the used ring. */
+    virtio_pci_save(&n->vp, &s->vp);
+    memcpy(s->mac, n->mac, 6);
+    pthread_mutex_lock(&n->vp.lock);
+    s->ip = n->ip;
+    pthread_mutex_unlock(&n->vp.lock);
+    return 0;
+}
+
+int virtio_net_state_load(void *opaque, const void *state, char *err, size_t errlen)
+{
+    struct virtio_net *n = opaque;
+    const struct virtio_net_state *s = state;
+    if (memcmp(s->mac, n->mac, 6)) {
+        char a[18], b[18];
+        net_mac_format(s->mac, a);
+        net_mac_format(n->mac, b);
+        snprintf(err, errlen, "%s: MAC %s in the stream, %s here", n->name, a, b);
+        return -1;
+    }
+    if (virtio_pci_load(&n->vp, &s->vp, err, errlen) < 0)
+        return -1;
+    pthread_mutex_lock(&n->vp.lock);
+    n->ip = s->ip;
+    n->frame_len = 0;
+    n->offload_set = false;   /* this tap gets the guest's offloads at the first pass */
+    pthread_mutex_unlock(&n->vp.lock);
+    wake(n);
+    return 0;
+}
+
+void virtio_net_incoming_started(void *opaque)
+{
+    virtio_net_announce(opaque);
+}
