@@ -269,5 +269,27 @@ size_t status_summary(json_object *st, char *buf, size_t len)
     else
         progress_line(&v, -1, 0, line, sizeof(line));
     add(buf, len, &pos, "migration: %s\n", line);
+    json_object *arr = get(st, "disks");
+    for (size_t i = 0; arr && json_object_is_type(arr, json_type_array) && i < json_object_array_length(arr); i++) {
+        json_object *d = json_object_array_get_idx(arr, i);
+        char name[32], path[256];
+        get_str(d, "name", name, sizeof(name));
+        get_str(d, "path", path, sizeof(path));
+        json_object *ro = get(d, "readonly");
+        add(buf, len, &pos, "disk:      %s %s%s\n", name, path, ro && json_object_get_boolean(ro) ? " (read-only)" : "");
+    }
+    arr = get(st, "nics");
+    for (size_t i = 0; arr && json_object_is_type(arr, json_type_array) && i < json_object_array_length(arr); i++) {
+        json_object *n = json_object_array_get_idx(arr, i);
+        char name[32], tap[32], mac[32], ip[32];
+        get_str(n, "name", name, sizeof(name));
+        get_str(n, "tap", tap, sizeof(tap));
+        get_str(n, "mac", mac, sizeof(mac));
+        get_str(n, "ipv4", ip, sizeof(ip));
+        add(buf, len, &pos, "nic:       %s %s on tap %s%s%s, rx %lld tx %lld packets, %lld dropped\n", name, mac,
+            tap, ip[0] ? ", guest " : "", ip, (long long)get_i64(n, "rx_packets", 0),
+            (long long)get_i64(n, "tx_packets", 0),
+            (long long)(get_i64(n, "rx_dropped", 0) + get_i64(n, "tx_dropped", 0)));
+    }
     return pos;
 }

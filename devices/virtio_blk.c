@@ -514,12 +514,7 @@ void virtio_blk_destroy(struct virtio_blk *b)
 {
     if (b->thread_live) {
         atomic_store(&b->stop, true);
-        /* a thread waiting in the gate leaves once the VM is stopping */
-        if (b->gate.lock) {
-            pthread_mutex_lock(b->gate.lock);
-            pthread_cond_broadcast(b->gate.cond);
-            pthread_mutex_unlock(b->gate.lock);
-        }
+        vm_gate_wake(&b->gate);
         wake(b);
         pthread_join(b->thread, NULL);
         b->thread_live = false;

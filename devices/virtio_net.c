@@ -13,6 +13,7 @@
 #define HDR_LEN TAP_VNET_HDR_LEN
 #define BATCH 64                    /* frames per direction before looking at the other */
 #define RX_MAX_BUFS 64              /* mergeable buffers one frame may take */
+#define TX_POLL_MS 1                /* transmit ring polling period while frames flow */
 
 enum { CFG_MAC = 0, CFG_STATUS = 6, CFG_MAX_PAIRS = 8, CFG_LEN = 12 };
 
@@ -43,13 +44,17 @@ static void learn_ip(struct virtio_net *n, const uint8_t *f, size_t len)
 
 /* ---- transmit: guest -> tap ------------------------------------------------ */
 
-/* Send what the guest queued (vp.lock held, inside the gate). */
-static void tx(struct virtio_net *n)
+/* Send what the guest queued (vp.lock held, inside the gate); the count
+ * sent. *more: it stopped at the batch limit with chains left. It does not
+ * ask the driver to kick (see process). */
+static int tx(struct virtio_net *n, bool *more)
 {
     struct virtio_pci *vp = &n->vp;
     struct virtq *q = &vp->vq[VIRTIO_NET_TXQ];
     uint16_t old = q->used_idx;
     struct iovec iov[VIRTQ_MAX_SEGS];
+    int sent = 0;
+    *more = true;
     for (int i = 0; i < BATCH; i++) {
         char err[160];
         struct virtq_elem *e = &n->elems[0];
@@ -57,13 +62,14 @@ static void tx(struct virtio_net *n)
         if (got < 0) {
             log_warn("%s: transmit queue: %s; the device needs a reset", n->name, err);
             virtio_pci_set_needs_reset(vp);
+            *more = false;
             break;
         }
         if (!got) {
-            if (virtq_arm_notify(q) && !q->broken)
-                continue;      /* more arrived meanwhile */
+            *more = false;
             break;
         }
+        sent++;
         for (uint32_t k = 0; k < e->nout; k++)
             iov[k] = (struct iovec){ e->seg[k].hva, e->seg[k].len };
         uint8_t head[42];
@@ -81,6 +87,7 @@ static void tx(struct virtio_net *n)
     }
     if (virtq_need_interrupt(q, old))
         virtio_pci_notify_queue(vp, VIRTIO_NET_TXQ);
+    return sent;
 }
 
 /* ---- receive: tap -> guest ------------------------------------------------- */
@@ -182,9 +189,16 @@ static void apply_offload(struct virtio_net *n)
     n->offload_set = true;
 }
 
+/* How the packet thread waits for transmit work. */
+enum tx_wait { TX_KICK, TX_POLL, TX_NOW };
+
 /* One pass over both queues; false when the VM is stopping. *starved: the
- * receive queue has no buffers (do not poll the tap until a kick). */
-static bool process(struct virtio_net *n, bool *starved)
+ * receive queue has no buffers (do not poll the tap until a kick). *txw:
+ * while the guest transmits, the thread polls the ring every TX_POLL_MS and
+ * the driver does not kick (with EVENT_IDX it kicks only past avail_event):
+ * a kick is a guest exit, what costs most when frames come one by one. Once
+ * a pass finds nothing, kicks are asked for again. */
+static bool process(struct virtio_net *n, bool *starved, enum tx_wait *txw)
 {
     struct virtio_pci *vp = &n->vp;
     if (!vm_gate_enter(&n->gate))
@@ -194,10 +208,19 @@ static bool process(struct virtio_net *n, bool *starved)
     if (virtio_pci_driver_ok(vp)) {
         if (!n->offload_set)
             apply_offload(n);
-        if (vp->queue_enabled[VIRTIO_NET_TXQ])
-            tx(n);
+        if (vp->queue_enabled[VIRTIO_NET_TXQ]) {
+            struct virtq *q = &vp->vq[VIRTIO_NET_TXQ];
+            bool more;
+            int sent = tx(n, &more);
+            if (more || (!sent && virtq_arm_notify(q) && !q->broken))
+                *txw = TX_NOW;      /* left over, or arrived while arming */
+            else
+                *txw = sent ? TX_POLL : TX_KICK;
+        }
         if (vp->queue_enabled[VIRTIO_NET_RXQ])
             *starved = rx(n);
+    } else {
+        *txw = TX_KICK;
     }
     pthread_mutex_unlock(&vp->lock);
     vm_gate_leave(&n->gate);
@@ -219,11 +242,13 @@ static void *worker(void *arg)
                            { .fd = n->ctl_fd, .events = POLLIN },
                            { .fd = n->tap.fd, .events = POLLIN } };
     bool starved = true;
+    enum tx_wait txw = TX_KICK;
     while (!atomic_load(&n->stop)) {
-        if (!process(n, &starved))
+        if (!process(n, &starved, &txw))
             break;
         /* the tap only when the guest has buffers for what it brings */
-        if (poll(p, starved ? 3 : 4, -1) < 0 && errno != EINTR)
+        int timeout = txw == TX_NOW ? 0 : txw == TX_POLL ? TX_POLL_MS : -1;
+        if (poll(p, starved ? 3 : 4, timeout) < 0 && errno != EINTR)
             break;
         for (int i = 0; i < 3; i++)
             if (p[i].revents)
@@ -319,12 +344,7 @@ void virtio_net_destroy(struct virtio_net *n)
     announcer_cancel(&n->announcer);
     if (n->thread_live) {
         atomic_store(&n->stop, true);
-        /* a thread waiting in the gate leaves once the VM is stopping */
-        if (n->gate.lock) {
-            pthread_mutex_lock(n->gate.lock);
-            pthread_cond_broadcast(n->gate.cond);
-            pthread_mutex_unlock(n->gate.lock);
-        }
+        vm_gate_wake(&n->gate);
         wake(n);
         pthread_join(n->thread, NULL);
         n->thread_live = false;

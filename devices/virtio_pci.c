@@ -54,6 +54,15 @@ void vm_gate_leave(const struct vm_gate *g)
         pthread_mutex_unlock(g->lock);
 }
 
+void vm_gate_wake(const struct vm_gate *g)
+{
+    if (!g->lock)
+        return;
+    pthread_mutex_lock(g->lock);
+    pthread_cond_broadcast(g->cond);
+    pthread_mutex_unlock(g->lock);
+}
+
 /* ---- interrupts ----------------------------------------------------------- */
 
 static void msix_send(struct virtio_pci *vp, uint16_t v)

@@ -78,6 +78,9 @@ struct vm_gate {
  * false when the VM is stopping (gate not held). */
 bool vm_gate_enter(const struct vm_gate *g);
 void vm_gate_leave(const struct vm_gate *g);
+/* Wake the threads waiting in the gate (a device stopping its thread: they
+ * find their stop flag, or the VM stopping). */
+void vm_gate_wake(const struct vm_gate *g);
 
 /* ---- transport ----------------------------------------------------------- */
 

@@ -30,13 +30,14 @@ int dirty_log_start(struct dirty_log *d, int kvm_fd, int vm_fd, struct guest_mem
     d->mem = mem;
     for (int i = 0; i < mem->nregions; i++) {
         d->npages[i] = mem->regions[i].size >> PAGE_SHIFT;
-        d->bitmap[i] = calloc((d->npages[i] + 63) / 64, sizeof(uint64_t));
         size_t words = (d->npages[i] + 63) / 64;
+        d->bitmap[i] = calloc(words, sizeof(uint64_t));
+        d->kvm_bits[i] = calloc(words, sizeof(uint64_t));
         if (!mem->dev_dirty[i])
             mem->dev_dirty[i] = calloc(words, sizeof(uint64_t));
         else
             memset(mem->dev_dirty[i], 0, words * sizeof(uint64_t));
-        if (!d->bitmap[i] || !mem->dev_dirty[i]) {
+        if (!d->bitmap[i] || !d->kvm_bits[i] || !mem->dev_dirty[i]) {
             snprintf(err, errlen, "dirty log: out of memory");
             dirty_log_stop(d);
             return -1;
@@ -63,7 +64,7 @@ int64_t dirty_log_fetch(struct dirty_log *d, char *err, size_t errlen)
 {
     int64_t total = 0;
     for (int i = 0; i < d->mem->nregions; i++) {
-        struct kvm_dirty_log log = { .slot = (uint32_t)i, .dirty_bitmap = d->bitmap[i] };
+        struct kvm_dirty_log log = { .slot = (uint32_t)i, .dirty_bitmap = d->kvm_bits[i] };
         if (ioctl(d->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0) {
             snprintf(err, errlen, "KVM_GET_DIRTY_LOG: %s", strerror(errno));
             return -1;
@@ -77,7 +78,7 @@ int64_t dirty_log_fetch(struct dirty_log *d, char *err, size_t errlen)
         }
         uint64_t *dev = d->mem->dev_dirty[i];
         for (uint64_t w = 0; w < words; w++) {
-            d->bitmap[i][w] |= __atomic_exchange_n(&dev[w], 0, __ATOMIC_RELAXED);
+            d->bitmap[i][w] |= d->kvm_bits[i][w] | __atomic_exchange_n(&dev[w], 0, __ATOMIC_RELAXED);
             total += __builtin_popcountll(d->bitmap[i][w]);
         }
     }
@@ -100,6 +101,12 @@ int dirty_log_clear(struct dirty_log *d, int slot, uint64_t first, uint64_t n, c
     return 0;
 }
 
+void dirty_log_sent(struct dirty_log *d, int slot, uint64_t first, uint64_t n)
+{
+    uint64_t end = (first + n + 63) / 64;
+    memset(&d->bitmap[slot][first / 64], 0, (end - first / 64) * sizeof(uint64_t));
+}
+
 void dirty_log_stop(struct dirty_log *d)
 {
     if (d->mem) {
@@ -108,6 +115,7 @@ void dirty_log_stop(struct dirty_log *d)
     }
     for (int i = 0; i < GMEM_MAX_REGIONS; i++) {
         free(d->bitmap[i]);
-        d->bitmap[i] = NULL;
+        free(d->kvm_bits[i]);
+        d->bitmap[i] = d->kvm_bits[i] = NULL;
     }
 }

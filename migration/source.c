@@ -166,6 +166,7 @@ static int send_dirty(struct sender *s, struct dirty_log *d, bool round0, char *
                 if (send_page(s, m->regions[slot].gpa + (pg << PAGE_SHIFT), p, err, errlen) < 0)
                     return -1;
             }
+            dirty_log_sent(d, slot, first, n);
             if (round0) {
                 s->scanned += n;
                 publish(s);
@@ -286,16 +287,21 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
     set_phase(mg, MIG_SWITCHOVER);
     *t_pause = now_ns();
     vm_pause(vm);
-    uint64_t t_paused = now_ns(), t_final = 0, t_state = 0, t_complete = 0;
+    uint64_t t_paused = now_ns(), t_saved = 0, t_final = 0, t_state = 0, t_complete = 0;
     uint64_t pages_before = s->st.pages;
     struct buf state = { 0 };
     uint64_t *dig = NULL;
     int rc = -1;
+    /* State first: saving drains the devices' in-flight I/O (a disk read
+     * still landing in guest RAM), and what that writes must be in the last
+     * dirty pass. The stream still carries the pages before the state. */
+    if (sections_save(vm, &state, err, errlen) < 0)
+        goto fail;
+    t_saved = now_ns();
     if (dirty_log_fetch(d, err, errlen) < 0 || send_dirty(s, d, false, err, errlen) < 0)
         goto fail;
     t_final = now_ns();
-    if (sections_save(vm, &state, err, errlen) < 0 ||
-        send_msg(s, MSG_STATE, state.data, state.len, err, errlen) < 0)
+    if (send_msg(s, MSG_STATE, state.data, state.len, err, errlen) < 0)
         goto fail;
     t_state = now_ns();
     if (mg->p.verify) {
@@ -346,8 +352,8 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
         uint64_t t_ack = now_ns();
         pthread_mutex_lock(&mg->lock);
         mg->s.pause_us = (t_paused - *t_pause) / 1000;
-        mg->s.final_us = (t_final - t_paused) / 1000;
-        mg->s.state_us = (t_state - t_final) / 1000;
+        mg->s.final_us = (t_final - t_saved) / 1000;
+        mg->s.state_us = (t_saved - t_paused + t_state - t_final) / 1000;
         mg->s.ack_us = (t_ack - t_complete) / 1000;
         pthread_mutex_unlock(&mg->lock);
         rc = 0;

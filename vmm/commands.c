@@ -2,15 +2,59 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "devices/virtio_blk.h"
+#include "devices/virtio_net.h"
 #include "vmm/commands.h"
 #include "vmm/log.h"
+
+/* "disks": [{"name", "path", "readonly"}], "nics": [{"name", "tap", "mac", "ipv4", counters}] */
+static void devices_status(struct vm *vm, json_object *res)
+{
+    json_object *disks = json_object_new_array(), *nics = json_object_new_array();
+    for (int i = 0; i < VM_MAX_DISKS; i++) {
+        struct virtio_blk *b = vm->blk[i];
+        if (!b)
+            continue;
+        json_object *d = json_object_new_object();
+        json_object_object_add(d, "name", json_object_new_string(b->name));
+        json_object_object_add(d, "path", json_object_new_string(b->path));
+        json_object_object_add(d, "readonly", json_object_new_boolean(b->readonly));
+        json_object_array_add(disks, d);
+    }
+    for (int i = 0; i < VM_MAX_NICS; i++) {
+        struct virtio_net *n = vm->net[i];
+        if (!n)
+            continue;
+        struct virtio_net_stats st;
+        uint32_t ip;
+        virtio_net_stats(n, &st, &ip);
+        char mac[18], ipv4[16] = "";
+        net_mac_format(n->mac, mac);
+        const uint8_t *a = (const uint8_t *)&ip;
+        if (ip)
+            snprintf(ipv4, sizeof(ipv4), "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "name", json_object_new_string(n->name));
+        json_object_object_add(o, "tap", json_object_new_string(n->tap.name));
+        json_object_object_add(o, "mac", json_object_new_string(mac));
+        json_object_object_add(o, "ipv4", json_object_new_string(ipv4));
+        json_object_object_add(o, "rx_packets", json_object_new_int64((int64_t)st.rx_packets));
+        json_object_object_add(o, "tx_packets", json_object_new_int64((int64_t)st.tx_packets));
+        json_object_object_add(o, "rx_dropped", json_object_new_int64((int64_t)st.rx_dropped));
+        json_object_object_add(o, "tx_dropped", json_object_new_int64((int64_t)st.tx_dropped));
+        json_object_array_add(nics, o);
+    }
+    json_object_object_add(res, "disks", disks);
+    json_object_object_add(res, "nics", nics);
+}
 
 static int cmd_status(void *ctx, json_object *args, json_object *res, char *err, size_t errlen)
 {
     struct vm *vm = ctx;
     pthread_mutex_lock(&vm->lock);
     const char *state = vm_state_name(vm->state);
-    if (atomic_load(&vm->stopping) && vm->stop_reason == STOP_MIGRATED)
+    bool migrated = vm->state == VM_MIGRATED || (atomic_load(&vm->stopping) && vm->stop_reason == STOP_MIGRATED);
+    if (migrated)
         state = "migrated";
     else if (atomic_load(&vm->stopping))
         state = "stopping";
@@ -24,6 +68,8 @@ static int cmd_status(void *ctx, json_object *args, json_object *res, char *err,
     json_object_object_add(res, "migration", mig);
     json_object_object_add(res, "boot", json_object_new_string(
         vm->boot.mode == BOOT_MICROGUEST ? "micro-guest" : "linux"));
+    if (!migrated)   /* the VM's devices now live on the destination */
+        devices_status(vm, res);
     return 0;
 }
 

@@ -441,6 +441,7 @@ int vm_wait(struct vm *vm)
 
 void vm_destroy(struct vm *vm)
 {
+    atomic_store(&vm->stopping, true);   /* device threads waiting in their gate leave */
     pci_devices_destroy(vm);   /* stops the devices' threads before RAM goes */
     for (int i = 0; i < vm->ncpus; i++)
         if (vm->vcpus[i].fd > 0)

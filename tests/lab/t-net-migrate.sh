@@ -148,7 +148,7 @@ wait_for "$limit" "$work/con-a" '^FERRY-READY' || die "the guest did not come up
 wait_for 30 "$work/con-a" '^FERRY-W ' || die "the guest does not write its disk"
 net0=$(grep -m1 '^FERRY-NET ' "$work/con-a" | tr -d '\r')
 [ "$net0" = "FERRY-NET $MAC $IP/24" ] || die "guest network: '$net0' (want FERRY-NET $MAC $IP/24)"
-"$topo" exec client ping -c 2 -W 5 "$IP" > /dev/null || die "the client cannot ping the guest"
+"$topo" exec client busybox ping -c 2 -W 5 "$IP" > /dev/null || die "the client cannot ping the guest"
 
 # ------------------------------------------------------------------ throughput
 console a "$seq recv 5001 | sed 's/^/FERRY-RX /' &"
@@ -163,6 +163,7 @@ console a "$seq send 10.88.0.100 5002 4"
 wait_for 60 "$work/recv-client.out" '^recv' || die "guest -> client bulk transfer failed"
 tx=$(sed 's/^recv: //' "$work/recv-client.out")
 echo "net-migrate: TCP client -> guest: $rx; guest -> client: $tx"
+echo "net-migrate: $("$cli" -S "$work/a.sock" vm status | grep '^nic:')"
 
 # ------------------------------------------------------------------ the stream
 "$topo" exec client "$seq" client "$IP" 7000 "$work/stop" > "$work/client.out" 2>&1 &
@@ -194,7 +195,7 @@ bad_dest busy-tap hostA 10.99.0.1 "tap tap-vm: device busy"
 other=$work/other.img
 truncate -s 64M "$other"
 # shellcheck disable=SC2016  # expanded by that sh
-wrap=(unshare -m sh -c 'mount --bind "$0" "$1" && shift 2 && exec "$@"' "$other" "$img")
+wrap=(unshare -m sh -c 'mount --bind "$0" "$1" && shift && exec "$@"' "$other" "$img")
 bad_dest other-disk hostB 10.99.0.2 "not the same file"
 wrap=()
 
