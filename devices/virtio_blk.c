@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -381,34 +380,20 @@ static bool process(struct virtio_blk *b)
     }
 }
 
-static void drain(int fd)
-{
-    uint64_t v;
-    while (read(fd, &v, sizeof(v)) > 0)
-        ;
-}
-
 static void *worker(void *arg)
 {
     struct virtio_blk *b = arg;
     struct pollfd p[2] = { { .fd = b->vp.kick_fd[0], .events = POLLIN },
-                           { .fd = b->ctl_fd, .events = POLLIN } };
-    while (!atomic_load(&b->stop)) {
+                           { .fd = b->io.wake_fd, .events = POLLIN } };
+    while (!io_thread_stopping(&b->io)) {
         if (!process(b))
             break;
         if (poll(p, 2, -1) < 0 && errno != EINTR)
             break;
-        drain(p[0].fd);
-        drain(p[1].fd);
+        io_drain(p[0].fd);
+        io_drain(p[1].fd);
     }
     return NULL;
-}
-
-static void wake(struct virtio_blk *b)
-{
-    uint64_t one = 1;
-    if (write(b->ctl_fd, &one, sizeof(one)) < 0)
-        log_warn("%s: cannot wake the I/O thread: %s", b->name, strerror(errno));
 }
 
 /* ---- transport callbacks (vp.lock held) ----------------------------------- */
@@ -423,7 +408,7 @@ static void blk_reset(void *opaque)
 
 static void blk_driver_ok(void *opaque)
 {
-    wake(opaque);
+    io_thread_wake(&((struct virtio_blk *)opaque)->io);
 }
 
 static const struct virtio_dev_ops blk_ops = { .reset = blk_reset, .driver_ok = blk_driver_ok };
@@ -453,8 +438,9 @@ int virtio_blk_create(struct virtio_blk *b, int index, const char *path, bool re
                       const struct vm_gate *gate, char *err, size_t errlen)
 {
     memset(b, 0, sizeof(*b));
-    b->fd = b->ctl_fd = -1;
+    b->fd = -1;
     snprintf(b->name, sizeof(b->name), "virtio-blk%d", index);
+    io_thread_init(&b->io, b->name);
     b->readonly = readonly;
     b->gate = *gate;
     if ((b->fd = disk_open(path, readonly, &b->id, err, errlen)) < 0)
@@ -495,15 +481,8 @@ int virtio_blk_create(struct virtio_blk *b, int index, const char *path, bool re
         goto fail;
     b->section = vmstate_virtio_blk;
     b->section.name = b->name;
-    if ((b->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
-        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+    if (io_thread_start(&b->io, worker, b, err, errlen) < 0)
         goto fail;
-    }
-    if (pthread_create(&b->thread, NULL, worker, b) != 0) {
-        snprintf(err, errlen, "%s: cannot start the I/O thread", b->name);
-        goto fail;
-    }
-    b->thread_live = true;
     return 0;
 fail:
     virtio_blk_destroy(b);
@@ -512,19 +491,11 @@ fail:
 
 void virtio_blk_destroy(struct virtio_blk *b)
 {
-    if (b->thread_live) {
-        atomic_store(&b->stop, true);
-        vm_gate_wake(&b->gate);
-        wake(b);
-        pthread_join(b->thread, NULL);
-        b->thread_live = false;
-    }
+    io_thread_stop(&b->io, &b->gate);
     virtio_pci_destroy(&b->vp);
-    if (b->ctl_fd >= 0)
-        close(b->ctl_fd);
     if (b->fd >= 0)
         close(b->fd);
-    b->ctl_fd = b->fd = -1;
+    b->fd = -1;
     free(b->path);
     free(b->reqs);
     b->path = NULL;
@@ -595,6 +566,6 @@ int virtio_blk_state_load(void *opaque, const void *state, char *err, size_t err
     if (virtio_pci_load(&b->vp, &s->vp, err, errlen) < 0)
         return -1;
     b->recheck = false;
-    wake(b);   /* requests handed back by the source, or kicked before the switchover */
+    io_thread_wake(&b->io);   /* requests handed back by the source, or kicked before the switchover */
     return 0;
 }

@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "devices/io_thread.h"
 #include "devices/virtio_pci.h"
 #include "migration/vmstate.h"
 
@@ -76,10 +77,7 @@ struct virtio_blk {
     uint8_t config[64];            /* struct virtio_blk_config */
     struct vm_gate gate;
 
-    pthread_t thread;
-    bool thread_live;
-    int ctl_fd;                    /* eventfd: wake the thread (stop, after load) */
-    atomic_bool stop;
+    struct io_thread io;           /* executes the requests */
     atomic_bool unflushed;         /* written since the last flush */
     /* under vp.lock */
     bool busy;                     /* the thread executes requests it took */

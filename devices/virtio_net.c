@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "devices/virtio_net.h"
@@ -13,7 +12,6 @@
 #define HDR_LEN TAP_VNET_HDR_LEN
 #define BATCH 64                    /* frames per direction before looking at the other */
 #define RX_MAX_BUFS 64              /* mergeable buffers one frame may take */
-#define TX_POLL_MS 1                /* transmit ring polling period while frames flow */
 
 enum { CFG_MAC = 0, CFG_STATUS = 6, CFG_MAX_PAIRS = 8, CFG_LEN = 12 };
 
@@ -44,16 +42,14 @@ static void learn_ip(struct virtio_net *n, const uint8_t *f, size_t len)
 
 /* ---- transmit: guest -> tap ------------------------------------------------ */
 
-/* Send what the guest queued (vp.lock held, inside the gate); the count
- * sent. *more: it stopped at the batch limit with chains left. It does not
- * ask the driver to kick (see process). */
-static int tx(struct virtio_net *n, bool *more)
+/* Send what the guest queued (vp.lock held, inside the gate). *more: it
+ * stopped at the batch limit with chains left. */
+static void tx(struct virtio_net *n, bool *more)
 {
     struct virtio_pci *vp = &n->vp;
     struct virtq *q = &vp->vq[VIRTIO_NET_TXQ];
     uint16_t old = q->used_idx;
     struct iovec iov[VIRTQ_MAX_SEGS];
-    int sent = 0;
     *more = true;
     for (int i = 0; i < BATCH; i++) {
         char err[160];
@@ -69,7 +65,6 @@ static int tx(struct virtio_net *n, bool *more)
             *more = false;
             break;
         }
-        sent++;
         for (uint32_t k = 0; k < e->nout; k++)
             iov[k] = (struct iovec){ e->seg[k].hva, e->seg[k].len };
         uint8_t head[42];
@@ -87,7 +82,6 @@ static int tx(struct virtio_net *n, bool *more)
     }
     if (virtq_need_interrupt(q, old))
         virtio_pci_notify_queue(vp, VIRTIO_NET_TXQ);
-    return sent;
 }
 
 /* ---- receive: tap -> guest ------------------------------------------------- */
@@ -189,49 +183,34 @@ static void apply_offload(struct virtio_net *n)
     n->offload_set = true;
 }
 
-/* How the packet thread waits for transmit work. */
-enum tx_wait { TX_KICK, TX_POLL, TX_NOW };
-
 /* One pass over both queues; false when the VM is stopping. *starved: the
- * receive queue has no buffers (do not poll the tap until a kick). *txw:
- * while the guest transmits, the thread polls the ring every TX_POLL_MS and
- * the driver does not kick (with EVENT_IDX it kicks only past avail_event):
- * a kick is a guest exit, what costs most when frames come one by one. Once
- * a pass finds nothing, kicks are asked for again. */
-static bool process(struct virtio_net *n, bool *starved, enum tx_wait *txw)
+ * receive queue has no buffers (do not poll the tap until a kick); *tx_more:
+ * transmit chains are left (come back at once: with EVENT_IDX the driver
+ * kicks only once past avail_event, which is asked for when the ring is
+ * found empty). */
+static bool process(struct virtio_net *n, bool *starved, bool *tx_more)
 {
     struct virtio_pci *vp = &n->vp;
     if (!vm_gate_enter(&n->gate))
         return false;
     pthread_mutex_lock(&vp->lock);
     *starved = true;
+    *tx_more = false;
     if (virtio_pci_driver_ok(vp)) {
         if (!n->offload_set)
             apply_offload(n);
         if (vp->queue_enabled[VIRTIO_NET_TXQ]) {
             struct virtq *q = &vp->vq[VIRTIO_NET_TXQ];
-            bool more;
-            int sent = tx(n, &more);
-            if (more || (!sent && virtq_arm_notify(q) && !q->broken))
-                *txw = TX_NOW;      /* left over, or arrived while arming */
-            else
-                *txw = sent ? TX_POLL : TX_KICK;
+            tx(n, tx_more);
+            if (!*tx_more && virtq_arm_notify(q) && !q->broken)
+                *tx_more = true;    /* arrived while asking for a kick */
         }
         if (vp->queue_enabled[VIRTIO_NET_RXQ])
             *starved = rx(n);
-    } else {
-        *txw = TX_KICK;
     }
     pthread_mutex_unlock(&vp->lock);
     vm_gate_leave(&n->gate);
     return true;
-}
-
-static void drain(int fd)
-{
-    uint64_t v;
-    while (read(fd, &v, sizeof(v)) > 0)
-        ;
 }
 
 static void *worker(void *arg)
@@ -239,29 +218,21 @@ static void *worker(void *arg)
     struct virtio_net *n = arg;
     struct pollfd p[4] = { { .fd = n->vp.kick_fd[VIRTIO_NET_RXQ], .events = POLLIN },
                            { .fd = n->vp.kick_fd[VIRTIO_NET_TXQ], .events = POLLIN },
-                           { .fd = n->ctl_fd, .events = POLLIN },
+                           { .fd = n->io.wake_fd, .events = POLLIN },
                            { .fd = n->tap.fd, .events = POLLIN } };
     bool starved = true;
-    enum tx_wait txw = TX_KICK;
-    while (!atomic_load(&n->stop)) {
-        if (!process(n, &starved, &txw))
+    bool tx_more = false;
+    while (!io_thread_stopping(&n->io)) {
+        if (!process(n, &starved, &tx_more))
             break;
         /* the tap only when the guest has buffers for what it brings */
-        int timeout = txw == TX_NOW ? 0 : txw == TX_POLL ? TX_POLL_MS : -1;
-        if (poll(p, starved ? 3 : 4, timeout) < 0 && errno != EINTR)
+        if (poll(p, starved ? 3 : 4, tx_more ? 0 : -1) < 0 && errno != EINTR)
             break;
         for (int i = 0; i < 3; i++)
             if (p[i].revents)
-                drain(p[i].fd);
+                io_drain(p[i].fd);
     }
     return NULL;
-}
-
-static void wake(struct virtio_net *n)
-{
-    uint64_t one = 1;
-    if (write(n->ctl_fd, &one, sizeof(one)) < 0)
-        log_warn("%s: cannot wake the packet thread: %s", n->name, strerror(errno));
 }
 
 /* ---- transport callbacks (vp.lock held) ------------------------------------ */
@@ -275,7 +246,7 @@ static void net_reset(void *opaque)
 
 static void net_driver_ok(void *opaque)
 {
-    wake(opaque);
+    io_thread_wake(&((struct virtio_net *)opaque)->io);
 }
 
 static const struct virtio_dev_ops net_ops = { .reset = net_reset, .driver_ok = net_driver_ok };
@@ -287,9 +258,9 @@ int virtio_net_create(struct virtio_net *n, int index, const char *tap_name, con
                       size_t errlen)
 {
     memset(n, 0, sizeof(*n));
-    n->ctl_fd = -1;
     n->tap.fd = -1;
     snprintf(n->name, sizeof(n->name), "virtio-net%d", index);
+    io_thread_init(&n->io, n->name);
     memcpy(n->mac, mac, 6);
     n->gate = *gate;
     if (tap_open(&n->tap, tap_name, 0, err, errlen) < 0)
@@ -324,15 +295,8 @@ int virtio_net_create(struct virtio_net *n, int index, const char *tap_name, con
         goto fail;
     n->section = vmstate_virtio_net;
     n->section.name = n->name;
-    if ((n->ctl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
-        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+    if (io_thread_start(&n->io, worker, n, err, errlen) < 0)
         goto fail;
-    }
-    if (pthread_create(&n->thread, NULL, worker, n) != 0) {
-        snprintf(err, errlen, "%s: cannot start the packet thread", n->name);
-        goto fail;
-    }
-    n->thread_live = true;
     return 0;
 fail:
     virtio_net_destroy(n);
@@ -342,17 +306,8 @@ fail:
 void virtio_net_destroy(struct virtio_net *n)
 {
     announcer_cancel(&n->announcer);
-    if (n->thread_live) {
-        atomic_store(&n->stop, true);
-        vm_gate_wake(&n->gate);
-        wake(n);
-        pthread_join(n->thread, NULL);
-        n->thread_live = false;
-    }
+    io_thread_stop(&n->io, &n->gate);
     virtio_pci_destroy(&n->vp);
-    if (n->ctl_fd >= 0)
-        close(n->ctl_fd);
-    n->ctl_fd = -1;
     tap_close(&n->tap);
     free(n->frame);
     free(n->elems);
@@ -425,7 +380,7 @@ int virtio_net_state_load(void *opaque, const void *state, char *err, size_t err
     n->frame_len = 0;
     n->offload_set = false;   /* this tap gets the guest's offloads at the first pass */
     pthread_mutex_unlock(&n->vp.lock);
-    wake(n);
+    io_thread_wake(&n->io);
     return 0;
 }
 

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "devices/announce.h"
+#include "devices/io_thread.h"
 #include "devices/tap.h"
 #include "devices/virtio_pci.h"
 #include "migration/vmstate.h"
@@ -64,10 +65,7 @@ struct virtio_net {
     uint8_t config[12];            /* struct virtio_net_config: mac, status, max pairs */
     struct vm_gate gate;
 
-    pthread_t thread;
-    bool thread_live;
-    int ctl_fd;                    /* eventfd: wake the thread (stop, after load) */
-    atomic_bool stop;
+    struct io_thread io;           /* moves the packets */
     /* under vp.lock */
     unsigned tap_offload;          /* TAP_OFF_* the tap can do (offered as GUEST_*) */
     bool offload_set;              /* TUNSETOFFLOAD done for the current features */

@@ -14,6 +14,7 @@
 
 #include "devices/pci.h"
 #include "devices/virtio_pci.h"
+#include "tests/unit/virtio_bar.h"
 
 static struct pci_host host;
 
@@ -254,23 +255,8 @@ static const struct virtio_dev_ops vops = { .reset = v_reset, .driver_ok = v_ok 
 
 static uint64_t bar0;
 
-static void bw(uint32_t off, uint32_t len, uint64_t v)
-{
-    uint8_t d[8];
-    for (unsigned i = 0; i < 8; i++)
-        d[i] = (uint8_t)(v >> (8 * i));
-    pci_mmio(&host, bar0 - PCI_MMIO_BASE + off, d, len, true);
-}
-
-static uint64_t br(uint32_t off, uint32_t len)
-{
-    uint8_t d[8] = { 0 };
-    pci_mmio(&host, bar0 - PCI_MMIO_BASE + off, d, len, false);
-    uint64_t v = 0;
-    for (unsigned i = 0; i < len; i++)
-        v |= (uint64_t)d[i] << (8 * i);
-    return v;
-}
+static void bw(uint32_t off, uint32_t len, uint64_t v) { bar_write(&host, bar0, off, len, v); }
+static uint64_t br(uint32_t off, uint32_t len) { return bar_read(&host, bar0, off, len); }
 
 static int vsetup(void **state)
 {

@@ -25,6 +25,7 @@
 
 #include "devices/pci.h"
 #include "devices/virtio_net.h"
+#include "tests/unit/virtio_bar.h"
 
 #define RAM   (1u << 22)
 #define QSZ   16
@@ -54,23 +55,8 @@ static void need_ns(void)
 
 /* ---- the driver side ---------------------------------------------------- */
 
-static void bw(uint32_t off, uint32_t len, uint64_t v)
-{
-    uint8_t d[8];
-    for (unsigned i = 0; i < 8; i++)
-        d[i] = (uint8_t)(v >> (8 * i));
-    pci_mmio(&host, bar0 - PCI_MMIO_BASE + off, d, len, true);
-}
-
-static uint64_t br(uint32_t off, uint32_t len)
-{
-    uint8_t d[8] = { 0 };
-    pci_mmio(&host, bar0 - PCI_MMIO_BASE + off, d, len, false);
-    uint64_t v = 0;
-    for (unsigned i = 0; i < len; i++)
-        v |= (uint64_t)d[i] << (8 * i);
-    return v;
-}
+static void bw(uint32_t off, uint32_t len, uint64_t v) { bar_write(&host, bar0, off, len, v); }
+static uint64_t br(uint32_t off, uint32_t len) { return bar_read(&host, bar0, off, len); }
 
 static void put16(uint64_t gpa, uint16_t v) { memcpy(ram + gpa, &v, 2); }
 static uint16_t get16(uint64_t gpa) { uint16_t v; memcpy(&v, ram + gpa, 2); return v; }
