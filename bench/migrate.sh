@@ -113,8 +113,7 @@ run_case "dirty 0% nover" 1 false
 cat <<'EOT'
 
 down = VMM-measured pause (source pause -> destination's ACK(resumed)), ms; verify = part of it
-spent sending the source's memory digest (kept current while pages are sent: the pause re-hashes
-only the chunks of the last pass, and the destination compares its own); gap = the guest's own largest TSC gap in the pass that
+spent hashing all guest RAM on the source; gap = the guest's own largest TSC gap in the pass that
 spanned the migration, us; MB/s = bytes sent / total time; raw_ratio = that / iperf3's loopback
 rate; dirtyMB = the dirty rate the source measured (MB/s); the dirtier's requested rate is the
 percentage of the raw link, but write-protection faults (~10 us each here) cap what it reaches.

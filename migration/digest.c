@@ -15,11 +15,6 @@ size_t digest_count(const struct guest_mem *m, uint64_t chunk)
     return n;
 }
 
-uint64_t digest_of(const void *p, size_t len)
-{
-    return XXH3_64bits_dispatch(p, len);  /* AVX2/AVX-512 when the CPU has them */
-}
-
 /* Chunk i as (host pointer, length). */
 static const uint8_t *chunk_at(const struct guest_mem *m, uint64_t chunk, size_t i, size_t *len,
                                uint64_t *gpa)
@@ -89,7 +84,7 @@ static void *hash_range(void *arg)
         if (j->touched && !j->touched[i])
             j->out[i] = len == j->chunk ? j->zero_full : zero_digest(len);
         else
-            j->out[i] = digest_of(p, len);
+            j->out[i] = XXH3_64bits_dispatch(p, len);  /* AVX2/AVX-512 when the CPU has them */
     }
     return NULL;
 }

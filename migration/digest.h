@@ -11,8 +11,6 @@
 #define DIGEST_CHUNK (2ull << 20)
 
 size_t digest_count(const struct guest_mem *m, uint64_t chunk);
-/* The digest of one chunk's bytes (what digest_compute stores for it). */
-uint64_t digest_of(const void *p, size_t len);
 /* Fill out[digest_count()] ; returns 0 or -1 (out of memory / threads). */
 int digest_compute(const struct guest_mem *m, uint64_t chunk, uint64_t *out);
 /* Like digest_compute, but chunks whose touched[i] is 0 are known to be all

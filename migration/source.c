@@ -37,9 +37,6 @@ struct sender {
     uint64_t wire_bytes;              /* everything written, headers included */
     uint64_t bw_t0, bw_bytes;         /* bandwidth-cap window */
     uint64_t scanned;                 /* round 0 progress, in pages */
-    /* With verify: the digest of each DIGEST_CHUNK, kept current while the
-     * pages are sent (see rehash), so the pause only hashes what changed last. */
-    uint64_t *dig;
 };
 
 static uint64_t now_ns(void)
@@ -144,26 +141,6 @@ static int send_page(struct sender *s, uint64_t gpa, const void *page, char *err
     return s->batch.len >= BATCH_BYTES ? flush_batch(s, err, errlen) : 0;
 }
 
-/* Re-hash the digest chunks of pages [first, first+n) of slot that have
- * pages to send, once those were re-protected (and sent). A chunk no page of
- * which is dirty at any later fetch has not changed since: a write after the
- * re-protection is a dirty page at the next fetch, the device's included. So
- * when the last pass (VM paused) is done, every digest is current. */
-static void rehash(struct sender *s, const struct dirty_log *d, int slot, uint64_t first, uint64_t n)
-{
-    const struct gmem_region *r = &d->mem->regions[slot];
-    const uint64_t per = DIGEST_CHUNK >> PAGE_SHIFT;   /* pages per digest chunk */
-    for (uint64_t c = first / per * per; c < first + n; c += per) {
-        uint64_t end = c + per < d->npages[slot] ? c + per : d->npages[slot];
-        bool any = false;
-        for (uint64_t w = c / 64; w < (end + 63) / 64 && !any; w++)
-            any = d->bitmap[slot][w] != 0;
-        if (any)
-            s->dig[digest_chunk_index(d->mem, DIGEST_CHUNK, r->gpa + (c << PAGE_SHIFT))] =
-                digest_of(r->hva + (c << PAGE_SHIFT), (end - c) << PAGE_SHIFT);
-    }
-}
-
 /* Send every page marked dirty in the fetched log, re-protecting each chunk
  * just before reading it. In round 0 all-zero pages are skipped: the
  * destination's RAM starts zeroed. Returns 0, or -1 (error or cancel). */
@@ -189,8 +166,6 @@ static int send_dirty(struct sender *s, struct dirty_log *d, bool round0, char *
                 if (send_page(s, m->regions[slot].gpa + (pg << PAGE_SHIFT), p, err, errlen) < 0)
                     return -1;
             }
-            if (s->dig)
-                rehash(s, d, slot, first, n);
             dirty_log_sent(d, slot, first, n);
             if (round0) {
                 s->scanned += n;
@@ -315,6 +290,7 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
     uint64_t t_paused = now_ns(), t_saved = 0, t_final = 0, t_state = 0, t_complete = 0;
     uint64_t pages_before = s->st.pages;
     struct buf state = { 0 };
+    uint64_t *dig = NULL;
     int rc = -1;
     /* State first: saving drains the devices' in-flight I/O (a disk read
      * still landing in guest RAM), and what that writes must be in the last
@@ -328,13 +304,13 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
     if (send_msg(s, MSG_STATE, state.data, state.len, err, errlen) < 0)
         goto fail;
     t_state = now_ns();
-    if (s->dig) {
-        /* current since the last pass (rehash) */
+    if (mg->p.verify) {
         uint64_t t0 = now_ns();
         size_t n = digest_count(&vm->mem, DIGEST_CHUNK);
         struct buf b = { 0 };
-        if (digest_encode(&b, DIGEST_CHUNK, s->dig, n) < 0) {
-            snprintf(err, errlen, "cannot encode the memory digest");
+        if (!(dig = malloc(n * sizeof(*dig))) || digest_compute(&vm->mem, DIGEST_CHUNK, dig) < 0 ||
+            digest_encode(&b, DIGEST_CHUNK, dig, n) < 0) {
+            snprintf(err, errlen, "cannot compute the memory digest");
             buf_free(&b);
             goto fail;
         }
@@ -390,6 +366,7 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
         rc = -2;
     }
 fail:
+    free(dig);
     buf_free(&state);
     return rc;
 }
@@ -416,10 +393,8 @@ static void *source_thread(void *arg)
     pthread_mutex_lock(&mg->lock);
     mg->fd = s.fd;
     pthread_mutex_unlock(&mg->lock);
-    if (mg->p.verify && !(s.dig = calloc(digest_count(&vm->mem, DIGEST_CHUNK), sizeof(*s.dig))))
-        snprintf(err, sizeof(err), "out of memory for the memory digest");
-    else if (s.fd >= 0 && handshake(&s, err, sizeof(err)) == 0 &&
-             dirty_log_start(&d, vm->kvm_fd, vm->fd, &vm->mem, err, sizeof(err)) == 0) {
+    if (s.fd >= 0 && handshake(&s, err, sizeof(err)) == 0 &&
+        dirty_log_start(&d, vm->kvm_fd, vm->fd, &vm->mem, err, sizeof(err)) == 0) {
         set_phase(mg, MIG_PRECOPY);
         if (precopy(&s, &d, err, sizeof(err)) == 0)
             rc = switchover(&s, &d, &t_pause, err, sizeof(err));
@@ -450,7 +425,6 @@ static void *source_thread(void *arg)
     struct mig_stats st = mg->s;
     pthread_mutex_unlock(&mg->lock);
     buf_free(&s.batch);
-    free(s.dig);
 
     if (rc == 0) {
         log_info("migration to %s completed: downtime %llu ms (stop %.1f, last pages %.1f, state %.1f, "
