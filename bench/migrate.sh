@@ -48,11 +48,16 @@ one_run() {
     local t=0
     until grep -q 'pass=2' "$src_out" 2>/dev/null; do
         sleep 0.1; t=$((t + 1))
-        [ $t -gt 300 ] && { echo "bench: dirtier did not start" >&2; return 1; }
+        [ $t -gt 300 ] && { echo "bench: dirtier did not start" >&2; kill -9 $dpid $spid 2>/dev/null; return 1; }
     done
     local r
     r=$(ctl "$TMP/a.sock" "{\"cmd\":\"migrate\",\"args\":{\"uri\":\"127.0.0.1:$port\",\"verify\":$verify,\"max_time_s\":60}}")
-    case $r in *'"ok":true'*) ;; *) echo "bench: migrate refused: $r" >&2; return 1 ;; esac
+    case $r in
+        *'"ok":true'*) ;;
+        *) echo "bench: migrate refused: $r" >&2
+           kill -9 $dpid $spid 2>/dev/null; wait $dpid $spid 2>/dev/null
+           return 1 ;;
+    esac
     local phase=""
     for _ in $(seq 1 1200); do
         sleep 0.05
