@@ -194,15 +194,27 @@ static struct vm_gate vm_gate_of(struct vm *vm)
     return (struct vm_gate){ &vm->lock, &vm->cond, &vm->pause_req, &vm->stopping, vm_started, vm };
 }
 
+/* Put a built device on the PCI bus (made with the first one) and register
+ * its state for migration. */
+static int pci_attach(struct vm *vm, struct pci_dev *d, const struct mig_device *mig, char *err,
+                      size_t errlen)
+{
+    struct pci_host *h = pci_setup(vm, err, errlen);
+    if (!h || pci_register(h, d, err, errlen) < 0)
+        return -1;
+    if (vm_add_mig_device(vm, mig) < 0) {
+        snprintf(err, errlen, "too many devices");
+        return -1;
+    }
+    return 0;
+}
+
 static int disks_setup(struct vm *vm, char *err, size_t errlen)
 {
     struct vm_gate gate = vm_gate_of(vm);
     for (int i = 0; i < vm->cfg.ndisks; i++) {
         const struct vm_disk *d = &vm->cfg.disks[i];
         struct disk_id want = { d->size, d->fingerprint };
-        struct pci_host *h = pci_setup(vm, err, errlen);
-        if (!h)
-            return -1;
         if (!(vm->blk[i] = calloc(1, sizeof(*vm->blk[i])))) {
             snprintf(err, errlen, "out of memory");
             return -1;
@@ -213,12 +225,8 @@ static int disks_setup(struct vm *vm, char *err, size_t errlen)
             vm->blk[i] = NULL;
             return -1;
         }
-        if (pci_register(h, &vm->blk[i]->vp.pci, err, errlen) < 0)
+        if (pci_attach(vm, &vm->blk[i]->vp.pci, &virtio_blk_mig_device(vm->blk[i]), err, errlen) < 0)
             return -1;
-        if (vm_add_mig_device(vm, &virtio_blk_mig_device(vm->blk[i])) < 0) {
-            snprintf(err, errlen, "too many devices");
-            return -1;
-        }
     }
     return 0;
 }
@@ -228,9 +236,6 @@ static int nets_setup(struct vm *vm, char *err, size_t errlen)
     struct vm_gate gate = vm_gate_of(vm);
     for (int i = 0; i < vm->cfg.nnics; i++) {
         const struct vm_nic *c = &vm->cfg.nics[i];
-        struct pci_host *h = pci_setup(vm, err, errlen);
-        if (!h)
-            return -1;
         if (!(vm->net[i] = calloc(1, sizeof(*vm->net[i])))) {
             snprintf(err, errlen, "out of memory");
             return -1;
@@ -240,12 +245,8 @@ static int nets_setup(struct vm *vm, char *err, size_t errlen)
             vm->net[i] = NULL;
             return -1;
         }
-        if (pci_register(h, &vm->net[i]->vp.pci, err, errlen) < 0)
+        if (pci_attach(vm, &vm->net[i]->vp.pci, &virtio_net_mig_device(vm->net[i]), err, errlen) < 0)
             return -1;
-        if (vm_add_mig_device(vm, &virtio_net_mig_device(vm->net[i])) < 0) {
-            snprintf(err, errlen, "too many devices");
-            return -1;
-        }
     }
     return 0;
 }
