@@ -92,13 +92,22 @@ int vcpu_state_set(int fd, const struct vcpu_kvm_state *s, char *err, size_t err
     if (msrs_io(fd, KVM_SET_MSRS, msrs, n, "KVM_SET_MSRS", err, errlen) < 0)
         return -1;
     TRY(fd, KVM_SET_LAPIC, &s->lapic, "KVM_SET_LAPIC");
+    /* KVM ignores a TSC deadline written while the LAPIC timer is not in
+     * TSC-deadline mode, and KVM_SET_LAPIC does not carry the deadline: the
+     * write above was dropped. Without this second write the vCPU's next
+     * timer interrupt never comes, and a NOHZ guest's timers on that vCPU
+     * stall until something programs an earlier one. */
+    for (uint32_t i = 0; i < n; i++)
+        if (msrs[i].index == MSR_IA32_TSC_DEADLINE &&
+            msrs_io(fd, KVM_SET_MSRS, &msrs[i], 1, "KVM_SET_MSRS (TSC deadline)", err, errlen) < 0)
+            return -1;
     TRY(fd, KVM_SET_DEBUGREGS, &s->dregs, "KVM_SET_DEBUGREGS");
     TRY(fd, KVM_SET_VCPU_EVENTS, &s->events, "KVM_SET_VCPU_EVENTS");
     TRY(fd, KVM_SET_MP_STATE, &s->mp, "KVM_SET_MP_STATE");
     return 0;
 }
 
-int vm_state_get(int fd, struct vm_kvm_state *s, char *err, size_t errlen)
+int vm_state_get(int fd, int vcpu0_fd, struct vm_kvm_state *s, char *err, size_t errlen)
 {
     memset(s, 0, sizeof(*s));
     s->pic_master.chip_id = KVM_IRQCHIP_PIC_MASTER;
@@ -109,6 +118,7 @@ int vm_state_get(int fd, struct vm_kvm_state *s, char *err, size_t errlen)
     TRY(fd, KVM_GET_IRQCHIP, &s->ioapic, "KVM_GET_IRQCHIP (IOAPIC)");
     TRY(fd, KVM_GET_PIT2, &s->pit, "KVM_GET_PIT2");
     TRY(fd, KVM_GET_CLOCK, &s->clock, "KVM_GET_CLOCK");
+    s->tsc_khz = vcpu_tsc_khz(vcpu0_fd);
     return 0;
 }
 
@@ -136,5 +146,43 @@ int vm_state_set(int fd, const struct vm_kvm_state *s, char *err, size_t errlen)
         c.realtime = s->clock.realtime;
     }
     TRY(fd, KVM_SET_CLOCK, &c, "KVM_SET_CLOCK");
+    return 0;
+}
+
+uint64_t clock_in_flight_ns(const struct kvm_clock_data *saved, uint64_t now_ns)
+{
+    if (!(saved->flags & KVM_CLOCK_REALTIME) || now_ns < saved->realtime)
+        return 0;
+    return now_ns - saved->realtime;
+}
+
+uint64_t tsc_advance(uint64_t tsc, uint64_t ns, uint32_t khz)
+{
+    return tsc + (uint64_t)((unsigned __int128)ns * khz / 1000000u);
+}
+
+void vcpu_state_advance_tsc(struct vcpu_kvm_state *s, uint64_t ns, uint32_t khz)
+{
+    for (uint32_t i = 0; i < s->nmsrs && i < KVM_STATE_MAX_MSRS; i++)
+        if (s->msrs[i].index == MSR_IA32_TSC)
+            s->msrs[i].data = tsc_advance(s->msrs[i].data, ns, khz);
+}
+
+uint32_t vcpu_tsc_khz(int vcpu_fd)
+{
+    int khz = ioctl(vcpu_fd, KVM_GET_TSC_KHZ, 0);
+    return khz > 0 ? (uint32_t)khz : 0;
+}
+
+int vcpu_tsc_khz_set(int vcpu_fd, uint32_t khz, char *err, size_t errlen)
+{
+    uint32_t here = vcpu_tsc_khz(vcpu_fd);
+    if (!khz || khz == here)
+        return 0;
+    if (ioctl(vcpu_fd, KVM_SET_TSC_KHZ, (unsigned long)khz) < 0) {
+        snprintf(err, errlen, "the guest's TSC runs at %u kHz and KVM here cannot run it at that rate "
+                 "(this host: %u kHz, no TSC scaling): %s", khz, here, strerror(errno));
+        return -1;
+    }
     return 0;
 }

@@ -33,7 +33,11 @@ struct vm_kvm_state {
     struct kvm_irqchip pic_master, pic_slave, ioapic;
     struct kvm_pit_state2 pit;
     struct kvm_clock_data clock;
+    uint32_t tsc_khz;          /* the guest's TSC frequency (0: not known) */
 };
+
+#define MSR_IA32_TSC          0x10
+#define MSR_IA32_TSC_DEADLINE 0x6e0
 
 /* The MSRs KVM says to migrate (KVM_GET_MSR_INDEX_LIST), keeping only those
  * this vCPU can actually read (KVM_GET_MSRS stops at the first it cannot). */
@@ -43,7 +47,29 @@ int msr_list_build(int kvm_fd, int vcpu_fd, struct msr_list *l, char *err, size_
 int vcpu_state_get(int vcpu_fd, const struct msr_list *l, struct vcpu_kvm_state *s,
                    char *err, size_t errlen);
 int vcpu_state_set(int vcpu_fd, const struct vcpu_kvm_state *s, char *err, size_t errlen);
-int vm_state_get(int vm_fd, struct vm_kvm_state *s, char *err, size_t errlen);
+int vm_state_get(int vm_fd, int vcpu0_fd, struct vm_kvm_state *s, char *err, size_t errlen);
 int vm_state_set(int vm_fd, const struct vm_kvm_state *s, char *err, size_t errlen);
+
+/* Guest time across a migration. The source saved kvmclock together with its
+ * host's CLOCK_REALTIME; the VM then spent a while in flight. KVM_SET_CLOCK
+ * (KVM_CLOCK_REALTIME) moves kvmclock on by that time, and the guest's TSC
+ * must move on by the same time, or a guest whose clocksource is the TSC
+ * falls behind by every pause and its deadline timers drift from kvmclock.
+ * The TSC is restored as an absolute value, so hosts whose TSCs differ (other
+ * boot times, other offsets) need nothing more; a different TSC frequency is
+ * set with KVM_SET_TSC_KHZ (vcpu_tsc_khz_set), which needs TSC scaling. */
+
+/* Nanoseconds between the source's save and now_ns (CLOCK_REALTIME here);
+ * 0 when the source sent no wall-clock time or the hosts' clocks disagree so
+ * far that the result would be negative. */
+uint64_t clock_in_flight_ns(const struct kvm_clock_data *saved, uint64_t now_ns);
+/* The TSC value `ns` nanoseconds after `tsc` at `khz` kHz. */
+uint64_t tsc_advance(uint64_t tsc, uint64_t ns, uint32_t khz);
+/* Moves the MSR_IA32_TSC entry of `s` on by `ns` at `khz` (no-op without one). */
+void vcpu_state_advance_tsc(struct vcpu_kvm_state *s, uint64_t ns, uint32_t khz);
+/* The vCPU's TSC frequency in kHz, or 0 if KVM does not say. */
+uint32_t vcpu_tsc_khz(int vcpu_fd);
+/* Runs the vCPU's TSC at `khz`; -1 with a one-line reason when KVM cannot. */
+int vcpu_tsc_khz_set(int vcpu_fd, uint32_t khz, char *err, size_t errlen);
 
 #endif

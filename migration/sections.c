@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "migration/sections.h"
 
@@ -123,14 +124,16 @@ static const struct vmstate_field vm_fields[] = {
      * guest clock forward by the time the VM spent in flight */
     VMSTATE_U32_V(struct vm_kvm_state, clock.flags, 2),
     VMSTATE_U64_V(struct vm_kvm_state, clock.realtime, 2),
+    /* v3: the guest's TSC rate, which the destination must keep */
+    VMSTATE_U32_V(struct vm_kvm_state, tsc_khz, 3),
     VMSTATE_END,
 };
-const struct vmstate_desc vmstate_vm = { "vm", 2, 1, vm_fields, sizeof(struct vm_kvm_state) };
+const struct vmstate_desc vmstate_vm = { "vm", 3, 1, vm_fields, sizeof(struct vm_kvm_state) };
 
 int sections_save(struct vm *vm, struct buf *out, char *err, size_t errlen)
 {
     struct vm_kvm_state vs;
-    if (vm_state_get(vm->fd, &vs, err, errlen) < 0)
+    if (vm_state_get(vm->fd, vm->vcpus[0].fd, &vs, err, errlen) < 0)
         return -1;
     if (vmstate_save(&vmstate_vm, &vs, out) < 0)
         goto nomem;
@@ -252,6 +255,32 @@ out:
     return rc;
 }
 
+/* The vCPUs, with their TSCs at the source's rate and moved on by the time
+ * the VM spent in flight, so that they agree with kvmclock, which
+ * vm_state_set moves on by the same time (see migration/kvm_state.h). */
+static int cpus_apply(struct vm *vm, const struct staged_state *st, char *err, size_t errlen)
+{
+    struct vcpu_kvm_state *s = malloc(sizeof(*s));
+    if (!s) {
+        snprintf(err, errlen, "cannot restore vCPU state: out of memory");
+        return -1;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t flight = clock_in_flight_ns(&st->vm.clock, (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec);
+    int rc = 0;
+    for (int i = 0; i < vm->ncpus && rc == 0; i++) {
+        *s = st->cpu[i].s;
+        uint32_t khz = st->vm.tsc_khz ? st->vm.tsc_khz : vcpu_tsc_khz(vm->vcpus[i].fd);
+        vcpu_state_advance_tsc(s, flight, khz);
+        rc = vcpu_tsc_khz_set(vm->vcpus[i].fd, st->vm.tsc_khz, err, errlen);
+        if (rc == 0)
+            rc = vcpu_state_set(vm->vcpus[i].fd, s, err, errlen);
+    }
+    free(s);
+    return rc;
+}
+
 int sections_apply(struct vm *vm, const struct staged_state *st, char *err, size_t errlen)
 {
     if (!st->have_vm || st->ncpus_seen != (uint32_t)vm->ncpus) {
@@ -265,10 +294,7 @@ int sections_apply(struct vm *vm, const struct staged_state *st, char *err, size
             return -1;
         }
     }
-    for (int i = 0; i < vm->ncpus; i++)
-        if (vcpu_state_set(vm->vcpus[i].fd, &st->cpu[i].s, err, errlen) < 0)
-            return -1;
-    if (vm_state_set(vm->fd, &st->vm, err, errlen) < 0)
+    if (cpus_apply(vm, st, err, errlen) < 0 || vm_state_set(vm->fd, &st->vm, err, errlen) < 0)
         return -1;
     for (int i = 0; i < vm->nmig_devs; i++) {
         const struct mig_device *d = &vm->mig_devs[i];

@@ -34,6 +34,14 @@ build() {   # build DIR [meson options]
 
 step "build (warnings as errors)"
 build build
+step "demo (the README's first command must exit 0)"
+st=0
+scripts/demo.sh > build/demo.log 2>&1 || st=$?
+if [ "$st" -ne 0 ]; then
+    tail -n 20 build/demo.log
+    echo "tests/run.sh: FAIL: scripts/demo.sh exited $st" >&2
+    exit 1
+fi
 step "unit + functional tests"
 meson test -C build --print-errorlogs --num-processes 2
 step "benchmarks (the CPL3 loop must run under 10 ns/iteration; migration numbers)"

@@ -7,9 +7,10 @@
  *   seqstream client HOST PORT STOPFILE
  *       Connect; send "E m\n" every 20 ms; read the server's lines until
  *       STOPFILE exists. Both sequences (S from the server, R echoes of ours)
- *       must be contiguous, on the one connection. Prints
+ *       must be contiguous, on the one connection, and run to the end (each
+ *       heard from in the last 2 s). Prints
  *       "client: S 1..N, R 1..M, longest pause P ms at T s, connection kept"
- *       and exits 0; on a gap, a reset or a close: one line saying which, exit 1.
+ *       and exits 0; on a gap, a stop, a reset or a close: one line saying which, exit 1.
  *   seqstream recv PORT
  *       Accept one connection, read until EOF, print
  *       "recv: B bytes in T s: R Mbit/s".
@@ -32,6 +33,7 @@
 #include <unistd.h>
 
 #define TICK_MS 20
+#define STALL_S 2.0   /* a stream silent this long before the end stopped */
 
 static __attribute__((noreturn, format(printf, 1, 2))) void die(const char *fmt, ...)
 {
@@ -158,6 +160,7 @@ static void serve(const char *port)
 struct client {
     unsigned long s_last, r_last, sent;
     double t0, last_rx, max_pause, max_at;
+    double s_at, r_at;   /* when the last S and R arrived */
     int bad;
 };
 
@@ -178,6 +181,7 @@ static void check_line(const char *line, void *ctx)
         c->bad = 1;
     }
     *last = n;
+    *(line[0] == 'S' ? &c->s_at : &c->r_at) = t;
     if (t - c->last_rx > c->max_pause) {
         c->max_pause = t - c->last_rx;
         c->max_at = t - c->t0;
@@ -213,8 +217,17 @@ static int client(const char *host, const char *port, const char *stopfile)
     }
     printf("client: S 1..%lu, R 1..%lu (of %lu sent), longest pause %.0f ms at %.1f s, %s\n", c.s_last,
            c.r_last, c.sent, c.max_pause * 1000, c.max_at, why ? why : "connection kept");
+    /* both streams must run to the end: one that stopped (a guest timer that
+     * never fired stops S while R, driven by our packets, goes on) is a failure */
+    double end = now();
+    int stalled = 0;
+    if (end - c.s_at > STALL_S || end - c.r_at > STALL_S) {
+        fprintf(stderr, "client: a stream stopped: last S %lu %.1f s and last R %lu %.1f s before the end\n",
+                c.s_last, end - c.s_at, c.r_last, end - c.r_at);
+        stalled = 1;
+    }
     fflush(stdout);
-    return why || c.bad || !c.s_last || !c.r_last ? 1 : 0;
+    return why || c.bad || stalled || !c.s_last || !c.r_last ? 1 : 0;
 }
 
 /* ---- bulk ---------------------------------------------------------------- */

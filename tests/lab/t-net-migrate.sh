@@ -12,7 +12,8 @@
 # Asserted, after each hop: the source exited 0, the guest writes on on the destination,
 # the destination host's bridge learned the VM's MAC on its tap-vm and the switch on that
 # host's uplink (bridge fdb, after the RARP/GARP announcement).  At the end: the client's
-# one connection carried both sequences with no gap and no reset, the guest still has its
+# one connection carried both sequences with no gap and no reset, each to the end (a stopped
+# stream is a guest timer that never fired), the guest still has its
 # MAC and IP, every block it wrote reads back holding its number (in the guest and in the
 # image file), and `ferry vm quit` ends the VM.  Reported: TCP throughput client <-> guest,
 # the client's longest pause, each hop's downtime, the disk blocks written.

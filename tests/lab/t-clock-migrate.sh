@@ -1,0 +1,174 @@
+#!/bin/bash
+# shellcheck disable=SC2317  # functions called indirectly (trap)
+# Lab test, guest time across live migration: a stock Debian guest (2 vCPUs) on a tap in
+# the network of lab/net-topology.sh runs tests/lab/clockprobe.c, which samples its
+# CLOCK_MONOTONIC through the vDSO and the system call every 1 ms; a client on the VM
+# network asks the guest's CLOCK_REALTIME every 50 ms.  The VM moves A -> B with the
+# guest's default clocksource (kvm-clock), then B -> A with the TSC as its clocksource.
+# Asserted:
+#   - CLOCK_MONOTONIC (vDSO and syscall) never goes backwards;
+#   - at each switchover it steps forward by no more than that hop's downtime + 20 ms,
+#     and nowhere else by more than 2 s (a stalled timer would show here);
+#   - CLOCK_REALTIME stays within 50 ms of the host's wall clock before, between and
+#     after the hops (each probe's error bound is half its round trip, at most 10 ms).
+# The two hosts' TSCs differ for the guest: the destination's vCPUs are created at
+# another moment, so KVM gives them another TSC offset; Ferry restores the guest's TSC
+# as a value, moved on by the time in flight.
+#   BUILD              build directory (default "build")
+#   FERRY_L2_TIMEOUT   seconds for the guest to boot and for each later step (default 180)
+
+set -euo pipefail
+here=${BASH_SOURCE[0]%/*}
+[ "$here" != "${BASH_SOURCE[0]}" ] || here=.
+cd "$here/../.."
+BUILD=$(realpath "${BUILD:-build}")
+limit=${FERRY_L2_TIMEOUT:-180}
+eval "$(lab/lab.sh info)"
+. tests/lab/lib.sh
+vmm=$BUILD/vmm/ferry-vmm
+cli=$BUILD/cli/ferry
+probe=$BUILD/tests/lab/clockprobe
+for f in "$vmm" "$cli" "$probe"; do
+    [ -x "$f" ] || { echo "t-clock-migrate: no $f (build first)" >&2; exit 1; }
+done
+export FERRY_NET_PREFIX=ftc-
+topo=lab/net-topology.sh
+MAC=52:54:00:88:00:07 IP=10.88.0.7
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    "$topo" down >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+errors=()
+fail() { errors+=("$*"); echo "t-clock-migrate: $*" >&2; }
+die() {
+    fail "$*"
+    local f
+    for f in "$work"/con-* "$work"/vmm-*.out "$work"/mig-*.err "$work/watch.out"; do
+        [ -s "$f" ] || continue
+        echo "---- ${f##*/} (last 25 lines) ----" >&2
+        tail -n 25 "$f" | tr -d '\r' >&2
+    done
+    exit 1
+}
+wait_for() {   # wait_for SECONDS FILE REGEX
+    local end=$(($(date +%s) + $1))
+    while ! grep -qE "$3" "$2" 2>/dev/null; do
+        [ "$(date +%s)" -lt "$end" ] || return 1
+        sleep 0.5
+    done
+}
+
+"$topo" down >/dev/null 2>&1 || true
+"$topo" up
+
+cat > "$work/init.sh" <<EOF
+stty -echo 2>/dev/null
+ip link set lo up
+ip link set eth0 up
+ip addr add $IP/24 dev eth0
+cs=/sys/devices/system/clocksource/clocksource0
+echo "FERRY-CS \$(cat \$cs/current_clocksource) of \$(cat \$cs/available_clocksource)"
+$probe serve 7100 &
+echo "FERRY-READY"
+while read -r cmd; do eval "\$cmd"; done
+EOF
+lab/lab.sh mkinitrd -m virtio_pci,virtio_net -b "$probe" "$work/initrd.cpio" "$work/init.sh"
+
+declare -A vpid infd
+start_vmm() {   # start_vmm NAME HOST ARGS...: console in con-NAME, input from FIFO in-NAME
+    local name=$1 host=$2 fd; shift 2
+    mkfifo "$work/in-$name"
+    exec {fd}<>"$work/in-$name"
+    infd[$name]=$fd
+    : > "$work/con-$name"
+    "$topo" exec "$host" "$vmm" --control "$work/$name.sock" "$@" < "$work/in-$name" \
+        > "$work/con-$name" 2> "$work/vmm-$name.out" &
+    vpid[$name]=$!
+    pids+=($!)
+}
+console() { echo "$2" >&"${infd[$1]}"; }
+
+start_vmm a hostA --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --mem 256M --cpus 2 \
+    --append "$LAB_LINUX_APPEND" --net "tap=tap-vm,mac=$MAC"
+wait_for "$limit" "$work/con-a" '^FERRY-READY' || die "the guest did not come up on A"
+cs0=$(grep -m1 '^FERRY-CS' "$work/con-a" | tr -d '\r')
+echo "clock-migrate: guest clocksource: ${cs0#FERRY-CS }"
+grep -qw tsc <<< "$cs0" || die "the guest offers no TSC clocksource: '$cs0'"
+
+"$topo" exec client "$probe" watch "$IP" 7100 "$work/stop" > "$work/watch.out" 2>&1 &
+wpid=$!
+pids+=($wpid)
+sleep 3
+kill -0 "$wpid" 2>/dev/null || die "the client cannot watch the guest's clock"
+
+# hop SRC DST HOST IP: records the host's wall clock around the migration (ns) and its
+# downtime, in hop_from[N], hop_to[N], hop_down[N]
+hop_from=() hop_to=() hop_down=()
+hop() {
+    local src=$1 dst=$2 host=$3 ip=$4 st=0
+    start_vmm "$dst" "$host" --incoming "$ip:4444"
+    wait_for 30 "$work/vmm-$dst.out" 'port 4444' || die "$dst: destination did not listen"
+    hop_from+=("$(date +%s%N)")
+    timeout "$limit" "$cli" -S "$work/$src.sock" vm migrate --to "$ip:4444" --json \
+        > "$work/mig-$src$dst.out" 2> "$work/mig-$src$dst.err" || st=$?
+    hop_to+=("$(date +%s%N)")
+    [ "$st" -eq 0 ] || die "migration $src -> $dst failed ($st): $(tail -n 1 "$work/mig-$src$dst.err")"
+    hop_down+=("$(jq -r .downtime_ms "$work/mig-$src$dst.out")")
+    timeout 90 tail --pid="${vpid[$src]}" -f /dev/null || die "source $src did not exit"
+    kill -0 "$wpid" 2>/dev/null || die "the clock watcher's connection ended at $src -> $dst"
+    echo "clock-migrate: $src -> $dst: downtime ${hop_down[-1]} ms, total $(jq -r .total_ms "$work/mig-$src$dst.out") ms"
+}
+hop a b hostB 10.99.0.2
+sleep 3
+console b "echo tsc > \$cs/current_clocksource; echo FERRY-CS2 \$(cat \$cs/current_clocksource)"
+wait_for 60 "$work/con-b" '^FERRY-CS2' || die "the guest does not answer on B"
+cs2=$(grep -m1 '^FERRY-CS2' "$work/con-b" | tr -d '\r')
+[ "$cs2" = "FERRY-CS2 tsc" ] || die "the guest did not switch to the TSC clocksource: '$cs2'"
+sleep 3
+hop b c hostA 10.99.0.1
+sleep 3
+touch "$work/stop"
+wait "$wpid" || die "the clock watcher failed"
+tr -d '\r' < "$work/watch.out" | sed 's/^/clock-migrate: guest: /'
+
+# ------------------------------------------------------------------ the checks
+read -r _ offset _ < <(grep -m1 '^offset ' "$work/watch.out") || die "no realtime offset measured"
+awk -v o="$offset" 'BEGIN { exit !(o <= 50) }' ||
+    fail "CLOCK_REALTIME was $offset ms off the host's wall clock (limit 50 ms)"
+g=$(grep -m1 '^G ' "$work/watch.out") || die "no findings from the guest's sampler"
+for k in back_vdso back_sys; do
+    v=$(sed -n "s/.* $k=\([0-9]*\).*/\1/p" <<< "$g")
+    [ "$v" = 0 ] || fail "CLOCK_MONOTONIC went back $v times ($k; $g)"
+done
+# each recorded step belongs to the hop whose migration window holds its end (+1 s), or
+# to none; a hop's step must stay within its downtime + 20 ms
+for i in "${!hop_from[@]}"; do
+    best=0
+    while read -r _ gap end; do
+        [ "$end" -ge "${hop_from[$i]}" ] && [ "$end" -le $((hop_to[i] + 1000000000)) ] || continue
+        [ "$gap" -le "$best" ] || best=$gap
+    done < <(grep '^step ' "$work/watch.out")
+    step_ms=$((best / 1000000))
+    echo "clock-migrate: hop $((i + 1)): CLOCK_MONOTONIC step $step_ms ms for a downtime of ${hop_down[$i]} ms"
+    [ "$step_ms" -le $((${hop_down[$i]%.*} + 20)) ] ||
+        fail "hop $((i + 1)): the guest's clock stepped $step_ms ms, downtime ${hop_down[$i]} ms (limit +20 ms)"
+done
+other=0
+while read -r _ gap end; do
+    in_hop=0
+    for i in "${!hop_from[@]}"; do
+        [ "$end" -lt "${hop_from[$i]}" ] || [ "$end" -gt $((hop_to[i] + 1000000000)) ] || in_hop=1
+    done
+    [ "$in_hop" = 1 ] || [ "$gap" -le "$other" ] || other=$gap
+done < <(grep '^step ' "$work/watch.out")
+echo "clock-migrate: longest step outside the hops: $((other / 1000000)) ms"
+[ "$other" -le 2000000000 ] || fail "the guest's clock stalled for $((other / 1000000)) ms outside a migration"
+"$cli" -S "$work/c.sock" vm quit > /dev/null || fail "ferry vm quit failed"
+[ ${#errors[@]} -eq 0 ] || exit 1
