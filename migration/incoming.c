@@ -236,7 +236,7 @@ static int receive(struct receiver *r, char *err, size_t errlen)
 }
 
 int migration_incoming(struct vm *vm, const struct vm_config *cfg, const char *addr,
-                       char *err, size_t errlen)
+                       int (*start)(struct vm *), char *err, size_t errlen)
 {
     struct receiver r = { .vm = vm, .fd = -1 };
     int lfd = net_listen(addr, err, errlen);
@@ -282,7 +282,13 @@ int migration_incoming(struct vm *vm, const struct vm_config *cfg, const char *a
         }
         goto out;
     }
-    /* The VM is ours now, whatever happens to this connection. */
+    /* The VM is ours now, whatever happens to this connection. Its vCPUs
+     * start before RESUMED goes out, so the pause the source measures ends
+     * when the VM runs here, not when it could. */
+    if (start(vm) < 0) {
+        snprintf(err, errlen, "cannot start the VM's vCPUs");
+        goto out;
+    }
     send_ack(r.fd, ACK_RESUMED, "");
     rc = 0;
 out:

@@ -68,11 +68,11 @@ void migration_status(struct vm *vm, json_object *out);
 void migration_reap(struct vm *vm);
 
 /* Destination: listen on addr, receive one VM into vm (created from the
- * stream's configuration and cfg's local options). On success the VM is
- * loaded and acknowledged and its vCPUs must be started (vm_start) at once;
- * on failure nothing ran. */
+ * stream's configuration and cfg's local options). Once the source hands it
+ * over (COMMIT), start(vm) runs it and the source is told it resumed. On
+ * failure before COMMIT nothing ran. */
 int migration_incoming(struct vm *vm, const struct vm_config *cfg, const char *addr,
-                       char *err, size_t errlen);
+                       int (*start)(struct vm *), char *err, size_t errlen);
 
 /* VM configuration carried in HELLO. */
 char *vm_config_json(struct vm *vm);

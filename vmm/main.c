@@ -185,7 +185,7 @@ int main(int argc, char **argv)
             cfg.mem_size = 0;
         if (!cpus_given)
             cfg.ncpus = 0;
-        if (migration_incoming(&vm, &cfg, incoming, err, sizeof(err)) < 0)
+        if (migration_incoming(&vm, &cfg, incoming, vm_start, err, sizeof(err)) < 0)
             die("incoming migration failed: %s", err);
     } else if (vm_create(&vm, &cfg, err, sizeof(err)) < 0) {
         die("%s", err);
@@ -195,7 +195,7 @@ int main(int argc, char **argv)
     if (control_path && control_start(&ctl, control_path, vm_commands, &vm, err, sizeof(err)) < 0)
         die("%s", err);
     log_debug("starting %d vCPU(s), %llu MiB", vm.ncpus, (unsigned long long)(cfg.mem_size >> 20));
-    if (vm_start(&vm) < 0 || console_start(&vm) < 0)
+    if ((!incoming && vm_start(&vm) < 0) || console_start(&vm) < 0)
         die("cannot start the VM");
     if (incoming)
         vm_incoming_started(&vm);

@@ -1,6 +1,6 @@
 #!/bin/bash
 # shellcheck disable=SC2317  # functions called indirectly (trap)
-# Lab test, guest time across live migration: a stock Debian guest (2 vCPUs) on a tap in
+# Lab test, guest time across live migration: a stock Debian guest (1 vCPU) on a tap in
 # the network of lab/net-topology.sh runs tests/lab/clockprobe.c, which samples its
 # CLOCK_MONOTONIC through the vDSO and the system call every 1 ms; a client on the VM
 # network asks the guest's CLOCK_REALTIME every 50 ms.  The VM moves A -> B with the
@@ -11,6 +11,10 @@
 #     and nowhere else by more than 2 s (a stalled timer would show here);
 #   - CLOCK_REALTIME stays within 50 ms of the host's wall clock before, between and
 #     after the hops (each probe's error bound is half its round trip, at most 10 ms).
+# One vCPU: in the lab, Linux marks the TSC unstable with two ("TSCs unsynchronized";
+# a QEMU guest in the same L1 does the same: L1's emulated SVM does not keep two L2
+# vCPUs' TSCs in step), and then offers no TSC clocksource.  kvm-clock with two vCPUs
+# across migrations is covered by t-linux-migrate and t-net-migrate.
 # The two hosts' TSCs differ for the guest: the destination's vCPUs are created at
 # another moment, so KVM gives them another TSC offset; Ferry restores the guest's TSC
 # as a value, moved on by the time in flight.
@@ -95,16 +99,21 @@ start_vmm() {   # start_vmm NAME HOST ARGS...: console in con-NAME, input from F
 }
 console() { echo "$2" >&"${infd[$1]}"; }
 
-start_vmm a hostA --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --mem 256M --cpus 2 \
+start_vmm a hostA --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --mem 256M \
     --append "$LAB_LINUX_APPEND" --net "tap=tap-vm,mac=$MAC"
 wait_for "$limit" "$work/con-a" '^FERRY-READY' || die "the guest did not come up on A"
 cs0=$(grep -m1 '^FERRY-CS' "$work/con-a" | tr -d '\r')
 echo "clock-migrate: guest clocksource: ${cs0#FERRY-CS }"
-grep -qw tsc <<< "$cs0" || die "the guest offers no TSC clocksource: '$cs0'"
+if ! grep -qw tsc <<< "$cs0"; then
+    console a 'dmesg | grep -iE "tsc|clocksource" | sed "s/^/FERRY-DMESG /"; echo FERRY-DMESG-END'
+    wait_for 60 "$work/con-a" '^FERRY-DMESG-END' || true
+    grep '^FERRY-DMESG ' "$work/con-a" | tr -d '\r' | sed 's/^FERRY-DMESG /clock-migrate: guest: /'
+    fail "the guest offers no TSC clocksource: '$cs0'"
+fi
 
 "$topo" exec client "$probe" watch "$IP" 7100 "$work/stop" > "$work/watch.out" 2>&1 &
 wpid=$!
-pids+=($wpid)
+pids+=("$wpid")
 sleep 3
 kill -0 "$wpid" 2>/dev/null || die "the client cannot watch the guest's clock"
 
@@ -130,44 +139,56 @@ sleep 3
 console b "echo tsc > \$cs/current_clocksource; echo FERRY-CS2 \$(cat \$cs/current_clocksource)"
 wait_for 60 "$work/con-b" '^FERRY-CS2' || die "the guest does not answer on B"
 cs2=$(grep -m1 '^FERRY-CS2' "$work/con-b" | tr -d '\r')
-[ "$cs2" = "FERRY-CS2 tsc" ] || die "the guest did not switch to the TSC clocksource: '$cs2'"
+[ "$cs2" = "FERRY-CS2 tsc" ] || fail "the guest did not switch to the TSC clocksource: '$cs2'"
 sleep 3
 hop b c hostA 10.99.0.1
 sleep 3
 touch "$work/stop"
 wait "$wpid" || die "the clock watcher failed"
-tr -d '\r' < "$work/watch.out" | sed 's/^/clock-migrate: guest: /'
+tr -d '\r' < "$work/watch.out" | grep -v '^probe ' | sed 's/^/clock-migrate: guest: /'
 
 # ------------------------------------------------------------------ the checks
-read -r _ offset _ < <(grep -m1 '^offset ' "$work/watch.out") || die "no realtime offset measured"
-awk -v o="$offset" 'BEGIN { exit !(o <= 50) }' ||
-    fail "CLOCK_REALTIME was $offset ms off the host's wall clock (limit 50 ms)"
+# (files, not process substitution: L1 has no /dev/fd)
+grep '^probe ' "$work/watch.out" > "$work/probes" || die "the watcher measured nothing"
+grep '^step ' "$work/watch.out" > "$work/steps" || true
 g=$(grep -m1 '^G ' "$work/watch.out") || die "no findings from the guest's sampler"
 for k in back_vdso back_sys; do
     v=$(sed -n "s/.* $k=\([0-9]*\).*/\1/p" <<< "$g")
     [ "$v" = 0 ] || fail "CLOCK_MONOTONIC went back $v times ($k; $g)"
 done
+# CLOCK_REALTIME: a probe answered within 20 ms bounds the guest's error by its offset
+# less half its round trip; reported before, between and after the hops
+realtime=$(awk -v h1="${hop_to[0]}" -v h2="${hop_to[1]}" '
+    $3 <= 20000000 {
+        e = ($4 < 0 ? -$4 : $4) - $3 / 2; p = $2 < h1 ? 0 : $2 < h2 ? 1 : 2
+        if (e > w[p]) w[p] = e; if (e > all) all = e; n++ }
+    END { printf "%.1f %.1f %.1f %.1f %d", all / 1e6, w[0] / 1e6, w[1] / 1e6, w[2] / 1e6, n }' "$work/probes")
+read -r worst w0 w1 w2 nprobes <<< "$realtime"
+echo "clock-migrate: CLOCK_REALTIME vs host, worst: $w0 ms before the hops, $w1 ms after A -> B," \
+     "$w2 ms after B -> A ($nprobes probes within 20 ms)"
+awk -v o="$worst" 'BEGIN { exit !(o <= 50) }' ||
+    fail "CLOCK_REALTIME was $worst ms off the host's wall clock (limit 50 ms)"
 # each recorded step belongs to the hop whose migration window holds its end (+1 s), or
 # to none; a hop's step must stay within its downtime + 20 ms
+other=0
+declare -a best
+while read -r _ gap end; do
+    hopno=-1
+    for i in "${!hop_from[@]}"; do
+        [ "$end" -lt "${hop_from[$i]}" ] || [ "$end" -gt $((hop_to[i] + 1000000000)) ] || hopno=$i
+    done
+    if [ "$hopno" -ge 0 ]; then
+        [ "$gap" -le "${best[$hopno]:-0}" ] || best[hopno]=$gap
+    elif [ "$gap" -gt "$other" ]; then
+        other=$gap
+    fi
+done < "$work/steps"
 for i in "${!hop_from[@]}"; do
-    best=0
-    while read -r _ gap end; do
-        [ "$end" -ge "${hop_from[$i]}" ] && [ "$end" -le $((hop_to[i] + 1000000000)) ] || continue
-        [ "$gap" -le "$best" ] || best=$gap
-    done < <(grep '^step ' "$work/watch.out")
-    step_ms=$((best / 1000000))
+    step_ms=$((${best[$i]:-0} / 1000000))
     echo "clock-migrate: hop $((i + 1)): CLOCK_MONOTONIC step $step_ms ms for a downtime of ${hop_down[$i]} ms"
     [ "$step_ms" -le $((${hop_down[$i]%.*} + 20)) ] ||
         fail "hop $((i + 1)): the guest's clock stepped $step_ms ms, downtime ${hop_down[$i]} ms (limit +20 ms)"
 done
-other=0
-while read -r _ gap end; do
-    in_hop=0
-    for i in "${!hop_from[@]}"; do
-        [ "$end" -lt "${hop_from[$i]}" ] || [ "$end" -gt $((hop_to[i] + 1000000000)) ] || in_hop=1
-    done
-    [ "$in_hop" = 1 ] || [ "$gap" -le "$other" ] || other=$gap
-done < <(grep '^step ' "$work/watch.out")
 echo "clock-migrate: longest step outside the hops: $((other / 1000000)) ms"
 [ "$other" -le 2000000000 ] || fail "the guest's clock stalled for $((other / 1000000)) ms outside a migration"
 "$cli" -S "$work/c.sock" vm quit > /dev/null || fail "ferry vm quit failed"
