@@ -7,8 +7,8 @@
 # guest's default clocksource (kvm-clock), then B -> A with the TSC as its clocksource.
 # Asserted:
 #   - CLOCK_MONOTONIC (vDSO and syscall) never goes backwards;
-#   - at each switchover it steps forward by no more than that hop's downtime + 20 ms,
-#     and nowhere else by more than 2 s (a stalled timer would show here);
+#   - at each switchover it steps forward by that hop's downtime +- 20 ms (see the
+#     checks below), and nowhere else by more than 2 s (a stalled timer would show here);
 #   - CLOCK_REALTIME stays within 50 ms of the host's wall clock before, between and
 #     after the hops (each probe's error bound is half its round trip, at most 10 ms).
 # One vCPU: in the lab, Linux marks the TSC unstable with two ("TSCs unsynchronized";
@@ -79,11 +79,12 @@ ip link set eth0 up
 ip addr add $IP/24 dev eth0
 cs=/sys/devices/system/clocksource/clocksource0
 echo "FERRY-CS \$(cat \$cs/current_clocksource) of \$(cat \$cs/available_clocksource)"
+echo "FERRY-\$($probe sync /dev/ptp0 2>&1)"
 $probe serve 7100 &
 echo "FERRY-READY"
 while read -r cmd; do eval "\$cmd"; done
 EOF
-lab/lab.sh mkinitrd -m virtio_pci,virtio_net -b "$probe" "$work/initrd.cpio" "$work/init.sh"
+lab/lab.sh mkinitrd -m virtio_pci,virtio_net,ptp_kvm -b "$probe" "$work/initrd.cpio" "$work/init.sh"
 
 declare -A vpid infd
 start_vmm() {   # start_vmm NAME HOST ARGS...: console in con-NAME, input from FIFO in-NAME
@@ -104,6 +105,9 @@ start_vmm a hostA --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --mem 256M \
 wait_for "$limit" "$work/con-a" '^FERRY-READY' || die "the guest did not come up on A"
 cs0=$(grep -m1 '^FERRY-CS' "$work/con-a" | tr -d '\r')
 echo "clock-migrate: guest clocksource: ${cs0#FERRY-CS }"
+sync=$(grep -m1 '^FERRY-sync' "$work/con-a" | tr -d '\r') ||
+    die "the guest could not set its clock from the host's: $(grep -m1 '^FERRY-clockprobe' "$work/con-a")"
+echo "clock-migrate: guest ${sync#FERRY-} (ptp_kvm, as chrony would)"
 if ! grep -qw tsc <<< "$cs0"; then
     console a 'dmesg | grep -iE "tsc|clocksource" | sed "s/^/FERRY-DMESG /"; echo FERRY-DMESG-END'
     wait_for 60 "$work/con-a" '^FERRY-DMESG-END' || true
@@ -168,27 +172,42 @@ echo "clock-migrate: CLOCK_REALTIME vs host, worst: $w0 ms before the hops, $w1 
      "$w2 ms after B -> A ($nprobes probes within 20 ms)"
 awk -v o="$worst" 'BEGIN { exit !(o <= 50) }' ||
     fail "CLOCK_REALTIME was $worst ms off the host's wall clock (limit 50 ms)"
-# each recorded step belongs to the hop whose migration window holds its end (+1 s), or
-# to none; a hop's step must stay within its downtime + 20 ms
-other=0
-declare -a best
-while read -r _ gap end; do
-    hopno=-1
-    for i in "${!hop_from[@]}"; do
-        [ "$end" -lt "${hop_from[$i]}" ] || [ "$end" -gt $((hop_to[i] + 1000000000)) ] || hopno=$i
-    done
-    if [ "$hopno" -ge 0 ]; then
-        [ "$gap" -le "${best[$hopno]:-0}" ] || best[hopno]=$gap
-    elif [ "$gap" -gt "$other" ]; then
-        other=$gap
-    fi
-done < "$work/steps"
+# The clock's step at a switchover: the guest was paused for the downtime, and its clock
+# moved on by that plus its error, which is how far its offset to the host's wall clock
+# moved (medians of the good probes in the 5 s before and after the hop): at most 20 ms.
+# The sampler's own gap also holds the lab's scheduling of the guest around the pause
+# (its single L1 CPU runs the migration too; gaps of 50-200 ms come and go during
+# pre-copy): it is reported, and bounded by downtime + 250 ms.
 for i in "${!hop_from[@]}"; do
-    step_ms=$((${best[$i]:-0} / 1000000))
-    echo "clock-migrate: hop $((i + 1)): CLOCK_MONOTONIC step $step_ms ms for a downtime of ${hop_down[$i]} ms"
-    [ "$step_ms" -le $((${hop_down[$i]%.*} + 20)) ] ||
-        fail "hop $((i + 1)): the guest's clock stepped $step_ms ms, downtime ${hop_down[$i]} ms (limit +20 ms)"
+    drift=$(awk -v a="${hop_from[$i]}" -v b="${hop_to[$i]}" '
+        function median(v, n,   i, j, t) {
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+            return v[int((n + 1) / 2)] }
+        $3 <= 20000000 && $2 < a && $2 >= a - 5e9 { x[++n] = $4 }
+        $3 <= 20000000 && $2 > b && $2 <= b + 5e9 { y[++m] = $4 }
+        END { if (!n || !m) { print "none"; exit } printf "%.1f", (median(y, m) - median(x, n)) / 1e6 }' "$work/probes")
+    best=0
+    while read -r _ gap end; do
+        [ "$end" -ge "${hop_from[$i]}" ] && [ "$end" -le $((hop_to[i] + 1000000000)) ] || continue
+        [ "$gap" -le "$best" ] || best=$gap
+    done < "$work/steps"
+    down=${hop_down[$i]%.*}
+    echo "clock-migrate: hop $((i + 1)): downtime $down ms; guest clock error across it $drift ms;" \
+         "the guest's sampler paused $((best / 1000000)) ms"
+    [ "$drift" != none ] || { fail "hop $((i + 1)): no probes to compare the guest's clock around it"; continue; }
+    awk -v d="$drift" 'BEGIN { exit !(d <= 20 && d >= -20) }' ||
+        fail "hop $((i + 1)): the guest's clock stepped $drift ms more than the $down ms pause (limit 20 ms)"
+    [ $((best / 1000000)) -le $((down + 250)) ] ||
+        fail "hop $((i + 1)): the guest's sampler paused $((best / 1000000)) ms for a $down ms downtime"
 done
+other=0
+while read -r _ gap end; do
+    in_hop=0
+    for i in "${!hop_from[@]}"; do
+        [ "$end" -lt "${hop_from[$i]}" ] || [ "$end" -gt $((hop_to[i] + 1000000000)) ] || in_hop=1
+    done
+    [ "$in_hop" = 1 ] || [ "$gap" -le "$other" ] || other=$gap
+done < "$work/steps"
 echo "clock-migrate: longest step outside the hops: $((other / 1000000)) ms"
 [ "$other" -le 2000000000 ] || fail "the guest's clock stalled for $((other / 1000000)) ms outside a migration"
 "$cli" -S "$work/c.sock" vm quit > /dev/null || fail "ferry vm quit failed"
