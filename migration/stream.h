@@ -21,7 +21,7 @@
 /* Protocol version carried by HELLO: major << 16 | minor. Peers must agree on
  * the major; a minor bump only adds things an older peer may ignore. */
 #define MIG_PROTO_MAJOR  1
-#define MIG_PROTO_MINOR  0
+#define MIG_PROTO_MINOR  1   /* 1.1: vm section v3 (TSC rate), RESUMED once the vCPUs run */
 #define MIG_PROTO_VERSION ((uint32_t)MIG_PROTO_MAJOR << 16 | MIG_PROTO_MINOR)
 
 #define MIG_PAGE_SIZE    4096u

@@ -241,7 +241,7 @@ static void test_hello(void **state)
     buf_patch_u32(&b, 0, 2u << 16);
     memcpy(m.payload, b.data, 4);
     assert_int_equal(hello_decode(&m, &v, &json, err, sizeof(err)), -1);
-    assert_string_equal(err, "incompatible migration protocol version 2.0 (this side speaks 1.0)");
+    assert_string_equal(err, "incompatible migration protocol version 2.0 (this side speaks 1.1)");
     assert_null(json);
     msg_free(&m);
     buf_free(&b);
