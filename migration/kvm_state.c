@@ -179,9 +179,15 @@ int vcpu_tsc_khz_set(int vcpu_fd, uint32_t khz, char *err, size_t errlen)
     uint32_t here = vcpu_tsc_khz(vcpu_fd);
     if (!khz || khz == here)
         return 0;
-    if (ioctl(vcpu_fd, KVM_SET_TSC_KHZ, (unsigned long)khz) < 0) {
+    /* read back: some KVMs accept a rate they do not apply */
+    int r = ioctl(vcpu_fd, KVM_SET_TSC_KHZ, (unsigned long)khz);
+    int e = errno;
+    if (r < 0 || vcpu_tsc_khz(vcpu_fd) != khz) {
         snprintf(err, errlen, "the guest's TSC runs at %u kHz and KVM here cannot run it at that rate "
-                 "(this host: %u kHz, no TSC scaling): %s", khz, here, strerror(errno));
+                 "(this host: %u kHz, no TSC scaling)%s%s", khz, here, r < 0 ? ": " : "",
+                 r < 0 ? strerror(e) : "");
+        /* KVM records the rate asked for even when it refuses it */
+        ioctl(vcpu_fd, KVM_SET_TSC_KHZ, (unsigned long)here);
         return -1;
     }
     return 0;

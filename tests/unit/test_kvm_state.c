@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -125,6 +126,39 @@ static void test_restore_keeps_tsc_deadline(void **state)
     close(kvm);
 }
 
+/* A destination that cannot run the guest's TSC at the source's rate says so
+ * in one line (and the VM stays on the source); one that can, does. */
+static void test_tsc_rate(void **state)
+{
+    (void)state;
+    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (kvm < 0)
+        skip();
+    int vmfd = ioctl(kvm, KVM_CREATE_VM, 0);
+    assert_true(vmfd >= 0);
+    int cpu = ioctl(vmfd, KVM_CREATE_VCPU, 0);
+    assert_true(cpu >= 0);
+    uint32_t here = vcpu_tsc_khz(cpu);
+    if (!here)
+        skip();
+    char err[256] = "";
+    assert_int_equal(vcpu_tsc_khz_set(cpu, here, err, sizeof(err)), 0);   /* same rate: nothing to do */
+    assert_int_equal(vcpu_tsc_khz_set(cpu, 0, err, sizeof(err)), 0);      /* an old source: no rate sent */
+    uint32_t want = here / 2;   /* slower than this host: only TSC scaling can */
+    if (vcpu_tsc_khz_set(cpu, want, err, sizeof(err)) == 0) {
+        assert_int_equal(vcpu_tsc_khz(cpu), want);
+    } else {
+        char expect[128];
+        snprintf(expect, sizeof(expect), "the guest's TSC runs at %u kHz and KVM here cannot run it", want);
+        assert_non_null(strstr(err, expect));
+        assert_null(strchr(err, '\n'));
+        assert_int_equal(vcpu_tsc_khz(cpu), here);   /* unchanged */
+    }
+    close(cpu);
+    close(vmfd);
+    close(kvm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -133,6 +167,7 @@ int main(void)
         cmocka_unit_test(test_advance_moves_only_tsc),
         cmocka_unit_test(test_vm_section_keeps_clock),
         cmocka_unit_test(test_restore_keeps_tsc_deadline),
+        cmocka_unit_test(test_tsc_rate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
