@@ -12,12 +12,12 @@
 
 /* Guest-physical layout of a Linux boot (all below 1 MiB except the kernel
  * and the initrd). boot/x86.h owns 0x500 (GDT), 0x1000 (TSS) and
- * 0x9000..0x1b000 (page tables); mptable.h owns 0xf0000. */
+ * 0x9000..0x1b000 (page tables); acpi.h owns 0xe0000-0xe1fff. */
 #define BP_ZERO_PAGE_ADDR   0x7000ull     /* struct boot_params, 4 KiB (rsi at entry) */
 #define BP_CMDLINE_ADDR     0x20000ull    /* NUL-terminated kernel command line */
 #define BP_CMDLINE_AREA     0x10000ull    /* bytes reserved for it, NUL included */
 #define BP_EBDA_START       0x9fc00ull    /* e820: RAM below, reserved from here... */
-#define BP_BIOS_END         0x100000ull   /* ...up to 1 MiB (EBDA, VGA hole, BIOS, MP table) */
+#define BP_BIOS_END         0x100000ull   /* ...up to 1 MiB (EBDA, VGA hole, BIOS, ACPI tables) */
 #define BP_KERNEL_MIN_ADDR  0x100000ull   /* lowest load address ever used */
 
 /* Setup header (boot.rst), at offset 0x1f1 of the bzImage and of boot_params. */

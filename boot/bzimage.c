@@ -3,7 +3,7 @@
  * Guest-physical layout:
  *   0x7000            boot_params (zero page); rsi at entry
  *   0x20000           kernel command line
- *   0x9fc00-0xfffff   e820-reserved: EBDA/BIOS area; MP table at 0xf0000
+ *   0x9fc00-0xfffff   e820-reserved: EBDA/BIOS area; ACPI tables at 0xe0000
  *   pref_address      protected-mode kernel (16 MiB for stock kernels),
  *                     followed by its init_size working area
  *   top of low RAM    initrd, page aligned, below initrd_addr_max
@@ -19,7 +19,7 @@
 
 #include "boot/boot.h"
 #include "boot/bootparams.h"
-#include "boot/mptable.h"
+#include "boot/acpi.h"
 
 #define MIB        (1ull << 20)
 #define PAGE_MASK  0xfffull
@@ -240,8 +240,8 @@ int linux_load(struct guest_mem *mem, const struct boot_params_in *in,
     struct boot_params bp;
     struct bzimage *b = &bz;
 
-    if (ncpus > MPTABLE_MAX_CPUS) {
-        snprintf(err, errlen, "MP table: %d vCPUs out of range (1-%d)", ncpus, MPTABLE_MAX_CPUS);
+    if (ncpus > ACPI_MAX_CPUS) {
+        snprintf(err, errlen, "ACPI: %d vCPUs out of range (1-%d)", ncpus, ACPI_MAX_CPUS);
         return -1;
     }
     kfd = open_file("kernel", path, &b->fsize, err, errlen);
@@ -312,7 +312,7 @@ int linux_load(struct guest_mem *mem, const struct boot_params_in *in,
     }
     memcpy(cdst, cmdline, cmdlen + 1);
     memcpy(zdst, &bp, sizeof(bp));
-    if (mptable_write(mem, ncpus, err, errlen) < 0)
+    if (acpi_write(mem, ncpus, err, errlen) < 0)
         goto out;
 
     memset(out, 0, sizeof(*out));

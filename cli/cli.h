@@ -24,4 +24,7 @@ int cli_open(struct cli_conn *c, const char *sock);
 int cmd_migrate(struct cli_conn *c, const struct migrate_opts *o);
 int cmd_migrate_cancel(struct cli_conn *c);
 
+/* shutdown.c: power button, then `quit` after timeout_s */
+int cmd_shutdown(struct cli_conn *c, long long timeout_s);
+
 #endif

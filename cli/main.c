@@ -23,6 +23,9 @@ static const char usage_text[] =
     "  vm pause                    park every vCPU\n"
     "  vm resume                   run the vCPUs again\n"
     "  vm quit                     stop the VM; ferry-vmm exits\n"
+    "  vm shutdown [--timeout S]   press the guest's ACPI power button and wait for it to\n"
+    "                              power off; after S seconds (default 60) stop it hard\n"
+    "                              (exit status 1)\n"
     "  vm migrate --to HOST:PORT [options]\n"
     "                              live-migrate to `ferry-vmm --incoming HOST:PORT`, show\n"
     "                              the progress, then quit the source\n"
@@ -139,7 +142,7 @@ static int raw_cmd(struct cli_conn *c, const char *line)
     return good ? EXIT_OK : EXIT_FAILED;
 }
 
-enum { O_TO = 256, O_DOWNTIME, O_BW, O_MAXTIME, O_MAXROUNDS, O_FORCE, O_NOVERIFY, O_JSON, O_KEEP };
+enum { O_TIMEOUT = 255, O_TO, O_DOWNTIME, O_BW, O_MAXTIME, O_MAXROUNDS, O_FORCE, O_NOVERIFY, O_JSON, O_KEEP };
 
 int main(int argc, char **argv)
 {
@@ -150,10 +153,12 @@ int main(int argc, char **argv)
         { "max-time", required_argument, NULL, O_MAXTIME },
         { "max-rounds", required_argument, NULL, O_MAXROUNDS }, { "force", no_argument, NULL, O_FORCE },
         { "no-verify", no_argument, NULL, O_NOVERIFY }, { "json", no_argument, NULL, O_JSON },
-        { "keep-source", no_argument, NULL, O_KEEP }, { 0 },
+        { "keep-source", no_argument, NULL, O_KEEP },
+        { "timeout", required_argument, NULL, O_TIMEOUT }, { 0 },
     };
     const char *sock = getenv("FERRY_SOCKET");
     struct migrate_opts mo = { .downtime_ms = -1, .bandwidth_mbps = -1, .max_time_s = -1, .max_rounds = -1 };
+    long long timeout_s = -1;
     bool help = false, migrate_opt = false;
     char first_migrate_opt[32] = "";
     int c, li = -1;
@@ -162,7 +167,7 @@ int main(int argc, char **argv)
     /* options may come anywhere; the remaining words are the command */
     while ((c = getopt_long(argc, argv, ":S:h", opts, &li)) != -1) {
         const char *name = argv[optind - 1];
-        if (c >= O_TO && li >= 0) {
+        if (c >= O_TIMEOUT && li >= 0) {
             snprintf(optname, sizeof(optname), "--%s", opts[li].name);
             name = optname;
         }
@@ -171,8 +176,12 @@ int main(int argc, char **argv)
         case 'S': sock = optarg; break;
         case 'h': help = true; break;
         case O_JSON: mo.json = true; break;
+        case O_TIMEOUT:
+            if (parse_num(name, optarg, &timeout_s))
+                return EXIT_USAGE;
+            break;
         case '?':
-            if (optopt >= O_TO)  /* --force=1 and the like */
+            if (optopt >= O_TIMEOUT)  /* --force=1 and the like */
                 return usage_error("option '%s' takes no argument", name);
             if (optopt)
                 return usage_error("unknown option '-%c'", optopt);
@@ -206,8 +215,8 @@ int main(int argc, char **argv)
     if (strcmp(w[0], "vm"))
         return usage_error("unknown command '%s'", w[0]);
     const char *sub = w[1];
-    static const char *known[] = { "status", "pause", "resume", "quit", "migrate", "migrate-status",
-                                   "migrate-cancel", "cmd", NULL };
+    static const char *known[] = { "status", "pause", "resume", "quit", "shutdown", "migrate",
+                                   "migrate-status", "migrate-cancel", "cmd", NULL };
     int k = 0;
     while (known[k] && strcmp(known[k], sub))
         k++;
@@ -222,6 +231,8 @@ int main(int argc, char **argv)
         return usage_error("%s is an option of vm migrate only", first_migrate_opt);
     if (mo.json && strcmp(sub, "status") && strcmp(sub, "migrate-status") && !is_migrate)
         return usage_error("--json is not an option of vm %s", sub);
+    if (timeout_s >= 0 && strcmp(sub, "shutdown"))
+        return usage_error("--timeout is an option of vm shutdown only");
     if (is_migrate && !mo.to)
         return usage_error("vm migrate needs --to HOST:PORT");
     if (!sock || !sock[0])
@@ -233,6 +244,8 @@ int main(int argc, char **argv)
     int rc;
     if (is_migrate)
         rc = cmd_migrate(&conn, &mo);
+    else if (!strcmp(sub, "shutdown"))
+        rc = cmd_shutdown(&conn, timeout_s >= 0 ? timeout_s : 60);
     else if (!strcmp(sub, "migrate-cancel"))
         rc = cmd_migrate_cancel(&conn);
     else if (is_cmd)

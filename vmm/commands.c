@@ -1,4 +1,4 @@
-/* VM commands on the control socket: status, pause, resume, quit. */
+/* VM commands on the control socket: status, pause, resume, quit, shutdown. */
 #include <stdio.h>
 #include <string.h>
 
@@ -187,11 +187,31 @@ static int cmd_quit(void *ctx, json_object *args, json_object *res, char *err, s
     return 0;
 }
 
+/* The ACPI power button: the guest decides (`ferry vm shutdown` waits for
+ * it and falls back to `quit`). */
+static int cmd_shutdown(void *ctx, json_object *args, json_object *res, char *err, size_t errlen)
+{
+    struct vm *vm = ctx;
+    pthread_mutex_lock(&vm->lock);
+    enum vm_state st = vm->state;
+    pthread_mutex_unlock(&vm->lock);
+    if (st != VM_RUNNING || atomic_load(&vm->stopping)) {
+        snprintf(err, errlen, "the VM is %s: only a running VM can be asked to shut down",
+                 atomic_load(&vm->stopping) ? "stopping" : vm_state_name(st));
+        return -1;
+    }
+    log_info("power button pressed on the control socket");
+    acpi_pm_power_button(&vm->acpi_pm);
+    json_object_object_add(res, "state", json_object_new_string("shutting-down"));
+    return 0;
+}
+
 const struct control_cmd vm_commands[] = {
     { "status", cmd_status },
     { "pause", cmd_pause },
     { "resume", cmd_resume },
     { "quit", cmd_quit },
+    { "shutdown", cmd_shutdown },
     { "migrate", cmd_migrate },
     { "migrate-status", cmd_migrate_status },
     { "migrate-cancel", cmd_migrate_cancel },

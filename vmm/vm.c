@@ -15,6 +15,7 @@
 #include "devices/virtio_net.h"
 #include "include/ferry-guest-abi.h"
 #include "vmm/log.h"
+#include "boot/acpi.h"
 #include "vmm/vm.h"
 
 #define KVM_TSS_ADDR          0xfffbd000ull
@@ -58,6 +59,16 @@ static void i8042_reset(void *opaque)
 {
     log_info("guest reset (keyboard controller)");
     vm_request_stop(opaque, STOP_RESET, 0);
+}
+
+static void acpi_sci(void *opaque, int level)
+{
+    irq_line(opaque, ACPI_SCI_IRQ, level);
+}
+
+static void acpi_poweroff(void *opaque)
+{
+    vm_request_stop(opaque, STOP_POWEROFF, 0);
 }
 
 static int open_console(struct vm *vm, const char *spec, char *err, size_t errlen)
@@ -149,14 +160,18 @@ static int devices_setup(struct vm *vm, char *err, size_t errlen)
     testdev_init(&vm->testdev, &vm->mem, stdout, testdev_exit, vm);
     vm->i8042 = (struct i8042){ .reset = i8042_reset, .opaque = vm };
     rtc_init(&vm->rtc);
+    acpi_pm_init(&vm->acpi_pm, acpi_sci, acpi_poweroff, vm);
     if (bus_register(&vm->pio, UART_COM1_BASE, 8, uart_io, &vm->uart, "uart") ||
         bus_register(&vm->pio, I8042_DATA_PORT, 5, i8042_io, &vm->i8042, "i8042") ||
         bus_register(&vm->pio, RTC_PORT, 2, rtc_io, &vm->rtc, "rtc") ||
+        bus_register(&vm->pio, ACPI_PM1_EVT_PORT, 6, acpi_pm_io, &vm->acpi_pm, "acpi-pm") ||
         bus_register(&vm->mmio, FERRY_TESTDEV_ADDR, 4096, testdev_io, &vm->testdev, "testdev")) {
         snprintf(err, errlen, "device address conflict");
         return -1;
     }
-    return vm_add_mig_device(vm, &uart_mig_device(&vm->uart));
+    if (vm_add_mig_device(vm, &uart_mig_device(&vm->uart)) < 0)
+        return -1;
+    return vm_add_mig_device(vm, &acpi_pm_mig_device(&vm->acpi_pm));
 }
 
 /* ---- PCI devices (--disk, --net) ---- */

@@ -12,6 +12,7 @@
 #include "devices/bus.h"
 #include "devices/i8042.h"
 #include "devices/rtc.h"
+#include "devices/acpi_pm.h"
 #include "devices/testdev.h"
 #include "devices/uart.h"
 #include "migration/kvm_state.h"
@@ -109,6 +110,7 @@ struct vm {
     struct testdev testdev;
     struct i8042 i8042;
     struct rtc rtc;
+    struct acpi_pm acpi_pm;
     FILE *console_out;
     int console_in;           /* fd fed to the UART, or -1 */
     struct pci_host *pci;     /* PCI bus, when a PCI device is configured */

@@ -23,7 +23,7 @@ con=$work/console.log
 cat > "$work/init.sh" <<'EOF'
 echo "FERRY-UPTIME $(cat /proc/uptime)"
 echo "FERRY-NCPU $(nproc 2>/dev/null || grep -c '^processor' /proc/cpuinfo)"
-# power off needs ACPI; without it "poweroff -f" halts for ever, so reset instead
+# power off needs ACPI (ferry-vmm and QEMU have it); without, "poweroff -f" halts for ever
 [ ! -d /sys/firmware/acpi ] || poweroff -f
 reboot -f
 EOF
@@ -81,6 +81,9 @@ echo "linux-boot ($vmm_name): userspace after ${boot}s" \
 errors=()
 [ "$rc" -eq 0 ] || errors+=("VMM exit status $rc$([ "$rc" -ne 124 ] || echo " (timed out after ${limit}s)")")
 [ "$ncpu" = 2 ] || errors+=("FERRY-NCPU is '$ncpu', want 2")
+# ACPI: the guest powers off (S5), and ferry-vmm says so
+[ "$vmm_name" != ferry ] || grep -q 'guest powered off' "$work/vmm.out" ||
+    errors+=("ferry-vmm did not report 'guest powered off'")
 [[ $uptime =~ ^[0-9]+(\.[0-9]+)?$ && $uptime =~ [1-9] ]] ||
     errors+=("no positive FERRY-UPTIME (got '$uptime')")
 [ ${#errors[@]} -gt 0 ] || exit 0

@@ -17,7 +17,7 @@
 
 #include "boot/boot.h"
 #include "boot/bootparams.h"
-#include "boot/mptable.h"
+#include "boot/acpi.h"
 #include "vmm/memory.h"
 
 #define MIB         (1ull << 20)
@@ -224,10 +224,9 @@ static void test_load_ok(void **state)
         if (i != offsetof(struct boot_params, e820_entries))
             assert_int_equal(((const uint8_t *)bp)[i], 0);
 
-    /* The MP table for 2 vCPUs. */
-    assert_memory_equal(f->ram + MPTABLE_ADDR, "_MP_", 4);
-    const struct mpc_table *mpc = (const void *)(f->ram + MPTABLE_CONFIG_ADDR);
-    assert_int_equal(mpc->oemcount, MPTABLE_NUM_ENTRIES(2));
+    /* The ACPI tables (checked in detail by test_acpi). */
+    assert_memory_equal(f->ram + ACPI_RSDP_ADDR, "RSD PTR ", 8);
+    assert_memory_equal(f->ram + ACPI_MADT_ADDR, "APIC", 4);
 }
 
 static void test_null_cmdline(void **state)
@@ -480,10 +479,10 @@ static void test_too_many_cpus(void **state)
 {
     struct fixture *f = *state;
     struct boot_entry out;
-    assert_int_equal(load_full(f, &f->mem, IMG_SIZE, NULL, "", MPTABLE_MAX_CPUS + 1, &out), -1);
+    assert_int_equal(load_full(f, &f->mem, IMG_SIZE, NULL, "", ACPI_MAX_CPUS + 1, &out), -1);
     check_err(f, "65 vCPUs out of range (1-64)");
     assert_true(ram_untouched(f));
-    assert_int_equal(load_full(f, &f->mem, IMG_SIZE, NULL, "", MPTABLE_MAX_CPUS, &out), 0);
+    assert_int_equal(load_full(f, &f->mem, IMG_SIZE, NULL, "", ACPI_MAX_CPUS, &out), 0);
 }
 
 /* A real kernel, e.g. FERRY_TEST_BZIMAGE=/boot/vmlinuz-$(uname -r). */
