@@ -1,7 +1,7 @@
 #!/bin/bash
 # Install the Debian packages Ferry needs to build and test (idempotent).
 set -euo pipefail
-PKGS="gcc meson ninja-build pkg-config libjson-c-dev libxxhash-dev libcmocka-dev
+PKGS="gcc meson ninja-build pkg-config acpica-tools libjson-c-dev libxxhash-dev libcmocka-dev
       libclang-rt-14-dev socat iproute2 python3
       qemu-system-x86 qemu-utils busybox-static cpio kmod xz-utils iperf3"
 missing=()
