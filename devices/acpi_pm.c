@@ -37,7 +37,7 @@ static bool write_reg(struct acpi_pm *pm, uint64_t reg, uint16_t v, uint16_t mas
         pm->r.sts &= (uint16_t)~(v & mask);
         return false;
     case 2:
-        pm->r.en = (uint16_t)((pm->r.en & ~mask) | (v & mask & ACPI_PM_PWRBTN));
+        pm->r.en = (uint16_t)((pm->r.en & ~mask) | (v & mask & ACPI_PM_EN_MASK));
         return false;
     default: {  /* control: SLP_EN is write-only and acts at once */
         uint16_t cnt = (uint16_t)((pm->r.cnt & ~mask) | (v & mask));

@@ -13,6 +13,11 @@
 #include "migration/vmstate.h"
 
 #define ACPI_PM_PWRBTN     (1u << 8)    /* PM1 status/enable: power button */
+/* Enable bits the guest may set and read back, though only the power button
+ * ever fires: the global lock's (ACPICA probes it) and the RTC alarm's
+ * (rtc_cmos enables it at boot; "Could not enable RealTimeClock event"
+ * otherwise). */
+#define ACPI_PM_EN_MASK    (ACPI_PM_PWRBTN | (1u << 5) | (1u << 10))
 #define ACPI_PM_SCI_EN     (1u << 0)    /* PM1 control */
 #define ACPI_PM_SLP_TYP(v) (((v) >> 10) & 7u)
 #define ACPI_PM_SLP_EN     (1u << 13)

@@ -59,7 +59,7 @@ wait_for() {   # wait_for SECONDS FILE REGEX
 # The guest: MODE=handle waits for the power button and powers off; MODE=ignore does not.
 for mode in handle ignore; do
     cat > "$work/init-$mode.sh" <<EOF
-dmesg | grep -iE 'acpi.*(error|warn|bug|fail)|firmware bug' | sed 's/^/FERRY-ACPIERR /'
+dmesg | grep -E 'ACPI (BIOS )?(Error|Warning)|Firmware Bug' | sed 's/^/FERRY-ACPIERR /'
 ev=
 for d in /sys/class/input/event*; do
     [ "\$(cat \$d/device/name 2>/dev/null)" != "Power Button" ] || ev=/dev/input/\${d##*/}
@@ -89,11 +89,11 @@ boot() {   # boot NAME MODE
     grep -q '^FERRY-BUTTON /dev/input/' "$work/con-$1" ||
         die "the guest ($2) has no power button: $(grep '^FERRY-BUTTON' "$work/con-$1" | tr -d '\r')"
 }
-exit_status() {   # exit_status NAME SECONDS: ferry-vmm's status once it exited
-    timeout "$2" tail --pid="${vpid[$1]}" -f /dev/null || { echo timeout; return; }
-    local st=0
-    wait "${vpid[$1]}" || st=$?
-    echo "$st"
+exited() {   # exited NAME SECONDS: ferry-vmm's exit status in $vst ("timeout" if it runs on)
+    vst=timeout
+    timeout "$2" tail --pid="${vpid[$1]}" -f /dev/null || return 0
+    vst=0
+    wait "${vpid[$1]}" || vst=$?
 }
 
 # ------------------------------------------------------------------ 1. clean shutdown
@@ -102,7 +102,8 @@ start_vmm b --incoming 127.0.0.1:4446
 wait_for 30 "$work/vmm-b.out" 'port 4446' || die "destination did not listen"
 "$cli" -S "$work/a.sock" vm migrate --to 127.0.0.1:4446 --json > "$work/cli-mig.out" 2>&1 ||
     die "migration A -> B failed: $(tail -n 1 "$work/cli-mig.out")"
-[ "$(exit_status a 60)" = 0 ] || die "the source did not exit 0 after the migration"
+exited a 60
+[ "$vst" = 0 ] || die "the source did not exit 0 after the migration ($vst)"
 t0=$(us)
 st=0
 "$cli" -S "$work/b.sock" vm shutdown --timeout 60 > "$work/cli-shutdown.out" 2>&1 || st=$?
@@ -110,7 +111,7 @@ took=$(secs $(($(us) - t0)))
 [ "$st" = 0 ] || fail "ferry vm shutdown exited $st: $(tail -n 1 "$work/cli-shutdown.out")"
 grep -q '^guest powered off' "$work/cli-shutdown.out" || fail "the CLI did not report the power-off"
 grep -q '^FERRY-PRESSED' "$work/con-b" || fail "the guest on B never saw the power button"
-vst=$(exit_status b 30)
+exited b 30
 [ "$vst" = 0 ] || fail "ferry-vmm B exited '$vst' after the guest powered off (want 0)"
 grep -q 'guest powered off' "$work/vmm-b.out" || fail "ferry-vmm B did not say 'guest powered off'"
 echo "linux-acpi: migrated A -> B, then shutdown: guest powered off in ${took}s, ferry-vmm exit $vst"
@@ -124,7 +125,7 @@ took=$(secs $(($(us) - t0)))
 [ "$st" = 1 ] || fail "ferry vm shutdown on a guest ignoring the button exited $st (want 1)"
 grep -q 'did not power off within 5 s: stopped it hard' "$work/cli-ignored.out" ||
     fail "no fallback message: $(tail -n 1 "$work/cli-ignored.out")"
-vst=$(exit_status c 30)
+exited c 30
 [ "$vst" = 0 ] || fail "ferry-vmm C exited '$vst' after the hard stop (want 0)"
 echo "linux-acpi: a guest ignoring the button: $(tr -d '\r' < "$work/cli-ignored.out" | tail -n 1) (after ${took}s)"
 

@@ -162,6 +162,8 @@ static void test_power_button(void **state)
     acpi_pm_io(&pm, 0, b, 4, false);
     assert_int_equal(b[1] & 1, 1);               /* PWRBTN_STS */
     assert_int_equal(b[3] & 1, 1);               /* PWRBTN_EN */
+    wr(&pm, 2, 0xffff);                          /* only the known enable bits stick */
+    assert_int_equal(rd(&pm, 2), ACPI_PM_EN_MASK);
     assert_int_equal(powered_off, 0);
 }
 
