@@ -54,7 +54,7 @@ set -euo pipefail
 LAB_DIR=${LAB_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ferry-lab}
 KDIR=$LAB_DIR/kernel
 L1_INITRD=$LAB_DIR/l1-initrd.cpio
-PKGS="qemu-system-x86 qemu-utils busybox-static cpio kmod xz-utils iproute2 iperf3 socat"
+PKGS="qemu-system-x86 qemu-utils busybox-static cpio kmod xz-utils iproute2 iperf3 socat redis-server redis-tools e2fsprogs jq"
 L1_APPEND="console=ttyS0 panic=-1 cryptomgr.notests mitigations=off"   # full log: for failures
 # kernel parameters measured to speed up a stock L2 guest's boot (see info)
 L2_APPEND="console=ttyS0 panic=-1 quiet pci=noearly cryptomgr.notests mitigations=off 8250.nr_uarts=1 rodata=off"

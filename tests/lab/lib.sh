@@ -13,3 +13,84 @@ LAB_LINUX_APPEND+=" i8042.dumbkbd"
 
 us() { echo "${EPOCHREALTIME//[!0-9]/}"; }
 secs() { printf '%d.%d' $(($1 / 1000000)) $(($1 / 100000 % 10)); }
+
+# ---- a VM on lab/net-topology.sh's network, migrated between its two hosts ----
+# lab_vm_init NAME: for a test called NAME (messages are prefixed with it): checks the
+# build (ferry-vmm, ferry: $vmm, $cli), makes $work (removed on exit, with every process
+# in lab_pids killed and the topology torn down) and brings the topology up ($topo,
+# FERRY_NET_PREFIX set by the test).  Then:
+#   lab_fail MSG...         record a failure (lab_errors) and go on
+#   lab_die MSG...          fail, print the consoles and logs, exit 1
+#   lab_wait_for S FILE RE  wait up to S seconds for a line matching RE in FILE
+#   lab_vm_start NAME HOST ARGS...   ferry-vmm in HOST's namespace, control socket
+#                           $work/NAME.sock, console $work/con-NAME (input: lab_console)
+#   lab_console NAME LINE   type LINE on NAME's console
+#   lab_hop SRC DST HOST IP migrate SRC to a new ferry-vmm DST in HOST listening on
+#                           IP:4444; appends the host's wall clock (ns) before and after
+#                           to lab_hop_from/lab_hop_to and the downtime (ms) to lab_hop_down
+lab_vm_init() {
+    lab_name=$1
+    vmm=$BUILD/vmm/ferry-vmm
+    cli=$BUILD/cli/ferry
+    local f
+    for f in "$vmm" "$cli"; do
+        [ -x "$f" ] || { echo "$lab_name: no $f (build first)" >&2; exit 1; }
+    done
+    topo=lab/net-topology.sh
+    work=$(mktemp -d)
+    lab_pids=() lab_errors=() lab_hop_from=() lab_hop_to=() lab_hop_down=()
+    declare -gA lab_vpid lab_infd
+    trap lab_cleanup EXIT
+    "$topo" down >/dev/null 2>&1 || true
+    "$topo" up
+}
+lab_cleanup() {
+    local p
+    for p in "${lab_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    "$topo" down >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+lab_fail() { lab_errors+=("$*"); echo "$lab_name: $*" >&2; }
+lab_die() {
+    lab_fail "$*"
+    local f
+    for f in "$work"/con-* "$work"/vmm-*.out "$work"/mig-*.err; do
+        [ -s "$f" ] || continue
+        echo "---- ${f##*/} (last 25 lines) ----" >&2
+        tail -n 25 "$f" | tr -d '\r' >&2
+    done
+    exit 1
+}
+lab_wait_for() {
+    local end=$(($(date +%s) + $1))
+    while ! grep -qE "$3" "$2" 2>/dev/null; do
+        [ "$(date +%s)" -lt "$end" ] || return 1
+        sleep 0.5
+    done
+}
+lab_vm_start() {
+    local name=$1 host=$2 fd; shift 2
+    mkfifo "$work/in-$name"
+    exec {fd}<>"$work/in-$name"
+    lab_infd[$name]=$fd
+    : > "$work/con-$name"
+    "$topo" exec "$host" "$vmm" --control "$work/$name.sock" "$@" < "$work/in-$name" \
+        > "$work/con-$name" 2> "$work/vmm-$name.out" &
+    lab_vpid[$name]=$!
+    lab_pids+=($!)
+}
+lab_console() { echo "$2" >&"${lab_infd[$1]}"; }
+lab_hop() {
+    local src=$1 dst=$2 host=$3 ip=$4 st=0
+    lab_vm_start "$dst" "$host" --incoming "$ip:4444"
+    lab_wait_for 30 "$work/vmm-$dst.out" 'port 4444' || lab_die "$dst: destination did not listen"
+    lab_hop_from+=("$(date +%s%N)")
+    timeout "${limit:-180}" "$cli" -S "$work/$src.sock" vm migrate --to "$ip:4444" --json \
+        > "$work/mig-$src$dst.out" 2> "$work/mig-$src$dst.err" || st=$?
+    lab_hop_to+=("$(date +%s%N)")
+    [ "$st" -eq 0 ] || lab_die "migration $src -> $dst failed ($st): $(tail -n 1 "$work/mig-$src$dst.err")"
+    lab_hop_down+=("$(jq -r .downtime_ms "$work/mig-$src$dst.out")")
+    timeout 90 tail --pid="${lab_vpid[$src]}" -f /dev/null || lab_die "source $src did not exit"
+    echo "${lab_name#t-}: $src -> $dst: downtime ${lab_hop_down[-1]} ms, total $(jq -r .total_ms "$work/mig-$src$dst.out") ms"
+}
