@@ -67,8 +67,12 @@ static void tx(struct virtio_net *n, bool *more)
         }
         for (uint32_t k = 0; k < e->nout; k++)
             iov[k] = (struct iovec){ e->seg[k].hva, e->seg[k].len };
-        uint8_t head[42];
+        uint8_t vh[2], head[42];
         size_t hl = virtq_read_out(e, HDR_LEN, head, sizeof(head));
+        if (virtq_read_out(e, 0, vh, 2) == 2) {
+            n->st.tx_csum += vh[0] & 1;    /* VIRTIO_NET_HDR_F_NEEDS_CSUM */
+            n->st.tx_gso += vh[1] != 0;    /* gso_type */
+        }
         ssize_t w = e->out_bytes > HDR_LEN && e->nin == 0 ? tap_writev(&n->tap, iov, (int)e->nout) : -EINVAL;
         if (w < 0) {
             if (!n->st.tx_dropped++)
@@ -80,8 +84,10 @@ static void tx(struct virtio_net *n, bool *more)
         }
         virtq_push(q, e->head, 0);
     }
-    if (virtq_need_interrupt(q, old))
+    if (virtq_need_interrupt(q, old)) {
+        n->st.tx_irqs++;
         virtio_pci_notify_queue(vp, VIRTIO_NET_TXQ);
+    }
 }
 
 /* ---- receive: tap -> guest ------------------------------------------------- */
@@ -166,8 +172,10 @@ static bool rx(struct virtio_net *n)
             break;
         }
     }
-    if (virtq_need_interrupt(q, old))
+    if (virtq_need_interrupt(q, old)) {
+        n->st.rx_irqs++;
         virtio_pci_notify_queue(vp, VIRTIO_NET_RXQ);
+    }
     return starved;
 }
 
@@ -228,9 +236,16 @@ static void *worker(void *arg)
         /* the tap only when the guest has buffers for what it brings */
         if (poll(p, starved ? 3 : 4, tx_more ? 0 : -1) < 0 && errno != EINTR)
             break;
+        bool kicked[2] = { p[0].revents != 0, p[1].revents != 0 };
         for (int i = 0; i < 3; i++)
             if (p[i].revents)
                 io_drain(p[i].fd);
+        if (kicked[0] || kicked[1]) {
+            pthread_mutex_lock(&n->vp.lock);
+            n->st.rx_kicks += kicked[0];
+            n->st.tx_kicks += kicked[1];
+            pthread_mutex_unlock(&n->vp.lock);
+        }
     }
     return NULL;
 }

@@ -55,6 +55,9 @@
 struct virtio_net_stats {
     uint64_t rx_packets, rx_bytes, rx_dropped;   /* tap -> guest */
     uint64_t tx_packets, tx_bytes, tx_dropped;   /* guest -> tap */
+    /* what the driver asked for and got: kicks, interrupts, and the guest's
+     * transmit offloads in use (frames with NEEDS_CSUM / a GSO type) */
+    uint64_t rx_kicks, tx_kicks, rx_irqs, tx_irqs, tx_csum, tx_gso;
 };
 
 struct virtio_net {
