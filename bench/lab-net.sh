@@ -12,10 +12,13 @@
 #                 the same bridges and veths, no VM
 #   client->guest iperf3 -c
 #   guest->client iperf3 -c -R (the guest's iperf3 sends)
-# and prints the three figures and their ratios, the NIC's counters (ferry vm status
-# --json) and the guest's virtio interrupt counts. Exit status 1 when a target is missed:
-# guest->client >= 0.8 x client->guest, both >= 0.5 x baseline. Not a CI test.
-#   BUILD   build directory (default "build");  SECS   seconds per measurement (default 8)
+# and prints the three figures and their ratios, L1's CPU use, the NIC's counters (ferry
+# vm status --json: frames, kicks, interrupts, offloads) and the guest's virtio interrupt
+# counts. Exit status 1 when a target is missed: guest->client >= 0.8 x client->guest,
+# both >= 0.5 x baseline. A benchmark, not a CI test.
+#   BUILD            build directory (default "build")
+#   SECS             seconds per measurement (default 8)
+#   FERRY_L2_VMM=qemu  the same with QEMU's userspace virtio-net (a reference; -e to lab.sh)
 set -euo pipefail
 cd "$(dirname "$(realpath "${BASH_SOURCE[0]}")")/.."
 BUILD=$(realpath "${BUILD:-build}")
@@ -69,19 +72,45 @@ EOF
 lab/lab.sh mkinitrd -m virtio_pci,virtio_net -b iperf3 "$work/initrd.cpio" "$work/init.sh"
 mkfifo "$work/in"
 exec {infd}<>"$work/in"
-"$topo" exec hostA "$BUILD/vmm/ferry-vmm" --control "$work/vm.sock" --kernel "$VMLINUZ" \
-    --initrd "$work/initrd.cpio" --mem 256M --append "$LAB_LINUX_APPEND" \
-    --net "tap=tap-vm,mac=52:54:00:88:00:05" < "$work/in" > "$work/con" 2> "$work/vmm.out" &
+if [ "${FERRY_L2_VMM:-ferry}" = qemu ]; then   # the reference: QEMU's virtio-net, no vhost
+    vmm=(qemu-system-x86_64 -enable-kvm -cpu host -m 256 -nodefaults -no-user-config -display none
+         -serial stdio -netdev tap,id=n0,ifname=tap-vm,script=no,downscript=no,vhost=off
+         -device virtio-net-pci,netdev=n0,mac=52:54:00:88:00:05 -kernel "$VMLINUZ"
+         -initrd "$work/initrd.cpio" -append "$LAB_LINUX_APPEND")
+else
+    vmm=("$BUILD/vmm/ferry-vmm" --control "$work/vm.sock" --net "tap=tap-vm,mac=52:54:00:88:00:05"
+         --mem 256M --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --append "$LAB_LINUX_APPEND")
+fi
+"$topo" exec hostA "${vmm[@]}" < "$work/in" > "$work/con" 2> "$work/vmm.out" &
 vmm_pid=$!
 wait_for 180 "$work/con" '^FERRY-READY' || die "the guest did not come up"
 "$topo" exec client busybox ping -c 2 -W 5 "$IP" > /dev/null || die "the client cannot ping the guest"
+nic() { [ "${FERRY_L2_VMM:-ferry}" = qemu ] || "$BUILD/cli/ferry" -S "$work/vm.sock" vm status --json | jq -c '.nics[0] | del(.name, .tap, .mac, .ipv4)'; }
+# cpu: L1's CPU ticks (/proc/stat) since the last call: whether the one CPU is the limit
+cpu() {
+    head -n 1 /proc/stat > "$work/cpu.now"
+    [ ! -e "$work/cpu.last" ] || awk 'NR == FNR { split($0, p, " "); next }
+        { printf "user %d sys %d softirq %d idle %d\n", $2 - p[2], $4 - p[4], $8 - p[8], $5 - p[5] }' \
+        "$work/cpu.last" "$work/cpu.now"
+    mv "$work/cpu.now" "$work/cpu.last"
+}
+cpu
+n0=$(nic)
 in=$(iperf client "$IP")
+c1=$(cpu)
+n1=$(nic)
 out=$(iperf client "$IP" -R)
+c2=$(cpu)
+n2=$(nic)
+echo "lab-net: L1 CPU ticks during client->guest: $c1"
+echo "lab-net: L1 CPU ticks during guest->client: $c2"
+echo "lab-net: nic before $n0"
+echo "lab-net: nic after client->guest $n1"
+echo "lab-net: nic after guest->client $n2"
 
 echo 'grep virtio /proc/interrupts | sed "s/^/FERRY-IRQ /"' >&"$infd"
 sleep 2
 tr -d '\r' < "$work/con" | sed -n 's/^FERRY-IRQ */lab-net: guest irq /p'
-echo "lab-net: nic $(build/cli/ferry -S "$work/vm.sock" vm status --json | jq -c '.nics[0]')"
 echo "lab-net: baseline (client -> namespace) $base Mbit/s"
 echo "lab-net: client -> guest $in Mbit/s, guest -> client $out Mbit/s"
 read -r r_out_in r_in_base r_out_base <<< "$(awk -v b="$base" -v i="$in" -v o="$out" \

@@ -2,7 +2,8 @@
  *
  * Two queues, receive (0) and transmit (1), served by one thread of the
  * device's own that polls the queues' kick eventfds and the tap: a vCPU never
- * copies a packet. The virtio 1.x net header is the tap's vnet header, so
+ * copies a packet. It runs SCHED_BATCH, never preempting the vCPU that woke
+ * it, so that the guest queues frames in batches. The virtio 1.x net header is the tap's vnet header, so
  * frames pass through unchanged: the guest's checksum and segmentation
  * offloads (HOST_*) go to the tap as they are, and GUEST_* are offered only
  * when this tap can produce them (tap_probe_offload), then switched on with
