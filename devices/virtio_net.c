@@ -180,6 +180,41 @@ static bool rx(struct virtio_net *n)
     return starved;
 }
 
+/* ---- control: guest -> device commands ------------------------------------ */
+
+/* Answer the control queue's commands (vp.lock held, inside the gate). */
+static void ctrl(struct virtio_net *n)
+{
+    struct virtio_pci *vp = &n->vp;
+    struct virtq *q = &vp->vq[VIRTIO_NET_CTRLQ];
+    uint16_t old = q->used_idx;
+    do {
+        char err[160];
+        struct virtq_elem *e = &n->elems[0];
+        int got;
+        while ((got = virtq_pop(q, e, err, sizeof(err))) > 0) {
+            uint8_t cmd[2], ack = VIRTIO_NET_ERR;
+            if (virtq_read_out(e, 0, cmd, 2) == 2 && cmd[0] == VIRTIO_NET_CTRL_ANNOUNCE &&
+                cmd[1] == VIRTIO_NET_CTRL_ANNOUNCE_ACK &&
+                (vp->driver_features & (1ull << VIRTIO_NET_F_GUEST_ANNOUNCE))) {
+                pci_set16(n->config, CFG_STATUS, pci_get16(n->config, CFG_STATUS) & ~VIRTIO_NET_S_ANNOUNCE);
+                n->st.announce_acks++;
+                ack = VIRTIO_NET_OK;
+            }
+            /* the ack: the first byte the device may write (results would follow) */
+            uint32_t w = (uint32_t)virtq_write_in(q, e, 0, &ack, 1);
+            virtq_push(q, e->head, w);
+        }
+        if (got < 0) {
+            log_warn("%s: control queue: %s; the device needs a reset", n->name, err);
+            virtio_pci_set_needs_reset(vp);
+            return;
+        }
+    } while (virtq_arm_notify(q));   /* the driver kicks only past avail_event */
+    if (virtq_need_interrupt(q, old))
+        virtio_pci_notify_queue(vp, VIRTIO_NET_CTRLQ);
+}
+
 /* ---- the thread ------------------------------------------------------------ */
 
 /* The driver accepted its features: let the tap hand it what it can take. */
@@ -216,6 +251,13 @@ static bool process(struct virtio_net *n, bool *starved, bool *tx_more)
         }
         if (vp->queue_enabled[VIRTIO_NET_RXQ])
             *starved = rx(n);
+        if (vp->queue_enabled[VIRTIO_NET_CTRLQ])
+            ctrl(n);
+        if (n->announce_asked && (vp->driver_features & (1ull << VIRTIO_NET_F_GUEST_ANNOUNCE))) {
+            pci_set16(n->config, CFG_STATUS, pci_get16(n->config, CFG_STATUS) | VIRTIO_NET_S_ANNOUNCE);
+            virtio_pci_notify_config(vp);
+        }
+        n->announce_asked = false;
     }
     pthread_mutex_unlock(&vp->lock);
     vm_gate_leave(&n->gate);
@@ -233,8 +275,9 @@ static void *worker(void *arg)
     int e = pthread_setschedparam(pthread_self(), SCHED_BATCH, &(struct sched_param){ 0 });
     if (e)
         log_warn("%s: SCHED_BATCH: %s", n->name, strerror(e));
-    struct pollfd p[4] = { { .fd = n->vp.kick_fd[VIRTIO_NET_RXQ], .events = POLLIN },
+    struct pollfd p[5] = { { .fd = n->vp.kick_fd[VIRTIO_NET_RXQ], .events = POLLIN },
                            { .fd = n->vp.kick_fd[VIRTIO_NET_TXQ], .events = POLLIN },
+                           { .fd = n->vp.kick_fd[VIRTIO_NET_CTRLQ], .events = POLLIN },
                            { .fd = n->io.wake_fd, .events = POLLIN },
                            { .fd = n->tap.fd, .events = POLLIN } };
     bool starved = true;
@@ -243,10 +286,10 @@ static void *worker(void *arg)
         if (!process(n, &starved, &tx_more))
             break;
         /* the tap only when the guest has buffers for what it brings */
-        if (poll(p, starved ? 3 : 4, tx_more ? 0 : -1) < 0 && errno != EINTR)
+        if (poll(p, starved ? 4 : 5, tx_more ? 0 : -1) < 0 && errno != EINTR)
             break;
         bool kicked[2] = { p[0].revents != 0, p[1].revents != 0 };
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             if (p[i].revents)
                 io_drain(p[i].fd);
         if (kicked[0] || kicked[1]) {
@@ -266,6 +309,7 @@ static void net_reset(void *opaque)
     struct virtio_net *n = opaque;
     n->frame_len = 0;
     n->offload_set = false;   /* features are renegotiated */
+    pci_set16(n->config, CFG_STATUS, VIRTIO_NET_S_LINK_UP);
 }
 
 static void net_driver_ok(void *opaque)
@@ -304,7 +348,8 @@ int virtio_net_create(struct virtio_net *n, int index, const char *tap_name, con
                         (1ull << VIRTIO_NET_F_MRG_RXBUF) | (1ull << VIRTIO_NET_F_CSUM) |
                         (1ull << VIRTIO_NET_F_HOST_TSO4) | (1ull << VIRTIO_NET_F_HOST_TSO6) |
                         (1ull << VIRTIO_NET_F_HOST_ECN) | (1ull << VIRTIO_F_INDIRECT_DESC) |
-                        (1ull << VIRTIO_F_EVENT_IDX);
+                        (1ull << VIRTIO_F_EVENT_IDX) | (1ull << VIRTIO_NET_F_CTRL_VQ) |
+                        (1ull << VIRTIO_NET_F_GUEST_ANNOUNCE);
     if (n->tap_offload & TAP_OFF_CSUM) {
         features |= 1ull << VIRTIO_NET_F_GUEST_CSUM;
         if (n->tap_offload & TAP_OFF_TSO4)
@@ -314,7 +359,7 @@ int virtio_net_create(struct virtio_net *n, int index, const char *tap_name, con
         if (n->tap_offload & TAP_OFF_TSO_ECN)
             features |= 1ull << VIRTIO_NET_F_GUEST_ECN;
     }
-    if (virtio_pci_init(&n->vp, n->name, VIRTIO_ID_NET, 0x0200, features, 2, VIRTIO_NET_QUEUE_SIZE,
+    if (virtio_pci_init(&n->vp, n->name, VIRTIO_ID_NET, 0x0200, features, VIRTIO_NET_NQUEUES, VIRTIO_NET_QUEUE_SIZE,
                         n->config, CFG_LEN, &net_ops, n, vm_fd, mem, err, errlen) < 0)
         goto fail;
     n->section = vmstate_virtio_net;
@@ -367,9 +412,11 @@ static const struct vmstate_field net_fields[] = {
     VMSTATE_STRUCT(struct virtio_net_state, vp, vmstate_virtio_pci),
     VMSTATE_BYTES(struct virtio_net_state, mac),
     VMSTATE_U32(struct virtio_net_state, ip),
+    VMSTATE_U16_V(struct virtio_net_state, status, 2),
     VMSTATE_END,
 };
-const struct vmstate_desc vmstate_virtio_net = { "virtio-net", 1, 1, net_fields, sizeof(struct virtio_net_state) };
+/* v2: the control queue (3 queues, which a v1 stream's 2 cannot fill) and the status */
+const struct vmstate_desc vmstate_virtio_net = { "virtio-net", 2, 2, net_fields, sizeof(struct virtio_net_state) };
 
 int virtio_net_state_save(void *opaque, void *state, char *err, size_t errlen)
 {
@@ -382,6 +429,7 @@ int virtio_net_state_save(void *opaque, void *state, char *err, size_t errlen)
     memcpy(s->mac, n->mac, 6);
     pthread_mutex_lock(&n->vp.lock);
     s->ip = n->ip;
+    s->status = pci_get16(n->config, CFG_STATUS);
     pthread_mutex_unlock(&n->vp.lock);
     return 0;
 }
@@ -401,6 +449,7 @@ int virtio_net_state_load(void *opaque, const void *state, char *err, size_t err
         return -1;
     pthread_mutex_lock(&n->vp.lock);
     n->ip = s->ip;
+    pci_set16(n->config, CFG_STATUS, s->status);
     n->frame_len = 0;
     n->offload_set = false;   /* this tap gets the guest's offloads at the first pass */
     pthread_mutex_unlock(&n->vp.lock);
@@ -410,5 +459,10 @@ int virtio_net_state_load(void *opaque, const void *state, char *err, size_t err
 
 void virtio_net_incoming_started(void *opaque)
 {
-    virtio_net_announce(opaque);
+    struct virtio_net *n = opaque;
+    pthread_mutex_lock(&n->vp.lock);
+    n->announce_asked = true;
+    pthread_mutex_unlock(&n->vp.lock);
+    io_thread_wake(&n->io);
+    virtio_net_announce(n);
 }
