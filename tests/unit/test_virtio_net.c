@@ -2,7 +2,8 @@
  * guest RAM, with a real tap device in a private network namespace and an
  * AF_PACKET socket on it as "the network": frames the guest transmits arrive
  * there byte for byte, frames sent there land in the guest's receive buffers
- * (merged across small buffers, or waiting until buffers are posted), the
+ * (merged across small buffers, or waiting until buffers are posted, or read
+ * straight into them when there is room for the largest frame), the
  * guest's IPv4 address is learned from its ARP, state survives save/load into
  * a second device, a different MAC is refused, and the announcement after a
  * migration puts a RARP with the VM's MAC on the wire and asks the guest to
@@ -302,6 +303,31 @@ static void test_receive_and_merge(void **state)
     close(s);
 }
 
+/* With room for the largest frame posted, frames go from the tap straight into
+ * the guest's buffers, one each; the buffers not used stay posted. */
+static void test_receive_direct(void **state)
+{
+    need_ns();
+    driver_init(F(VIRTIO_NET_F_MAC) | F(VIRTIO_NET_F_MRG_RXBUF));
+    for (unsigned i = 0; i < 3; i++)
+        post_rx(i, 0x10000);
+    notify(VIRTIO_NET_RXQ);
+    int s = wire(ETH_P_TEST);
+    uint8_t f[2][1000];
+    for (unsigned k = 0; k < 2; k++) {
+        size_t len = test_frame(f[k], MAC, (const uint8_t[6]){ 2, 0, 0, 0, 0, 9 }, 600 + 400 * k, (uint8_t)k);
+        assert_int_equal(send(s, f[k], len, 0), (ssize_t)len);
+        assert_true(used_reaches(RXQ_DESC, (uint16_t)(k + 1)));
+        uint64_t el = used_of(RXQ_DESC) + 4 + 8 * k;
+        assert_int_equal(get32(el), k);
+        assert_int_equal(get32(el + 4), TAP_VNET_HDR_LEN + len);
+        assert_int_equal(get16(RXBUF + 0x10000 * k + 10), 1);        /* num_buffers */
+        assert_memory_equal(ram + RXBUF + 0x10000 * k + TAP_VNET_HDR_LEN, f[k], len);
+    }
+    assert_int_equal(net.vp.vq[VIRTIO_NET_RXQ].last_avail_idx, 2);
+    close(s);
+}
+
 static void test_learns_ip_from_arp(void **state)
 {
     need_ns();
@@ -435,6 +461,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_identity_and_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transmit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_receive_and_merge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_receive_direct, setup, teardown),
         cmocka_unit_test_setup_teardown(test_learns_ip_from_arp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_announce, setup, teardown),
