@@ -93,11 +93,18 @@ vmm_pid=$!
 wait_for 180 "$work/con" '^FERRY-READY' || die "the guest did not come up"
 "$topo" exec client busybox ping -c 2 -W 5 "$IP" > /dev/null || die "the client cannot ping the guest"
 nic() { [ "${FERRY_L2_VMM:-ferry}" = qemu ] || "$BUILD/cli/ferry" -S "$work/vm.sock" vm status --json | jq -c '.nics[0] | del(.name, .tap, .mac, .ipv4)'; }
-# cpu: L1's CPU ticks (/proc/stat) since the last call: whether the one CPU is the limit
+# cpu: CPU ticks since the last call: L1's (/proc/stat: whether its one CPU is the limit),
+# the VMM's packet thread's and its other threads' (vCPU: the guest, and its exits)
 cpu() {
-    head -n 1 /proc/stat > "$work/cpu.now"
-    [ ! -e "$work/cpu.last" ] || awk 'NR == FNR { split($0, p, " "); next }
-        { printf "user %d sys %d softirq %d idle %d\n", $2 - p[2], $4 - p[4], $8 - p[8], $5 - p[5] }' \
+    local f
+    { head -n 1 /proc/stat
+      for f in /proc/"$vmm_pid"/task/*; do
+          echo "$(sed 's/^virtio-net.*/packet-thread/; t; s/.*/other-threads/' "$f/comm") $(cut -d' ' -f14,15 "$f/stat")"
+      done; } > "$work/cpu.now"
+    [ ! -e "$work/cpu.last" ] || awk 'NR == FNR { o[$1] += $2 + $3; c[$1] = $0; next }
+        $1 == "cpu" { split(c["cpu"], p, " ")
+                      printf "L1 user %d sys %d softirq %d idle %d;", $2 - p[2], $4 - p[4], $8 - p[8], $5 - p[5]; next }
+        { n[$1] += $2 + $3 } END { for (k in n) printf " %s %d", k, n[k] - o[k]; print "" }' \
         "$work/cpu.last" "$work/cpu.now"
     mv "$work/cpu.now" "$work/cpu.last"
 }
