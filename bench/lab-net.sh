@@ -7,7 +7,7 @@
 #
 # In lab/net-topology.sh's network (prefix fbn-), a stock Debian guest (10.88.0.5) runs
 # on hostA's tap-vm under ferry-vmm with iperf3 -s; the client namespace measures, with
-# iperf3 (TCP, the best of RUNS runs of SECS seconds each):
+# iperf3 (TCP, SECS seconds, the best of RUNS rounds of all three):
 #   baseline      client -> a veth stand-in VM on hostA's bridge (net-topology.sh vm):
 #                 the same bridges and veths, no VM
 #   client->guest iperf3 -c
@@ -17,13 +17,13 @@
 # counts. Exit status 1 when a target is missed: guest->client >= 0.8 x client->guest,
 # both >= 0.5 x baseline. A benchmark, not a CI test.
 #   BUILD            build directory (default "build")
-#   SECS, RUNS       seconds per iperf3 run (default 5), runs per figure (default 2)
+#   SECS, RUNS       seconds per iperf3 run (default 5), rounds (default 3)
 #   FERRY_L2_VMM=qemu  the same with QEMU's userspace virtio-net (a reference; -e to lab.sh)
 set -euo pipefail
 cd "$(dirname "$(realpath "${BASH_SOURCE[0]}")")/.."
 BUILD=$(realpath "${BUILD:-build}")
 SECS=${SECS:-5}
-RUNS=${RUNS:-2}
+RUNS=${RUNS:-3}
 [ -n "${FERRY_LAB_L1:-}" ] || { echo "lab-net: run me inside the lab: lab/lab.sh run -- $0" >&2; exit 2; }
 eval "$(lab/lab.sh info)"
 . tests/lab/lib.sh
@@ -47,25 +47,19 @@ wait_for() {   # wait_for SECONDS FILE REGEX
         sleep 0.5
     done
 }
-# iperf NS HOST [ARGS]: TCP Mbit/s received, from NS to the iperf3 server at HOST; the
-# best of RUNS (the lab's host is shared: other load only ever lowers a figure)
+# iperf HOST [ARGS]: TCP Mbit/s received, from the client to the iperf3 server at HOST
 iperf() {
-    local ns=$1 host=$2 i best=0 r; shift 2
-    for ((i = 0; i < RUNS; i++)); do
-        "$topo" exec "$ns" iperf3 -c "$host" -t "$SECS" -J "$@" > "$work/iperf.json" ||
-            die "iperf3 $* to $host failed: $(jq -r '.error // empty' "$work/iperf.json" 2>/dev/null)"
-        r=$(jq -r '.end.sum_received.bits_per_second / 1e6 | . * 10 | floor / 10' "$work/iperf.json")
-        best=$(awk -v a="$best" -v b="$r" 'BEGIN { print (b > a ? b : a) }')
-    done
-    echo "$best"
+    local host=$1; shift
+    "$topo" exec client iperf3 -c "$host" -t "$SECS" -J "$@" > "$work/iperf.json" ||
+        die "iperf3 $* to $host failed: $(jq -r '.error // empty' "$work/iperf.json" 2>/dev/null)"
+    jq -r '.end.sum_received.bits_per_second / 1e6 | . * 10 | floor / 10' "$work/iperf.json"
 }
+max() { awk -v a="$1" -v b="$2" 'BEGIN { print (b > a ? b : a) }'; }
 
 "$topo" down >/dev/null 2>&1 || true
 "$topo" up 2>/dev/null
 "$topo" vm hostA base 10.88.0.6/24
 "$topo" exec vm-base iperf3 -s -D
-sleep 1
-base=$(iperf client 10.88.0.6)
 
 cat > "$work/init.sh" <<EOF
 ip link set lo up
@@ -108,17 +102,23 @@ cpu() {
         "$work/cpu.last" "$work/cpu.now"
     mv "$work/cpu.now" "$work/cpu.last"
 }
-cpu
-n0=$(nic)
-in=$(iperf client "$IP")
-c1=$(cpu)
-n1=$(nic)
-out=$(iperf client "$IP" -R)
-c2=$(cpu)
-n2=$(nic)
-echo "lab-net: L1 CPU ticks during client->guest: $c1"
-echo "lab-net: L1 CPU ticks during guest->client: $c2"
-echo "lab-net: nic before $n0"
+# rounds of the three, so that the shared host's other load hits all alike; each figure
+# is its best round (other load only ever lowers one)
+base=0 in=0 out=0
+for ((round = 1; round <= RUNS; round++)); do
+    base=$(max "$base" "$(iperf 10.88.0.6)")
+    cpu > /dev/null
+    n0=$(nic)
+    in=$(max "$in" "$(iperf "$IP")")
+    c1=$(cpu)
+    n1=$(nic)
+    out=$(max "$out" "$(iperf "$IP" -R)")
+    c2=$(cpu)
+    n2=$(nic)
+done
+echo "lab-net: last round: CPU ticks during client->guest: $c1"
+echo "lab-net: last round: CPU ticks during guest->client: $c2"
+echo "lab-net: last round: nic before $n0"
 echo "lab-net: nic after client->guest $n1"
 echo "lab-net: nic after guest->client $n2"
 
