@@ -40,13 +40,6 @@ cleanup() {
 }
 trap cleanup EXIT
 die() { echo "lab-net: $*" >&2; tail -n 20 "$work/con" "$work/vmm.out" 2>/dev/null | tr -d '\r' >&2; exit 1; }
-wait_for() {   # wait_for SECONDS FILE REGEX
-    local end=$(($(date +%s) + $1))
-    until grep -qE "$3" "$2" 2>/dev/null; do
-        [ "$(date +%s)" -lt "$end" ] || return 1
-        sleep 0.5
-    done
-}
 # iperf HOST [ARGS]: TCP Mbit/s received, from the client to the iperf3 server at HOST
 iperf() {
     local host=$1; shift

@@ -1,5 +1,4 @@
 #!/bin/bash
-# shellcheck disable=SC2317  # cleanup called indirectly (trap)
 # Lab test, the guest announces itself after a migration (VIRTIO_NET_F_GUEST_ANNOUNCE): a
 # stock Debian guest with a virtio-net NIC on hostA's tap-vm (lab/net-topology.sh) moves
 # to hostB; the destination sets VIRTIO_NET_S_ANNOUNCE, the guest's driver sends its own
@@ -23,25 +22,11 @@ topo=lab/net-topology.sh
 MAC=52:54:00:88:00:05 IP=10.88.0.5
 work=$(mktemp -d)
 pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    "$topo" down >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+clean_on_exit "$topo" down
 die() {
     echo "t-net-announce: $*" >&2
     tail -n 20 "$work"/con-* "$work"/vmm-*.out 2>/dev/null | tr -d '\r' >&2
     exit 1
-}
-wait_for() {   # wait_for SECONDS FILE REGEX
-    local end=$(($(date +%s) + $1))
-    until grep -qE "$3" "$2" 2>/dev/null; do
-        [ "$(date +%s)" -lt "$end" ] || return 1
-        sleep 0.5
-    done
 }
 acks() { "$cli" -S "$work/$1.sock" vm status --json | jq -r '.nics[0].announce_acks'; }
 
