@@ -177,6 +177,11 @@ static int rx_direct(struct virtio_net *n)
         return (int)r;
     if (r <= HDR_LEN)
         return 1;
+    if ((uint64_t)r > room) {   /* tun reports a frame's whole length, also one cut short */
+        if (!n->st.rx_dropped++)
+            log_warn("%s: a %zd-byte frame from tap %s is larger than any; dropped", n->name, r, n->tap.name);
+        return 1;
+    }
     /* the buffers it filled: num_buffers in the header, then each to the used ring */
     uint16_t used = 0;
     for (uint64_t got = 0; got < (uint64_t)r; got += n->elems[used++].in_bytes)
