@@ -1,28 +1,31 @@
 /* virtio-net over modern virtio-pci, backed by a tap device (devices/tap.h).
  *
- * Two queues, receive (0) and transmit (1), served by one thread of the
- * device's own that polls the queues' kick eventfds and the tap: a vCPU never
- * copies a packet. It runs SCHED_BATCH, never preempting the vCPU that woke
- * it, so that the guest queues frames in batches. The virtio 1.x net header is the tap's vnet header, so
- * frames pass through unchanged: the guest's checksum and segmentation
- * offloads (HOST_*) go to the tap as they are, and GUEST_* are offered only
- * when this tap can produce them (tap_probe_offload), then switched on with
- * TUNSETOFFLOAD once the driver accepted its features. Receive buffers may be
- * mergeable (VIRTIO_NET_F_MRG_RXBUF): a 64 KiB GSO frame then spans several.
+ * Three queues, receive (0), transmit (1) and control (2), served by one
+ * thread of the device's own that polls the queues' kick eventfds and the
+ * tap: a vCPU never copies a packet. The thread runs SCHED_BATCH: a kick never
+ * preempts the vCPU that made it, so that the guest queues frames in batches.
+ * The virtio 1.x net header is the tap's vnet header, so frames pass through
+ * unchanged: the guest's checksum and segmentation offloads (HOST_*) go to
+ * the tap as they are, and GUEST_* are offered only when this tap can
+ * produce them (tap_probe_offload), then switched on with TUNSETOFFLOAD once
+ * the driver accepted its features. Receive buffers may be mergeable
+ * (VIRTIO_NET_F_MRG_RXBUF): a 64 KiB GSO frame then spans several. Frames are
+ * read from the tap straight into them when the guest posted room for the
+ * largest frame, else through a bounce buffer.
  *
  * Migration: the section "virtio-netN" carries the transport (queues with
  * their indices, MSI-X), the MAC and the IPv4 address the guest was seen
- * using, and the config status. Frames still in the tap's queue or the device's one-frame bounce
- * buffer are dropped (TCP retransmits them); every chain is either completed
- * before the pause or left in the ring for the destination. After the VM
- * runs on the destination, a guest that negotiated GUEST_ANNOUNCE is asked
- * to announce itself (S_ANNOUNCE + config interrupt; it sends its own
- * gratuitous ARPs and acks on the control queue, which clears the bit), and
- * the device announces the MAC there itself too (RARP, plus a gratuitous ARP
- * for the learned address; devices/announce.h), for guests that do not, so
- * that the VM network's switches learn its new port. The control queue
- * answers VIRTIO_NET_ERR to every other command: no feature that needs one
- * is offered. */
+ * using, and the config status. Frames still in the tap's queue or the
+ * device's one-frame bounce buffer are dropped (TCP retransmits them); every
+ * chain is either completed before the pause or left in the ring for the
+ * destination. After the VM runs on the destination, a guest that negotiated
+ * GUEST_ANNOUNCE is asked to announce itself (S_ANNOUNCE + config interrupt;
+ * it sends its own gratuitous ARPs and acks on the control queue, which
+ * clears the bit), and the device announces the MAC there itself too (RARP,
+ * plus a gratuitous ARP for the learned address; devices/announce.h), for
+ * guests that do not, so that the VM network's switches learn its new port.
+ * The control queue answers VIRTIO_NET_ERR to every other command: no
+ * feature that needs one is offered. */
 #ifndef FERRY_VIRTIO_NET_H
 #define FERRY_VIRTIO_NET_H
 
