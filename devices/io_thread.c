@@ -27,6 +27,7 @@ int io_thread_start(struct io_thread *t, void *(*fn)(void *), void *arg, char *e
         return -1;
     }
     t->live = true;
+    pthread_setname_np(t->thread, t->name);   /* top -H, /proc/PID/task/TID/comm: whose CPU time */
     return 0;
 }
 

@@ -108,6 +108,14 @@ void virtio_pci_notify_queue(struct virtio_pci *vp, uint16_t q)
         msix_fire(vp, vp->queue_vector[q]);
 }
 
+void virtio_pci_notify_config(struct virtio_pci *vp)
+{
+    vp->config_generation++;
+    vp->isr |= 2;
+    if (vp->status & VIRTIO_STATUS_DRIVER_OK)
+        msix_fire(vp, vp->config_vector);
+}
+
 void virtio_pci_set_needs_reset(struct virtio_pci *vp)
 {
     if (vp->status & VIRTIO_STATUS_NEEDS_RESET)

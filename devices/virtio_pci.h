@@ -164,6 +164,9 @@ void virtio_pci_destroy(struct virtio_pci *vp);
 /* Signal queue q's used-buffer interrupt (lock held; the device calls it
  * inside the VM gate). */
 void virtio_pci_notify_queue(struct virtio_pci *vp, uint16_t q);
+/* The device changed its config: new generation + config interrupt (lock held,
+ * inside the VM gate). */
+void virtio_pci_notify_config(struct virtio_pci *vp);
 /* The device found a malformed ring: DEVICE_NEEDS_RESET + config interrupt (lock held). */
 void virtio_pci_set_needs_reset(struct virtio_pci *vp);
 static inline bool virtio_pci_driver_ok(const struct virtio_pci *vp)

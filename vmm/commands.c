@@ -42,6 +42,13 @@ static void devices_status(struct vm *vm, json_object *res)
         json_object_object_add(o, "tx_packets", json_object_new_int64((int64_t)st.tx_packets));
         json_object_object_add(o, "rx_dropped", json_object_new_int64((int64_t)st.rx_dropped));
         json_object_object_add(o, "tx_dropped", json_object_new_int64((int64_t)st.tx_dropped));
+        const struct { const char *k; uint64_t v; } more[] = {
+            { "rx_bytes", st.rx_bytes }, { "tx_bytes", st.tx_bytes }, { "rx_kicks", st.rx_kicks },
+            { "tx_kicks", st.tx_kicks }, { "rx_irqs", st.rx_irqs }, { "tx_irqs", st.tx_irqs },
+            { "tx_csum", st.tx_csum }, { "tx_gso", st.tx_gso }, { "announce_acks", st.announce_acks },
+        };
+        for (size_t k = 0; k < sizeof(more) / sizeof(more[0]); k++)
+            json_object_object_add(o, more[k].k, json_object_new_int64((int64_t)more[k].v));
         json_object_array_add(nics, o);
     }
     json_object_object_add(res, "disks", disks);

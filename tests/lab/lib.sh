@@ -5,6 +5,9 @@
 #                      controller (ferry-vmm then exits 0), no probing of absent devices
 #   us                 wall clock in microseconds
 #   secs US            microseconds as seconds with one decimal
+#   wait_for S FILE RE until a line of FILE matches the extended regex RE; 1 after S seconds
+#   clean_on_exit [CMD...]  at exit: kill the processes in the array pids, wait, run CMD
+#                      (errors ignored), remove the directory $work
 
 # shellcheck disable=SC2034  # used by the tests that source this file
 LAB_LINUX_APPEND="console=ttyS0 panic=-1 quiet pci=noearly cryptomgr.notests mitigations=off"
@@ -13,15 +16,33 @@ LAB_LINUX_APPEND+=" i8042.dumbkbd"
 
 us() { echo "${EPOCHREALTIME//[!0-9]/}"; }
 secs() { printf '%d.%d' $(($1 / 1000000)) $(($1 / 100000 % 10)); }
+wait_for() {
+    local end=$(($(date +%s) + $1))
+    until grep -qE "$3" "$2" 2>/dev/null; do
+        [ "$(date +%s)" -lt "$end" ] || return 1
+        sleep 0.5
+    done
+}
+clean_on_exit() {
+    on_exit=("$@")
+    trap '_clean' EXIT
+}
+# shellcheck disable=SC2154  # pids and work: the test's
+_clean() {
+    local p
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ ${#on_exit[@]} -eq 0 ] || "${on_exit[@]}" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
 
 # ---- a VM on lab/net-topology.sh's network, migrated between its two hosts ----
 # lab_vm_init NAME: for a test called NAME (messages are prefixed with it): checks the
 # build (ferry-vmm, ferry: $vmm, $cli), makes $work (removed on exit, with every process
-# in lab_pids killed and the topology torn down) and brings the topology up ($topo,
+# in pids killed and the topology torn down) and brings the topology up ($topo,
 # FERRY_NET_PREFIX set by the test).  Then:
 #   lab_fail MSG...         record a failure (lab_errors) and go on
 #   lab_die MSG...          fail, print the consoles and logs, exit 1
-#   lab_wait_for S FILE RE  wait up to S seconds for a line matching RE in FILE
 #   lab_vm_start NAME HOST ARGS...   ferry-vmm in HOST's namespace, control socket
 #                           $work/NAME.sock, console $work/con-NAME (input: lab_console)
 #   lab_console NAME LINE   type LINE on NAME's console
@@ -38,18 +59,11 @@ lab_vm_init() {
     done
     topo=lab/net-topology.sh
     work=$(mktemp -d)
-    lab_pids=() lab_errors=() lab_hop_from=() lab_hop_to=() lab_hop_down=()
+    pids=() lab_errors=() lab_hop_from=() lab_hop_to=() lab_hop_down=()
     declare -gA lab_vpid lab_infd
-    trap lab_cleanup EXIT
+    clean_on_exit "$topo" down
     "$topo" down >/dev/null 2>&1 || true
     "$topo" up
-}
-lab_cleanup() {
-    local p
-    for p in "${lab_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    "$topo" down >/dev/null 2>&1 || true
-    rm -rf "$work"
 }
 lab_fail() { lab_errors+=("$*"); echo "$lab_name: $*" >&2; }
 lab_die() {
@@ -62,13 +76,6 @@ lab_die() {
     done
     exit 1
 }
-lab_wait_for() {
-    local end=$(($(date +%s) + $1))
-    while ! grep -qE "$3" "$2" 2>/dev/null; do
-        [ "$(date +%s)" -lt "$end" ] || return 1
-        sleep 0.5
-    done
-}
 lab_vm_start() {
     local name=$1 host=$2 fd; shift 2
     mkfifo "$work/in-$name"
@@ -78,13 +85,13 @@ lab_vm_start() {
     "$topo" exec "$host" "$vmm" --control "$work/$name.sock" "$@" < "$work/in-$name" \
         > "$work/con-$name" 2> "$work/vmm-$name.out" &
     lab_vpid[$name]=$!
-    lab_pids+=($!)
+    pids+=($!)
 }
 lab_console() { echo "$2" >&"${lab_infd[$1]}"; }
 lab_hop() {
     local src=$1 dst=$2 host=$3 ip=$4 st=0
     lab_vm_start "$dst" "$host" --incoming "$ip:4444"
-    lab_wait_for 30 "$work/vmm-$dst.out" 'port 4444' || lab_die "$dst: destination did not listen"
+    wait_for 30 "$work/vmm-$dst.out" 'port 4444' || lab_die "$dst: destination did not listen"
     lab_hop_from+=("$(date +%s%N)")
     timeout "${limit:-180}" "$cli" -S "$work/$src.sock" vm migrate --to "$ip:4444" --json \
         > "$work/mig-$src$dst.out" 2> "$work/mig-$src$dst.err" || st=$?

@@ -51,7 +51,7 @@ lab/lab.sh mkinitrd -m virtio_pci,virtio_net,ptp_kvm -b "$probe" "$work/initrd.c
 
 lab_vm_start a hostA --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --mem 256M \
     --append "$LAB_LINUX_APPEND" --net "tap=tap-vm,mac=$MAC"
-lab_wait_for "$limit" "$work/con-a" '^FERRY-READY' || lab_die "the guest did not come up on A"
+wait_for "$limit" "$work/con-a" '^FERRY-READY' || lab_die "the guest did not come up on A"
 cs0=$(grep -m1 '^FERRY-CS' "$work/con-a" | tr -d '\r')
 echo "clock-migrate: guest clocksource: ${cs0#FERRY-CS }"
 sync=$(grep -m1 '^FERRY-sync' "$work/con-a" | tr -d '\r') ||
@@ -59,14 +59,14 @@ sync=$(grep -m1 '^FERRY-sync' "$work/con-a" | tr -d '\r') ||
 echo "clock-migrate: guest ${sync#FERRY-} (ptp_kvm, as chrony would)"
 if ! grep -qw tsc <<< "$cs0"; then
     lab_console a 'dmesg | grep -iE "tsc|clocksource" | sed "s/^/FERRY-DMESG /"; echo FERRY-DMESG-END'
-    lab_wait_for 60 "$work/con-a" '^FERRY-DMESG-END' || true
+    wait_for 60 "$work/con-a" '^FERRY-DMESG-END' || true
     grep '^FERRY-DMESG ' "$work/con-a" | tr -d '\r' | sed 's/^FERRY-DMESG /clock-migrate: guest: /'
     lab_fail "the guest offers no TSC clocksource: '$cs0'"
 fi
 
 "$topo" exec client "$probe" watch "$IP" 7100 "$work/stop" > "$work/watch.out" 2>&1 &
 wpid=$!
-lab_pids+=("$wpid")
+pids+=("$wpid")
 sleep 3
 kill -0 "$wpid" 2>/dev/null || lab_die "the client cannot watch the guest's clock"
 
@@ -74,7 +74,7 @@ lab_hop a b hostB 10.99.0.2
 kill -0 "$wpid" 2>/dev/null || lab_die "the clock watcher's connection ended at A -> B"
 sleep 3
 lab_console b "echo tsc > \$cs/current_clocksource; echo FERRY-CS2 \$(cat \$cs/current_clocksource)"
-lab_wait_for 60 "$work/con-b" '^FERRY-CS2' || lab_die "the guest does not answer on B"
+wait_for 60 "$work/con-b" '^FERRY-CS2' || lab_die "the guest does not answer on B"
 cs2=$(grep -m1 '^FERRY-CS2' "$work/con-b" | tr -d '\r')
 [ "$cs2" = "FERRY-CS2 tsc" ] || lab_fail "the guest did not switch to the TSC clocksource: '$cs2'"
 sleep 3

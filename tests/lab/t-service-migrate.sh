@@ -49,7 +49,7 @@ lab/lab.sh mkinitrd -m virtio_pci,virtio_net,virtio_blk,ext4 -b redis-server -b 
 
 lab_vm_start a hostA --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --mem 256M \
     --append "$LAB_LINUX_APPEND" --disk "$work/disk.img" --net "tap=tap-vm,mac=$MAC"
-lab_wait_for "$limit" "$work/con-a" '^FERRY-READY' || lab_die "the guest did not come up on A"
+wait_for "$limit" "$work/con-a" '^FERRY-READY' || lab_die "the guest did not come up on A"
 ! grep -q FERRY-FAIL "$work/con-a" || lab_die "the guest cannot mount its disk"
 rcli() { "$topo" exec client redis-cli -h "$IP" "$@"; }
 up() {   # redis answers within $1 seconds
@@ -72,7 +72,7 @@ stop=$work/stop
         ! grep -qi error "$3.$b" || echo "batch $b: $(grep -i -m1 error "$3.$b")" >> "$3.errors"
     done
     echo "$b" > "$3.batches"' _ "$IP" "$stop" "$work/bench" &
-lab_pids+=($!)
+pids+=($!)
 "$topo" exec client bash -c '
     n=0
     while [ ! -e "$2" ]; do
@@ -81,7 +81,7 @@ lab_pids+=($!)
         if [ "$r" = OK ]; then echo "$n $(date +%s%N)" >> "$3.acked"
         else echo "write $n: $r" >> "$3.errors"; fi
     done' _ "$IP" "$stop" "$work/writer" &
-lab_pids+=($!)
+pids+=($!)
 sleep 5
 
 lab_hop a b hostB 10.99.0.2
@@ -89,7 +89,7 @@ sleep 5
 lab_hop b c hostA 10.99.0.1
 sleep 5
 touch "$stop"
-for p in "${lab_pids[-1]}" "${lab_pids[-2]}"; do
+for p in "${pids[-1]}" "${pids[-2]}"; do
     timeout 150 tail --pid="$p" -f /dev/null || lab_die "the client load did not stop"
 done
 

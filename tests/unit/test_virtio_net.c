@@ -2,10 +2,13 @@
  * guest RAM, with a real tap device in a private network namespace and an
  * AF_PACKET socket on it as "the network": frames the guest transmits arrive
  * there byte for byte, frames sent there land in the guest's receive buffers
- * (merged across small buffers, or waiting until buffers are posted), the
+ * (merged across small buffers, or waiting until buffers are posted, or read
+ * straight into them when there is room for the largest frame), the
  * guest's IPv4 address is learned from its ARP, state survives save/load into
  * a second device, a different MAC is refused, and the announcement after a
- * migration puts a RARP with the VM's MAC on the wire. Skipped without a
+ * migration puts a RARP with the VM's MAC on the wire and asks the guest to
+ * announce itself, whose control-queue ack clears the request; other control
+ * commands are refused. Skipped without a
  * private namespace or /dev/net/tun. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,6 +34,8 @@
 #define QSZ   16
 #define RXQ_DESC 0x10000
 #define TXQ_DESC 0x20000
+#define CTRLQ_DESC 0x30000
+#define CTRLBUF 0x40000
 #define RXBUF 0x100000          /* receive buffers: 64 KiB each */
 #define TXBUF 0x300000
 
@@ -43,7 +48,7 @@ static const uint8_t MAC[6] = { 0x52, 0x54, 0x00, 0x12, 0x34, 0x56 };
 static bool have_ns;
 static char why[200];
 static uint64_t bar0;
-static uint16_t rx_avail, tx_avail, tx_free;
+static uint16_t rx_avail, tx_avail, tx_free, ctrl_avail;
 
 static void need_ns(void)
 {
@@ -88,8 +93,10 @@ static void driver_init(uint64_t features)
     assert_int_equal(br(0x14, 1), 0x0b);
     queue_setup(VIRTIO_NET_RXQ, RXQ_DESC);
     queue_setup(VIRTIO_NET_TXQ, TXQ_DESC);
+    if (features & (1ull << VIRTIO_NET_F_CTRL_VQ))
+        queue_setup(VIRTIO_NET_CTRLQ, CTRLQ_DESC);
     bw(0x14, 1, 0x0f);
-    rx_avail = tx_avail = tx_free = 0;
+    rx_avail = tx_avail = tx_free = ctrl_avail = 0;
 }
 
 static void desc(uint64_t table, unsigned i, uint64_t addr, uint32_t len, uint16_t flags)
@@ -130,6 +137,20 @@ static bool used_reaches(uint64_t d, uint16_t idx)
         usleep(1000);
     }
     return false;
+}
+
+/* Send control command (class, cmd) as the Linux driver does (header, then a
+ * writable ack byte); returns the device's ack. */
+static uint8_t ctrl_cmd(uint8_t class, uint8_t cmd)
+{
+    struct virtq_desc d[2] = { { CTRLBUF, 2, VIRTQ_DESC_F_NEXT, 1 }, { CTRLBUF + 16, 1, VIRTQ_DESC_F_WRITE, 0 } };
+    memcpy(ram + CTRLQ_DESC, d, sizeof(d));
+    ram[CTRLBUF] = class, ram[CTRLBUF + 1] = cmd, ram[CTRLBUF + 16] = 0xee;
+    put16(avail_of(CTRLQ_DESC) + 4 + 2 * (ctrl_avail % QSZ), 0);
+    put16(avail_of(CTRLQ_DESC) + 2, ++ctrl_avail);
+    notify(VIRTIO_NET_CTRLQ);
+    assert_true(used_reaches(CTRLQ_DESC, ctrl_avail));
+    return ram[CTRLBUF + 16];
 }
 
 /* ---- the network side --------------------------------------------------- */
@@ -282,6 +303,31 @@ static void test_receive_and_merge(void **state)
     close(s);
 }
 
+/* With room for the largest frame posted, frames go from the tap straight into
+ * the guest's buffers, one each; the buffers not used stay posted. */
+static void test_receive_direct(void **state)
+{
+    need_ns();
+    driver_init(F(VIRTIO_NET_F_MAC) | F(VIRTIO_NET_F_MRG_RXBUF));
+    for (unsigned i = 0; i < 3; i++)
+        post_rx(i, 0x10000);
+    notify(VIRTIO_NET_RXQ);
+    int s = wire(ETH_P_TEST);
+    uint8_t f[2][1000];
+    for (unsigned k = 0; k < 2; k++) {
+        size_t len = test_frame(f[k], MAC, (const uint8_t[6]){ 2, 0, 0, 0, 0, 9 }, 600 + 400 * k, (uint8_t)k);
+        assert_int_equal(send(s, f[k], len, 0), (ssize_t)len);
+        assert_true(used_reaches(RXQ_DESC, (uint16_t)(k + 1)));
+        uint64_t el = used_of(RXQ_DESC) + 4 + 8 * k;
+        assert_int_equal(get32(el), k);
+        assert_int_equal(get32(el + 4), TAP_VNET_HDR_LEN + len);
+        assert_int_equal(get16(RXBUF + 0x10000 * k + 10), 1);        /* num_buffers */
+        assert_memory_equal(ram + RXBUF + 0x10000 * k + TAP_VNET_HDR_LEN, f[k], len);
+    }
+    assert_int_equal(net.vp.vq[VIRTIO_NET_RXQ].last_avail_idx, 2);
+    close(s);
+}
+
 static void test_learns_ip_from_arp(void **state)
 {
     need_ns();
@@ -356,6 +402,47 @@ static void test_announce(void **state)
     close(s);
 }
 
+/* After an incoming migration the guest is asked to announce itself; its ack
+ * clears the request. */
+static void test_guest_announce_ack(void **state)
+{
+    need_ns();
+    driver_init(F(VIRTIO_NET_F_MAC) | F(VIRTIO_NET_F_STATUS) | F(VIRTIO_NET_F_CTRL_VQ) |
+                F(VIRTIO_NET_F_GUEST_ANNOUNCE));
+    uint8_t gen = (uint8_t)br(0x15, 1);
+    virtio_net_incoming_started(&net);
+    for (int i = 0; i < 2000 && br(VIRTIO_PCI_DEVCFG_OFF + 6, 2) != 3; i++)
+        usleep(1000);
+    assert_int_equal(br(VIRTIO_PCI_DEVCFG_OFF + 6, 2), VIRTIO_NET_S_LINK_UP | VIRTIO_NET_S_ANNOUNCE);
+    assert_int_not_equal(br(0x15, 1), gen);                      /* config generation */
+    assert_int_equal(ctrl_cmd(VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK), VIRTIO_NET_OK);
+    assert_int_equal(br(VIRTIO_PCI_DEVCFG_OFF + 6, 2), VIRTIO_NET_S_LINK_UP);
+    assert_int_equal(get32(used_of(CTRLQ_DESC) + 8), 1);         /* one byte written */
+    struct virtio_net_stats st;
+    uint32_t ip;
+    virtio_net_stats(&net, &st, &ip);
+    assert_int_equal(st.announce_acks, 1);
+    /* the request travels with the state: a migration before the ack asks again */
+    static struct virtio_net_state s;
+    char err[160];
+    assert_int_equal(virtio_net_state_save(&net, &s, err, sizeof(err)), 0);
+    assert_int_equal(s.status, VIRTIO_NET_S_LINK_UP);
+    announcer_wait(&net.announcer);
+}
+
+/* Commands of features not offered (here: rx mode, MAC, an unknown class) are refused. */
+static void test_ctrl_unknown_is_error(void **state)
+{
+    need_ns();
+    driver_init(F(VIRTIO_NET_F_MAC) | F(VIRTIO_NET_F_CTRL_VQ));
+    assert_int_equal(ctrl_cmd(0, 0), VIRTIO_NET_ERR);                 /* VIRTIO_NET_CTRL_RX_PROMISC */
+    assert_int_equal(ctrl_cmd(1, 1), VIRTIO_NET_ERR);                 /* VIRTIO_NET_CTRL_MAC_ADDR_SET */
+    assert_int_equal(ctrl_cmd(0x7f, 0), VIRTIO_NET_ERR);
+    /* the announce ack without GUEST_ANNOUNCE negotiated */
+    assert_int_equal(ctrl_cmd(VIRTIO_NET_CTRL_ANNOUNCE, VIRTIO_NET_CTRL_ANNOUNCE_ACK), VIRTIO_NET_ERR);
+    assert_int_equal(get16(used_of(CTRLQ_DESC) + 2), 4);
+}
+
 int main(void)
 {
     if (access(TAP_TUN_PATH, R_OK | W_OK) != 0)
@@ -374,9 +461,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_identity_and_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transmit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_receive_and_merge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_receive_direct, setup, teardown),
         cmocka_unit_test_setup_teardown(test_learns_ip_from_arp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_announce, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_guest_announce_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ctrl_unknown_is_error, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
