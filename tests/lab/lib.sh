@@ -42,7 +42,10 @@ _clean() {
 # in pids killed and the topology torn down) and brings the topology up ($topo,
 # FERRY_NET_PREFIX set by the test).  Then:
 #   lab_fail MSG...         record a failure (lab_errors) and go on
-#   lab_die MSG...          fail, print the consoles and logs, exit 1
+#   lab_die MSG...          fail, print the consoles and logs ($work/con-*, vmm-*.out,
+#                           mig-*.err, cli-*.out), exit 1
+# (lab_fail and lab_die also serve tests without the topology: they need lab_name,
+# lab_errors and work.)
 #   lab_vm_start NAME HOST ARGS...   ferry-vmm in HOST's namespace, control socket
 #                           $work/NAME.sock, console $work/con-NAME (input: lab_console)
 #   lab_console NAME LINE   type LINE on NAME's console
@@ -69,7 +72,7 @@ lab_fail() { lab_errors+=("$*"); echo "$lab_name: $*" >&2; }
 lab_die() {
     lab_fail "$*"
     local f
-    for f in "$work"/con-* "$work"/vmm-*.out "$work"/mig-*.err; do
+    for f in "$work"/con-* "$work"/vmm-*.out "$work"/mig-*.err "$work"/cli-*.out; do
         [ -s "$f" ] || continue
         echo "---- ${f##*/} (last 25 lines) ----" >&2
         tail -n 25 "$f" | tr -d '\r' >&2

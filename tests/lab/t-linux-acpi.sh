@@ -27,34 +27,9 @@ for f in "$vmm" "$cli"; do
     [ -x "$f" ] || { echo "t-linux-acpi: no $f (build first)" >&2; exit 1; }
 done
 
+lab_name=t-linux-acpi lab_errors=() pids=()
 work=$(mktemp -d)
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-errors=()
-fail() { errors+=("$*"); echo "t-linux-acpi: $*" >&2; }
-die() {
-    fail "$*"
-    local f
-    for f in "$work"/con-* "$work"/vmm-*.out "$work"/cli-*.out; do
-        [ -s "$f" ] || continue
-        echo "---- ${f##*/} (last 20 lines) ----" >&2
-        tail -n 20 "$f" | tr -d '\r' >&2
-    done
-    exit 1
-}
-wait_for() {   # wait_for SECONDS FILE REGEX
-    local end=$(($(date +%s) + $1))
-    while ! grep -qE "$3" "$2" 2>/dev/null; do
-        [ "$(date +%s)" -lt "$end" ] || return 1
-        sleep 0.5
-    done
-}
+clean_on_exit
 
 # The guest: MODE=handle waits for the power button and powers off; MODE=ignore does not.
 for mode in handle ignore; do
@@ -85,9 +60,9 @@ start_vmm() {   # start_vmm NAME ARGS...
 boot() {   # boot NAME MODE
     start_vmm "$1" --kernel "$VMLINUZ" --initrd "$work/initrd-$2.cpio" --cpus 2 --mem 256M \
         --append "$LAB_LINUX_APPEND"
-    wait_for "$limit" "$work/con-$1" '^FERRY-READY' || die "the guest ($2) did not come up"
+    wait_for "$limit" "$work/con-$1" '^FERRY-READY' || lab_die "the guest ($2) did not come up"
     grep -q '^FERRY-BUTTON /dev/input/' "$work/con-$1" ||
-        die "the guest ($2) has no power button: $(grep '^FERRY-BUTTON' "$work/con-$1" | tr -d '\r')"
+        lab_die "the guest ($2) has no power button: $(grep '^FERRY-BUTTON' "$work/con-$1" | tr -d '\r')"
 }
 exited() {   # exited NAME SECONDS: ferry-vmm's exit status in $vst ("timeout" if it runs on)
     vst=timeout
@@ -99,21 +74,21 @@ exited() {   # exited NAME SECONDS: ferry-vmm's exit status in $vst ("timeout" i
 # ------------------------------------------------------------------ 1. clean shutdown
 boot a handle
 start_vmm b --incoming 127.0.0.1:4446
-wait_for 30 "$work/vmm-b.out" 'port 4446' || die "destination did not listen"
+wait_for 30 "$work/vmm-b.out" 'port 4446' || lab_die "destination did not listen"
 "$cli" -S "$work/a.sock" vm migrate --to 127.0.0.1:4446 --json > "$work/cli-mig.out" 2>&1 ||
-    die "migration A -> B failed: $(tail -n 1 "$work/cli-mig.out")"
+    lab_die "migration A -> B failed: $(tail -n 1 "$work/cli-mig.out")"
 exited a 60
-[ "$vst" = 0 ] || die "the source did not exit 0 after the migration ($vst)"
+[ "$vst" = 0 ] || lab_die "the source did not exit 0 after the migration ($vst)"
 t0=$(us)
 st=0
 "$cli" -S "$work/b.sock" vm shutdown --timeout 60 > "$work/cli-shutdown.out" 2>&1 || st=$?
 took=$(secs $(($(us) - t0)))
-[ "$st" = 0 ] || fail "ferry vm shutdown exited $st: $(tail -n 1 "$work/cli-shutdown.out")"
-grep -q '^guest powered off' "$work/cli-shutdown.out" || fail "the CLI did not report the power-off"
-grep -q '^FERRY-PRESSED' "$work/con-b" || fail "the guest on B never saw the power button"
+[ "$st" = 0 ] || lab_fail "ferry vm shutdown exited $st: $(tail -n 1 "$work/cli-shutdown.out")"
+grep -q '^guest powered off' "$work/cli-shutdown.out" || lab_fail "the CLI did not report the power-off"
+grep -q '^FERRY-PRESSED' "$work/con-b" || lab_fail "the guest on B never saw the power button"
 exited b 30
-[ "$vst" = 0 ] || fail "ferry-vmm B exited '$vst' after the guest powered off (want 0)"
-grep -q 'guest powered off' "$work/vmm-b.out" || fail "ferry-vmm B did not say 'guest powered off'"
+[ "$vst" = 0 ] || lab_fail "ferry-vmm B exited '$vst' after the guest powered off (want 0)"
+grep -q 'guest powered off' "$work/vmm-b.out" || lab_fail "ferry-vmm B did not say 'guest powered off'"
 echo "linux-acpi: migrated A -> B, then shutdown: guest powered off in ${took}s, ferry-vmm exit $vst"
 
 # ------------------------------------------------------------------ 2. ignored button
@@ -122,17 +97,17 @@ t0=$(us)
 st=0
 "$cli" -S "$work/c.sock" vm shutdown --timeout 5 > "$work/cli-ignored.out" 2>&1 || st=$?
 took=$(secs $(($(us) - t0)))
-[ "$st" = 1 ] || fail "ferry vm shutdown on a guest ignoring the button exited $st (want 1)"
+[ "$st" = 1 ] || lab_fail "ferry vm shutdown on a guest ignoring the button exited $st (want 1)"
 grep -q 'did not power off within 5 s: stopped it hard' "$work/cli-ignored.out" ||
-    fail "no fallback message: $(tail -n 1 "$work/cli-ignored.out")"
+    lab_fail "no fallback message: $(tail -n 1 "$work/cli-ignored.out")"
 exited c 30
-[ "$vst" = 0 ] || fail "ferry-vmm C exited '$vst' after the hard stop (want 0)"
+[ "$vst" = 0 ] || lab_fail "ferry-vmm C exited '$vst' after the hard stop (want 0)"
 echo "linux-acpi: a guest ignoring the button: $(tr -d '\r' < "$work/cli-ignored.out" | tail -n 1) (after ${took}s)"
 
 # ------------------------------------------------------------------ 3. ACPI errors
 if grep -h '^FERRY-ACPIERR' "$work"/con-a "$work"/con-c > "$work/acpierr"; then
-    fail "ACPI errors in the guest's log: $(tr -d '\r' < "$work/acpierr" | head -n 3 | tr '\n' ' ')"
+    lab_fail "ACPI errors in the guest's log: $(tr -d '\r' < "$work/acpierr" | head -n 3 | tr '\n' ' ')"
 else
     echo "linux-acpi: no ACPI error or warning in the guests' kernel logs"
 fi
-[ ${#errors[@]} -eq 0 ] || exit 1
+[ ${#lab_errors[@]} -eq 0 ] || exit 1

@@ -15,23 +15,11 @@ BUILD=$(realpath "${BUILD:-build}")
 limit=${FERRY_L2_TIMEOUT:-180}
 eval "$(lab/lab.sh info)"
 . tests/lab/lib.sh
-vmm=$BUILD/vmm/ferry-vmm
-cli=$BUILD/cli/ferry
 export FERRY_NET_PREFIX=fna-
-topo=lab/net-topology.sh
 MAC=52:54:00:88:00:05 IP=10.88.0.5
-work=$(mktemp -d)
-pids=()
-clean_on_exit "$topo" down
-die() {
-    echo "t-net-announce: $*" >&2
-    tail -n 20 "$work"/con-* "$work"/vmm-*.out 2>/dev/null | tr -d '\r' >&2
-    exit 1
-}
+lab_vm_init t-net-announce
 acks() { "$cli" -S "$work/$1.sock" vm status --json | jq -r '.nics[0].announce_acks'; }
 
-"$topo" down >/dev/null 2>&1 || true
-"$topo" up 2>/dev/null
 cat > "$work/init.sh" <<EOF
 ip link set lo up
 ip link set eth0 up
@@ -40,30 +28,22 @@ echo FERRY-READY
 while true; do sleep 1; done
 EOF
 lab/lab.sh mkinitrd -m virtio_pci,virtio_net "$work/initrd.cpio" "$work/init.sh"
-start_vmm() {   # start_vmm NAME HOST ARGS...
-    local name=$1 host=$2; shift 2
-    "$topo" exec "$host" "$vmm" --control "$work/$name.sock" "$@" > "$work/con-$name" 2> "$work/vmm-$name.out" &
-    pids+=($!)
-}
-start_vmm a hostA --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --mem 256M \
+lab_vm_start a hostA --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --mem 256M \
     --append "$LAB_LINUX_APPEND" --net "tap=tap-vm,mac=$MAC"
-wait_for "$limit" "$work/con-a" '^FERRY-READY' || die "the guest did not come up on A"
-"$topo" exec client busybox ping -c 2 -W 5 "$IP" > /dev/null || die "the client cannot ping the guest on A"
-[ "$(acks a)" = 0 ] || die "A counted announce acks before any migration"
-start_vmm b hostB --incoming 10.99.0.2:4444
-wait_for 30 "$work/vmm-b.out" 'port 4444' || die "B did not listen"
-timeout "$limit" "$cli" -S "$work/a.sock" vm migrate --to 10.99.0.2:4444 > "$work/mig.out" 2>&1 ||
-    die "the migration failed: $(tail -n 1 "$work/mig.out")"
+wait_for "$limit" "$work/con-a" '^FERRY-READY' || lab_die "the guest did not come up on A"
+"$topo" exec client busybox ping -c 2 -W 5 "$IP" > /dev/null || lab_die "the client cannot ping the guest on A"
+[ "$(acks a)" = 0 ] || lab_die "A counted announce acks before any migration"
+lab_hop a b hostB 10.99.0.2
 end=$(($(date +%s) + 30))
 until [ "$(acks b)" = 1 ]; do
-    [ "$(date +%s)" -lt "$end" ] || die "the guest did not ack the announcement on B (acks: $(acks b))"
+    [ "$(date +%s)" -lt "$end" ] || lab_die "the guest did not ack the announcement on B (acks: $(acks b))"
     sleep 0.5
 done
 sleep 3
-[ "$(acks b)" = 1 ] || die "the guest acked $(acks b) times"
+[ "$(acks b)" = 1 ] || lab_die "the guest acked $(acks b) times"
 bridge -n "${FERRY_NET_PREFIX}switch" fdb show br br-vm | grep -i "^$MAC .*dev to-hostB" > /dev/null ||
-    die "the switch did not learn $MAC on to-hostB"
-"$topo" exec client busybox ping -c 2 -W 5 "$IP" > /dev/null || die "the client cannot ping the guest on B"
+    lab_die "the switch did not learn $MAC on to-hostB"
+"$topo" exec client busybox ping -c 2 -W 5 "$IP" > /dev/null || lab_die "the client cannot ping the guest on B"
 echo "net-announce: the guest acked the announcement on B: $("$cli" -S "$work/b.sock" vm status --json |
     jq -c '.nics[0] | { announce_acks, rx_packets, tx_packets }')"
-"$cli" -S "$work/b.sock" vm quit > /dev/null || die "ferry vm quit failed"
+"$cli" -S "$work/b.sock" vm quit > /dev/null || lab_die "ferry vm quit failed"
