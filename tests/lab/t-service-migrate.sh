@@ -74,7 +74,8 @@ stop=$work/stop
         sleep 0.5
     done
     echo "$b" > "$3.batches"' _ "$IP" "$stop" "$work/bench" &
-pids+=($!)
+bench_pid=$!
+pids+=("$bench_pid")
 "$topo" exec client bash -c '
     n=0
     while [ ! -e "$2" ]; do
@@ -84,7 +85,8 @@ pids+=($!)
         else echo "write $n: $r" >> "$3.errors"; fi
         sleep 0.05
     done' _ "$IP" "$stop" "$work/writer" &
-pids+=($!)
+writer_pid=$!
+pids+=("$writer_pid")
 sleep 5
 
 lab_hop a b hostB 10.99.0.2
@@ -92,7 +94,7 @@ sleep 5
 lab_hop b c hostA 10.99.0.1
 sleep 5
 touch "$stop"
-for p in "${pids[-1]}" "${pids[-2]}"; do
+for p in "$bench_pid" "$writer_pid"; do
     timeout 150 tail --pid="$p" -f /dev/null || lab_die "the client load did not stop"
 done
 
