@@ -107,8 +107,9 @@ fi
 for f in bench writer; do
     [ ! -s "$work/$f.errors" ] || lab_fail "$f errors: $(head -n 3 "$work/$f.errors" | tr '\n' ' ')"
 done
-echo "service-migrate: redis-benchmark: $batches batches of 4 x 500 requests; last: $(tr '\r' '\n' < "$work/bench.$batches" |
-      grep -E '^[A-Z]+:' | sed 's/ requests per second.*/ rq\/s/' | tr '\n' ' ')"
+echo "service-migrate: redis-benchmark: $batches batches of 4 x 500 requests; the last:" \
+     "$(tr '\r' '\n' < "$work/bench.$batches" | grep -E '^[A-Z]+: [0-9.]+ requests' |
+        sed 's/ requests per second.*/ rq\/s/' | tr '\n' ' ')"
 echo "service-migrate: writer: $acked acknowledged writes"
 for i in "${!lab_hop_from[@]}"; do
     gap=$(awk -v a="${lab_hop_from[$i]}" -v b="${lab_hop_to[$i]}" '
