@@ -118,19 +118,18 @@ while read -r _ gap end; do
 done < "$work/steps"
 # The clock's step at a switchover: the guest was paused for the downtime, and its clock
 # moved on by that plus its error, which is how far its offset to the host's wall clock
-# moved (medians of the good probes in the 5 s before and after the hop): at most 20 ms.
+# moved: at most 20 ms.  Each side's offset is that of the probe with the shortest round
+# trip in the 5 s before and after the hop (as NTP's clock filter does: the fastest
+# exchange is the least disturbed by the lab's scheduling).
 # The sampler's own gap also holds the lab's scheduling of the guest around the pause
 # (its single L1 CPU runs the migration and other tests' VMs too; gaps of 50-400 ms
 # come and go during pre-copy): it is reported, and bounded by downtime + 250 ms + the
 # longest step outside the hops.
 for i in "${!lab_hop_from[@]}"; do
     drift=$(awk -v a="${lab_hop_from[$i]}" -v b="${lab_hop_to[$i]}" '
-        function median(v, n,   i, j, t) {
-            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-            return v[int((n + 1) / 2)] }
-        $3 <= 20000000 && $2 < a && $2 >= a - 5e9 { x[++n] = $4 }
-        $3 <= 20000000 && $2 > b && $2 <= b + 5e9 { y[++m] = $4 }
-        END { if (!n || !m) { print "none"; exit } printf "%.1f", (median(y, m) - median(x, n)) / 1e6 }' "$work/probes")
+        $2 < a && $2 >= a - 5e9 && (!n || $3 < rx) { rx = $3; x = $4; n = 1 }
+        $2 > b && $2 <= b + 5e9 && (!m || $3 < ry) { ry = $3; y = $4; m = 1 }
+        END { if (!n || !m) { print "none"; exit } printf "%.1f", (y - x) / 1e6 }' "$work/probes")
     best=0
     while read -r _ gap end; do
         if [ "$end" -ge "${lab_hop_from[$i]}" ] && [ "$end" -le $((lab_hop_to[i] + 1000000000)) ] &&
