@@ -3,6 +3,7 @@
 #define FERRY_CLI_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "cli/client.h"
@@ -16,6 +17,8 @@ struct migrate_opts {
 };
 
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* CLOCK_MONOTONIC in milliseconds, for the commands that poll. */
+uint64_t cli_now_ms(void);
 
 /* Connect to the control socket or print why not (and return -1). */
 int cli_open(struct cli_conn *c, const char *sock);

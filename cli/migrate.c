@@ -20,13 +20,6 @@ static void on_sigint(int sig)
     interrupts++;
 }
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static int term_width(void)
 {
     struct winsize ws;
@@ -99,7 +92,7 @@ static int watch(struct cli_conn *c, const struct migrate_opts *o)
                 fputs("\n", stdout);
             return EXIT_FAILED;
         }
-        uint64_t t = now_ms();
+        uint64_t t = cli_now_ms();
         double mbps = rate_add(&rate, t, v.bytes_sent);
         bool final = mig_phase_final(v.phase);
         if (tty && !final) {
@@ -201,12 +194,12 @@ int cmd_migrate_cancel(struct cli_conn *c)
     }
     json_object_put(reply);
     struct mig_view v;
-    uint64_t t0 = now_ms();
+    uint64_t t0 = cli_now_ms();
     do {
         nanosleep(&(struct timespec){ .tv_nsec = POLL_MS * 1000000L }, NULL);
         if (poll_status(c, &v, NULL) < 0)
             return EXIT_FAILED;
-    } while (!mig_phase_final(v.phase) && now_ms() - t0 < 60000);
+    } while (!mig_phase_final(v.phase) && cli_now_ms() - t0 < 60000);
     if (!mig_phase_final(v.phase)) {
         cli_err("cancel requested, but the migration is still %s after 60 s", v.phase);
         return EXIT_FAILED;

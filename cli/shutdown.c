@@ -7,17 +7,10 @@
 
 #define POLL_MS 200
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Polls until ferry-vmm closes the socket (it exited) or `ms` pass: 1 gone, 0 not. */
-static int wait_gone(struct cli_conn *c, long long ms)
+static int wait_gone(struct cli_conn *c, uint64_t ms)
 {
-    long long end = now_ms() + ms;
+    uint64_t end = cli_now_ms() + ms;
     char err[512];
     do {
         json_object *reply;
@@ -27,7 +20,7 @@ static int wait_gone(struct cli_conn *c, long long ms)
         if (rc == CLI_OK)
             json_object_put(reply);
         nanosleep(&(struct timespec){ .tv_nsec = POLL_MS * 1000000L }, NULL);
-    } while (now_ms() < end);
+    } while (cli_now_ms() < end);
     return 0;
 }
 
@@ -40,7 +33,7 @@ int cmd_shutdown(struct cli_conn *c, long long timeout_s)
         return EXIT_FAILED;
     }
     json_object_put(reply);
-    if (wait_gone(c, timeout_s * 1000)) {
+    if (wait_gone(c, (uint64_t)timeout_s * 1000)) {
         printf("guest powered off\n");
         return EXIT_OK;
     }

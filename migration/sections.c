@@ -270,12 +270,13 @@ static int cpus_apply(struct vm *vm, const struct staged_state *st, char *err, s
     uint64_t flight = clock_in_flight_ns(&st->vm.clock, (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec);
     int rc = 0;
     for (int i = 0; i < vm->ncpus && rc == 0; i++) {
-        *s = st->cpu[i].s;
-        uint32_t khz = st->vm.tsc_khz ? st->vm.tsc_khz : vcpu_tsc_khz(vm->vcpus[i].fd);
-        vcpu_state_advance_tsc(s, flight, khz);
-        rc = vcpu_tsc_khz_set(vm->vcpus[i].fd, st->vm.tsc_khz, err, errlen);
-        if (rc == 0)
-            rc = vcpu_state_set(vm->vcpus[i].fd, s, err, errlen);
+        int fd = vm->vcpus[i].fd;
+        rc = vcpu_tsc_khz_set(fd, st->vm.tsc_khz, err, errlen);
+        if (rc == 0) {
+            *s = st->cpu[i].s;
+            vcpu_state_advance_tsc(s, flight, vcpu_tsc_khz(fd));   /* the rate just set */
+            rc = vcpu_state_set(fd, s, err, errlen);
+        }
     }
     free(s);
     return rc;
