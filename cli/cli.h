@@ -30,4 +30,7 @@ int cmd_migrate_cancel(struct cli_conn *c);
 /* shutdown.c: power button, then `quit` after timeout_s */
 int cmd_shutdown(struct cli_conn *c, long long timeout_s);
 
+/* tls.c: `ferry tls init|issue` (argv[0] is "tls") */
+int cmd_tls(int argc, char **argv);
+
 #endif

@@ -43,6 +43,14 @@ static const char usage_text[] =
     "  vm migrate-cancel           stop the migration in progress and wait for the outcome\n"
     "  vm cmd 'JSON'               send one raw request line, print the reply line\n"
     "\n"
+    "Credentials:\n"
+    "  tls init DIR [--cn NAME] [--days N]\n"
+    "                              a new cluster CA in DIR and this host's identity (NAME,\n"
+    "                              default the host name; valid N days, default 825)\n"
+    "  tls issue CADIR OUTDIR --cn NAME [--days N]\n"
+    "                              an identity for host NAME signed by CADIR's CA, in OUTDIR\n"
+    "                              (docs/tls.md)\n"
+    "\n"
     "Exit status: 0 ok, 1 the operation failed, 2 usage error, 3 migration in doubt\n"
     "(the VM is paused here and may be running on the destination).\n";
 
@@ -164,6 +172,8 @@ int main(int argc, char **argv)
         { "keep-source", no_argument, NULL, O_KEEP },
         { "timeout", required_argument, NULL, O_TIMEOUT }, { 0 },
     };
+    if (argc > 1 && !strcmp(argv[1], "tls"))   /* no socket, options of its own */
+        return cmd_tls(argc - 1, argv + 1);
     const char *sock = getenv("FERRY_SOCKET");
     struct migrate_opts mo = { .downtime_ms = -1, .bandwidth_mbps = -1, .max_time_s = -1, .max_rounds = -1 };
     long long timeout_s = -1;
