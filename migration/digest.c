@@ -1,11 +1,54 @@
+/* Memory digest: per-page XXH3, combined per chunk (see digest.h). */
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
-#include <xxh_x86dispatch.h>
+#define XXH_STATIC_LINKING_ONLY   /* XXH3_state_t on the stack */
 #include <xxhash.h>
+#include <xxh_x86dispatch.h>
 
 #include "migration/digest.h"
 
 #define DIGEST_MAX_THREADS 16
+#define PG 4096ull
+
+uint64_t digest_zero_page(void)
+{
+    static const uint8_t zeros[PG];
+    static uint64_t h;   /* a benign race: every thread computes the same value */
+    if (!h)
+        h = XXH3_64bits(zeros, sizeof(zeros));
+    return h;
+}
+
+size_t digest_npages(const struct guest_mem *m)
+{
+    size_t n = 0;
+    for (int i = 0; i < m->nregions; i++)
+        n += m->regions[i].size / PG;
+    return n;
+}
+
+size_t digest_page_index(const struct guest_mem *m, uint64_t gpa)
+{
+    size_t base = 0;
+    for (int r = 0; r < m->nregions; r++) {
+        const struct gmem_region *g = &m->regions[r];
+        if (gpa >= g->gpa && gpa - g->gpa < g->size)
+            return base + (gpa - g->gpa) / PG;
+        base += g->size / PG;
+    }
+    return (size_t)-1;
+}
+
+uint64_t *digest_hashes_new(const struct guest_mem *m)
+{
+    size_t n = digest_npages(m);
+    uint64_t *h = malloc((n ? n : 1) * sizeof(*h)), z = digest_zero_page();
+    for (size_t i = 0; h && i < n; i++)
+        h[i] = z;
+    return h;
+}
 
 size_t digest_count(const struct guest_mem *m, uint64_t chunk)
 {
@@ -15,42 +58,59 @@ size_t digest_count(const struct guest_mem *m, uint64_t chunk)
     return n;
 }
 
-/* Chunk i as (host pointer, length). */
-static const uint8_t *chunk_at(const struct guest_mem *m, uint64_t chunk, size_t i, size_t *len,
-                               uint64_t *gpa)
+/* Chunk i as (first page index, page count, GPA). */
+static void chunk_at(const struct guest_mem *m, uint64_t chunk, size_t i, size_t *page,
+                     size_t *npages, uint64_t *gpa)
 {
+    size_t base = 0;
     for (int r = 0; r < m->nregions; r++) {
         size_t n = (m->regions[r].size + chunk - 1) / chunk;
         if (i < n) {
-            uint64_t off = i * chunk;
-            uint64_t left = m->regions[r].size - off;
-            *len = left < chunk ? left : chunk;
+            uint64_t off = i * chunk, left = m->regions[r].size - off;
+            *page = base + off / PG;
+            *npages = (left < chunk ? left : chunk) / PG;
             *gpa = m->regions[r].gpa + off;
-            return m->regions[r].hva + off;
+            return;
         }
         i -= n;
+        base += m->regions[r].size / PG;
     }
-    return NULL;
+    *page = *npages = 0;
+    *gpa = 0;
 }
 
 uint64_t digest_chunk_gpa(const struct guest_mem *m, uint64_t chunk, size_t i)
 {
-    size_t len;
-    uint64_t gpa = 0;
-    chunk_at(m, chunk, i, &len, &gpa);
+    size_t page, n;
+    uint64_t gpa;
+    chunk_at(m, chunk, i, &page, &n, &gpa);
     return gpa;
 }
 
-size_t digest_chunk_index(const struct guest_mem *m, uint64_t chunk, uint64_t gpa)
+static uint64_t combine(const uint64_t *hash, size_t n)
 {
-    size_t base = 0;
-    for (int r = 0; r < m->nregions; r++) {
-        const struct gmem_region *g = &m->regions[r];
-        if (gpa >= g->gpa && gpa - g->gpa < g->size)
-            return base + (gpa - g->gpa) / chunk;
-        base += (g->size + chunk - 1) / chunk;
+    uint64_t le[512];
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < 512 ? n - done : 512;
+        for (size_t j = 0; j < k; j++)
+            le[j] = htole64(hash[done + j]);
+        XXH3_64bits_update(&st, le, k * sizeof(*le));
+        done += k;
     }
-    return (size_t)-1;
+    return XXH3_64bits_digest(&st);
+}
+
+void digest_from_hashes(const struct guest_mem *m, uint64_t chunk, const uint64_t *hash, uint64_t *out)
+{
+    size_t n = digest_count(m, chunk);
+    for (size_t i = 0; i < n; i++) {
+        size_t page, np;
+        uint64_t gpa;
+        chunk_at(m, chunk, i, &page, &np, &gpa);
+        out[i] = combine(hash + page, np);
+    }
 }
 
 struct job {
@@ -58,46 +118,33 @@ struct job {
     uint64_t chunk;
     uint64_t *out;
     size_t first, end;
-    const uint8_t *touched;
-    uint64_t zero_full;          /* digest of an all-zero chunk of full size */
 };
-
-static uint64_t zero_digest(size_t len)
-{
-    static const uint8_t zeros[64 << 10];
-    XXH3_state_t *st = XXH3_createState();
-    XXH3_64bits_reset(st);
-    for (size_t off = 0; off < len; off += sizeof(zeros))
-        XXH3_64bits_update(st, zeros, len - off < sizeof(zeros) ? len - off : sizeof(zeros));
-    uint64_t h = XXH3_64bits_digest(st);
-    XXH3_freeState(st);
-    return h;
-}
 
 static void *hash_range(void *arg)
 {
     struct job *j = arg;
+    uint64_t h[512];
     for (size_t i = j->first; i < j->end; i++) {
-        size_t len = 0;
+        size_t page, np;
         uint64_t gpa;
-        const uint8_t *p = chunk_at(j->m, j->chunk, i, &len, &gpa);
-        if (j->touched && !j->touched[i])
-            j->out[i] = len == j->chunk ? j->zero_full : zero_digest(len);
-        else
-            j->out[i] = XXH3_64bits_dispatch(p, len);  /* AVX2/AVX-512 when the CPU has them */
+        chunk_at(j->m, j->chunk, i, &page, &np, &gpa);
+        XXH3_state_t st;
+        XXH3_64bits_reset(&st);
+        for (size_t done = 0; done < np;) {
+            size_t k = np - done < 512 ? np - done : 512;
+            const uint8_t *p = gmem_ptr(j->m, gpa + done * PG, k * PG);
+            for (size_t q = 0; q < k; q++)
+                h[q] = htole64(XXH3_64bits_dispatch(p + q * PG, PG));  /* AVX2 when the CPU has it */
+            XXH3_64bits_update(&st, h, k * sizeof(*h));
+            done += k;
+        }
+        j->out[i] = XXH3_64bits_digest(&st);
     }
     return NULL;
 }
 
 int digest_compute(const struct guest_mem *m, uint64_t chunk, uint64_t *out)
 {
-    return digest_compute_skip(m, chunk, out, NULL);
-}
-
-int digest_compute_skip(const struct guest_mem *m, uint64_t chunk, uint64_t *out,
-                        const uint8_t *touched)
-{
-    uint64_t zero_full = touched ? zero_digest(chunk) : 0;
     size_t n = digest_count(m, chunk);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     size_t nt = cpus < 1 ? 1 : cpus > DIGEST_MAX_THREADS ? DIGEST_MAX_THREADS : (size_t)cpus;
@@ -108,7 +155,7 @@ int digest_compute_skip(const struct guest_mem *m, uint64_t chunk, uint64_t *out
     size_t started = 0;
     int rc = 0;
     for (size_t t = 0; t < nt; t++) {
-        jobs[t] = (struct job){ m, chunk, out, n * t / nt, n * (t + 1) / nt, touched, zero_full };
+        jobs[t] = (struct job){ m, chunk, out, n * t / nt, n * (t + 1) / nt };
         if (t == nt - 1 || pthread_create(&th[t], NULL, hash_range, &jobs[t]) != 0) {
             /* the last share (or any that failed to get a thread) runs here */
             jobs[t].end = n;

@@ -1,38 +1,61 @@
-/* Destination side: receive one VM. Everything that arrives is validated
- * before use; the VM's vCPUs start only after the whole stream arrived, the
- * memory digest matched, the state loaded into KVM and the source was told. */
+/* Destination: receive one VM. Everything that arrives is validated before
+ * use; the VM's vCPUs start only after every stream delivered its pages,
+ * the state loaded into KVM and the source handed the VM over (COMMIT).
+ * Each stream has a thread that reads its pages straight into guest RAM;
+ * stream 0, read here, also carries the control messages. */
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/tls.h"
 #include "migration/digest.h"
 #include "migration/net.h"
+#include "migration/pages.h"
 #include "migration/sections.h"
 #include "migration/stream.h"
 #include "vmm/log.h"
 #include "vmm/vm.h"
 
+#define JOIN_TIMEOUT_MS 10000         /* for the other streams after HELLO */
+#define DIGEST_TIMEOUT_S 120          /* for the source's digest after the hand-over */
+
+struct receiver;
+
+struct rstream {
+    struct receiver *r;
+    int index;
+    struct chan ch;
+    struct pages_rx rx;
+    pthread_t thread;
+    bool live;
+    int rc;
+    char err[256];
+};
+
 struct receiver {
     struct vm *vm;
-    int fd;
+    SSL_CTX *tls;
+    int lfd;
     bool vm_created;
     struct staged_state st;
     bool have_state;
-    uint64_t *digest;
+    uint64_t *hash;                   /* each page's XXH3 as received */
+    uint64_t *digest;                 /* the source's (strict: before COMPLETE) */
     size_t ndigest;
     uint64_t chunk;
-    struct stream_stats stats;
-    /* Our own digest is computed while the source computes its own: RAM is
-     * final once STATE arrives (the last pages precede it). */
-    pthread_t hasher;
-    bool hashing;
-    uint64_t *mine;
-    int hash_rc;
-    uint8_t *touched;        /* per digest chunk: did any page arrive? (RAM starts zeroed) */
+    char verify[16];                  /* "after", "strict" or "off", from HELLO */
+    uint8_t session[SESSION_ID_LEN];
+    int n;
+    struct rstream s[MIG_MAX_STREAMS];
+    atomic_int failed;                /* the first page stream that failed on its own, or -1 */
+    atomic_bool stopping;             /* we are shutting the streams down: failures are ours */
 };
 
 static uint64_t now_ms(void)
@@ -42,30 +65,46 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static int put_page(uint64_t gpa, const void *data, void *ctx, char *err, size_t errlen)
-{
-    struct receiver *r = ctx;
-    uint8_t *dst = gmem_ptr(&r->vm->mem, gpa, MIG_PAGE_SIZE);
-    if (!dst) {
-        snprintf(err, errlen, "page at GPA 0x%llx is outside guest RAM", (unsigned long long)gpa);
-        return -1;
-    }
-    if (data)
-        memcpy(dst, data, MIG_PAGE_SIZE);
-    else
-        memset(dst, 0, MIG_PAGE_SIZE);
-    size_t chunk = digest_chunk_index(&r->vm->mem, DIGEST_CHUNK, gpa);
-    if (r->touched && chunk != (size_t)-1)
-        r->touched[chunk] = 1;
-    return 0;
-}
-
-static void send_ack(int fd, uint32_t status, const char *reason)
+static void send_ack(struct chan *c, uint32_t status, const char *reason)
 {
     struct buf b = { 0 };
-    if (ack_encode(&b, status, reason) == 0)
-        msg_write(fd, MSG_ACK, b.data, (uint32_t)b.len);
+    if (ack_encode(&b, status, reason) == 0 && msg_write(c, MSG_ACK, b.data, (uint32_t)b.len) == 0)
+        chan_flush(c);
     buf_free(&b);
+}
+
+/* "migration": {"session", "streams", "verify"} from HELLO's JSON. */
+static int session_from_json(struct receiver *r, const char *json, char *err, size_t errlen)
+{
+    json_object *o = json_tokener_parse(json), *mig, *v;
+    int rc = -1;
+    if (!o || !json_object_object_get_ex(o, "migration", &mig)) {
+        snprintf(err, errlen, "HELLO has no \"migration\" session (a source older than protocol 2?)");
+        goto out;
+    }
+    const char *hex = json_object_object_get_ex(mig, "session", &v) ? json_object_get_string(v) : "";
+    int n = json_object_object_get_ex(mig, "streams", &v) ? json_object_get_int(v) : 0;
+    const char *verify = json_object_object_get_ex(mig, "verify", &v) ? json_object_get_string(v) : "";
+    if (strlen(hex) != 2 * SESSION_ID_LEN || n < 1 || n > MIG_MAX_STREAMS ||
+        (strcmp(verify, "after") && strcmp(verify, "strict") && strcmp(verify, "off"))) {
+        snprintf(err, errlen, "HELLO: bad migration session (streams 1..%d, verify after|strict|off)",
+                 MIG_MAX_STREAMS);
+        goto out;
+    }
+    for (int i = 0; i < SESSION_ID_LEN; i++) {
+        unsigned b;
+        if (sscanf(hex + 2 * i, "%2x", &b) != 1) {
+            snprintf(err, errlen, "HELLO: bad session id");
+            goto out;
+        }
+        r->session[i] = (uint8_t)b;
+    }
+    r->n = n;
+    snprintf(r->verify, sizeof(r->verify), "%s", verify);
+    rc = 0;
+out:
+    json_object_put(o);
+    return rc;
 }
 
 /* HELLO: build the VM the source describes, if this host can run it. */
@@ -77,7 +116,7 @@ static int on_hello(struct receiver *r, const struct msg *m, const struct vm_con
     struct kvm_cpuid2 *cpuid = NULL, *have = NULL;
     struct vm_config cfg = *local;
     int rc = -1;
-    if (hello_decode(m, &version, &json, err, errlen) < 0 ||
+    if (hello_decode(m, &version, &json, err, errlen) < 0 || session_from_json(r, json, err, errlen) < 0 ||
         vm_config_from_json(json, &cfg, &cpuid, err, errlen) < 0)
         goto out;
     int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -96,13 +135,13 @@ static int on_hello(struct receiver *r, const struct msg *m, const struct vm_con
     r->vm_created = true;
     if (vm_create(r->vm, &cfg, err, errlen) < 0)
         goto out;
-    r->touched = calloc(digest_count(&r->vm->mem, DIGEST_CHUNK), 1);
-    if (staged_init(&r->st, r->vm) < 0 || !r->touched) {
+    r->hash = digest_hashes_new(&r->vm->mem);
+    if (staged_init(&r->st, r->vm) < 0 || !r->hash) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    log_info("incoming VM: %llu MiB, %d vCPU(s), %s", (unsigned long long)(cfg.mem_size >> 20),
-             cfg.ncpus, cfg.boot_mode == BOOT_LINUX64 ? "linux" : "micro-guest");
+    log_info("incoming VM: %llu MiB, %d vCPU(s), %s, %d stream(s)", (unsigned long long)(cfg.mem_size >> 20),
+             cfg.ncpus, cfg.boot_mode == BOOT_LINUX64 ? "linux" : "micro-guest", r->n);
     rc = 0;
 out:
     if (rc < 0 && cfg.kernel != local->kernel)
@@ -113,72 +152,238 @@ out:
     return rc;
 }
 
-static void *hash_thread(void *arg)
+/* ---- connections -------------------------------------------------------- */
+
+static void peer_name(int fd, char *out, size_t len)
 {
-    struct receiver *r = arg;
-    r->mine = malloc(digest_count(&r->vm->mem, DIGEST_CHUNK) * sizeof(*r->mine));
-    /* chunks no page landed in are still all zero: their digest is known
-     * without reading (or, for a file-backed RAM, allocating) them */
-    r->hash_rc = r->mine ? digest_compute_skip(&r->vm->mem, DIGEST_CHUNK, r->mine, r->touched) : -1;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    char host[64] = "?";
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof(host));
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof(host));
+        else
+            snprintf(host, sizeof(host), "local");
+    }
+    snprintf(out, len, "%s", host);
+}
+
+/* Accept one connection and set up TLS on it. */
+static int accept_chan(struct receiver *r, struct chan *c, int timeout_ms, char *err, size_t errlen)
+{
+    *c = CHAN_PLAIN(net_accept(r->lfd, timeout_ms, err, errlen));
+    if (c->fd < 0)
+        return -1;
+    if (r->tls && !(c->ssl = tls_handshake(r->tls, c->fd, true, err, errlen))) {
+        chan_close(c);
+        return -1;
+    }
+    return 0;
+}
+
+static void *stream_thread(void *arg);
+
+/* The other streams: each must JOIN with this migration's session. Strays
+ * (another session, a repeated index, not a Ferry stream) are refused and
+ * closed; the wait goes on for the real ones until the deadline. */
+static int accept_joins(struct receiver *r, char *err, size_t errlen)
+{
+    uint64_t deadline = now_ms() + JOIN_TIMEOUT_MS;
+    for (int joined = 1; joined < r->n;) {
+        uint64_t t = now_ms();
+        if (t >= deadline) {
+            snprintf(err, errlen, "only %d of the source's %d streams connected within %d s", joined, r->n,
+                     JOIN_TIMEOUT_MS / 1000);
+            return -1;
+        }
+        struct chan c;
+        char why[256];
+        if (accept_chan(r, &c, (int)(deadline - t), why, sizeof(why)) < 0) {
+            log_warn("incoming migration: refused a connection: %s", why);
+            continue;
+        }
+        struct msg m = { 0 };
+        uint8_t session[SESSION_ID_LEN];
+        uint32_t idx = 0;
+        int ok = msg_read(&c, &m, why, sizeof(why)) == 0 && join_decode(&m, session, &idx, why, sizeof(why)) == 0;
+        msg_free(&m);
+        if (ok && (memcmp(session, r->session, SESSION_ID_LEN) || idx < 1 || idx >= (uint32_t)r->n ||
+                   r->s[idx].live)) {
+            snprintf(why, sizeof(why), "stray connection: not a stream of this migration");
+            ok = 0;
+        }
+        if (!ok) {
+            log_warn("incoming migration: refused a connection: %s", why);
+            send_ack(&c, ACK_REJECTED, why);
+            chan_close(&c);
+            continue;
+        }
+        struct rstream *s = &r->s[idx];
+        s->ch = c;
+        send_ack(&s->ch, ACK_READY, "");
+        if (pthread_create(&s->thread, NULL, stream_thread, s) != 0) {
+            snprintf(err, errlen, "cannot start a receiver thread");
+            return -1;
+        }
+        s->live = true;
+        joined++;
+    }
+    return 0;
+}
+
+/* Streams 1..n-1: pages until FLUSH. A stream that fails wakes the control
+ * loop (it reads stream 0) by shutting that socket's read side. */
+static void *stream_thread(void *arg)
+{
+    struct rstream *s = arg;
+    struct receiver *r = s->r;
+    for (;;) {
+        struct msg m = { 0 };
+        if (msg_read_header(&s->ch, &m, s->err, sizeof(s->err)) < 0)
+            break;
+        if (m.type == MSG_MEM_PAGES) {
+            if (pages_rx_recv(&s->rx, &s->ch, &m, s->err, sizeof(s->err)) < 0)
+                break;
+            continue;
+        }
+        if (m.type == MSG_FLUSH && m.len == 0)
+            return NULL;  /* rc 0: all this stream's pages are in */
+        snprintf(s->err, sizeof(s->err), "unexpected %s message on a page stream", msg_type_name(m.type));
+        break;
+    }
+    s->rc = -1;
+    int none = -1;
+    if (!atomic_load(&r->stopping) && atomic_compare_exchange_strong(&r->failed, &none, s->index))
+        shutdown(r->s[0].ch.fd, SHUT_RD);
     return NULL;
 }
 
-static void hash_start(struct receiver *r)
+/* Join the page streams (stop: shut them first, the migration failed).
+ * Returns -1 with the reason of the first stream that failed on its own. */
+static int join_streams(struct receiver *r, bool stop, char *err, size_t errlen)
 {
-    r->hashing = pthread_create(&r->hasher, NULL, hash_thread, r) == 0;
-}
-
-static int hash_join(struct receiver *r)
-{
-    if (!r->hashing)
+    if (stop) {
+        atomic_store(&r->stopping, true);
+        for (int i = 1; i < r->n; i++)
+            if (r->s[i].live)
+                shutdown(r->s[i].ch.fd, SHUT_RDWR);
+    }
+    for (int i = 1; i < r->n; i++) {
+        if (r->s[i].live)
+            pthread_join(r->s[i].thread, NULL);
+        r->s[i].live = false;
+    }
+    int f = atomic_load(&r->failed);
+    if (f > 0) {
+        snprintf(err, errlen, "stream %d: %s", f, r->s[f].err);
         return -1;
-    pthread_join(r->hasher, NULL);
-    r->hashing = false;
-    return r->hash_rc;
+    }
+    return 0;
 }
 
-static int verify_digest(struct receiver *r, char *err, size_t errlen)
+/* ---- digest ------------------------------------------------------------- */
+
+/* Compare the source's digest with the pages received; 0, or -1 with where. */
+static int compare_digest(struct receiver *r, char *err, size_t errlen)
 {
     const struct guest_mem *mem = &r->vm->mem;
-    size_t n = digest_count(mem, r->chunk);
+    size_t n = digest_count(mem, DIGEST_CHUNK);
     if (n != r->ndigest || r->chunk != DIGEST_CHUNK) {
         snprintf(err, errlen, "memory digest covers %zu chunks of %llu bytes, expected %zu of %llu",
                  r->ndigest, (unsigned long long)r->chunk, n, (unsigned long long)DIGEST_CHUNK);
         return -1;
     }
-    if (hash_join(r) < 0) {
-        snprintf(err, errlen, "cannot compute the memory digest");
+    uint64_t *mine = malloc(n * sizeof(*mine));
+    if (!mine) {
+        snprintf(err, errlen, "out of memory for the memory digest");
         return -1;
     }
-    const uint64_t *mine = r->mine;  /* written by the hasher: read after the join */
-    for (size_t i = 0; i < n; i++) {
+    digest_from_hashes(mem, DIGEST_CHUNK, r->hash, mine);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
         if (mine[i] != r->digest[i]) {
             snprintf(err, errlen, "memory digest mismatch at GPA 0x%llx (chunk %zu of %zu)",
-                     (unsigned long long)digest_chunk_gpa(mem, r->chunk, i), i, n);
-            return -1;
+                     (unsigned long long)digest_chunk_gpa(mem, DIGEST_CHUNK, i), i, n);
+            rc = -1;
         }
     }
-    return 0;
+    free(mine);
+    return rc;
 }
 
-/* The message loop after HELLO. Returns 0 once the VM may run. */
+static int on_digest(struct receiver *r, const struct msg *m, char *err, size_t errlen)
+{
+    free(r->digest);
+    r->digest = NULL;
+    return digest_decode(m, &r->chunk, &r->digest, &r->ndigest, err, errlen);
+}
+
+/* After the hand-over (verify=after): the VM runs; compare the source's
+ * digest of its frozen RAM with what arrived, and raise the alarm on a
+ * mismatch. */
+static void verify_after(struct receiver *r)
+{
+    struct chan *c = &r->s[0].ch;
+    struct timeval tv = { .tv_sec = DIGEST_TIMEOUT_S };
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct msg m = { 0 };
+    char err[256], res[200];
+    if (msg_read(c, &m, err, sizeof(err)) < 0 || on_digest(r, &m, err, sizeof(err)) < 0) {
+        snprintf(res, sizeof(res), "unknown: %.150s", err);
+        log_warn("incoming migration: the memory digest could not be compared: %s", err);
+    } else if (compare_digest(r, err, sizeof(err)) < 0) {
+        snprintf(res, sizeof(res), "MISMATCH: %.150s", err);
+        log_err("MEMORY DIGEST MISMATCH after the hand-over: %s; the VM runs here with memory that "
+                "differs from the source's copy", err);
+        send_ack(c, ACK_MISMATCH, err);
+    } else {
+        snprintf(res, sizeof(res), "match");
+        log_info("incoming migration: memory digest verified after the hand-over");
+        send_ack(c, ACK_VERIFIED, "");
+    }
+    msg_free(&m);
+    pthread_mutex_lock(&r->vm->mig.lock);
+    snprintf(r->vm->mig.in.verify_result, sizeof(r->vm->mig.in.verify_result), "%s", res);
+    pthread_mutex_unlock(&r->vm->mig.lock);
+}
+
+/* ---- the control loop on stream 0 ---------------------------------------- */
+
+/* Messages after HELLO until COMPLETE. Returns 0 once the VM may run. */
 static int receive(struct receiver *r, char *err, size_t errlen)
 {
-    bool verified = false;
+    struct chan *c = &r->s[0].ch;
     for (;;) {
         struct msg m = { 0 };
-        if (msg_read(r->fd, &m, err, errlen) < 0)
+        if (msg_read_header(c, &m, err, errlen) < 0) {
+            /* a page stream that failed shut this one: its reason is the real one */
+            if (atomic_load(&r->failed) > 0)
+                join_streams(r, true, err, errlen);
+            return -1;
+        }
+        if (m.type == MSG_MEM_PAGES) {
+            if (r->have_state) {
+                snprintf(err, errlen, "memory pages after the device state");
+                return -1;
+            }
+            if (pages_rx_recv(&r->s[0].rx, c, &m, err, errlen) < 0)
+                return -1;
+            continue;
+        }
+        size_t got;
+        void *payload = malloc(m.len ? m.len : 1);
+        struct iovec v = { payload, m.len };
+        m.payload = payload;
+        if (!payload) {
+            snprintf(err, errlen, "out of memory for a %u-byte %s message", m.len, msg_type_name(m.type));
+            return -1;
+        }
+        if (msg_read_into(c, &m, &v, 1, &got, err, errlen) < 0 || msg_check_sum(c, &m, &v, 1, err, errlen) < 0)
             return -1;
         int rc = 0;
         switch (m.type) {
-        case MSG_MEM_PAGES:
-            if (r->have_state) {
-                snprintf(err, errlen, "memory pages after the device state");
-                rc = -1;
-                break;
-            }
-            rc = pages_batch_parse(&m, put_page, r, &r->stats, err, errlen);
-            break;
         case MSG_STATE:
             if (r->have_state) {
                 snprintf(err, errlen, "a second STATE message");
@@ -187,35 +392,36 @@ static int receive(struct receiver *r, char *err, size_t errlen)
             }
             rc = sections_parse(&r->st, r->vm, m.payload, m.len, err, errlen);
             r->have_state = rc == 0;
-            if (rc == 0)
-                hash_start(r);
             break;
         case MSG_DIGEST:
-            free(r->digest);
-            r->digest = NULL;
-            rc = digest_decode(&m, &r->chunk, &r->digest, &r->ndigest, err, errlen);
-            if (rc == 0 && (r->chunk == 0 || r->chunk % MIG_PAGE_SIZE)) {
-                snprintf(err, errlen, "bad digest chunk size %llu", (unsigned long long)r->chunk);
+            if (strcmp(r->verify, "strict")) {
+                snprintf(err, errlen, "DIGEST before COMPLETE, but the source said verify=%s", r->verify);
                 rc = -1;
+            } else {
+                rc = on_digest(r, &m, err, errlen);
             }
             break;
         case MSG_COMPLETE: {
-            uint64_t t0 = now_ms();
+            uint64_t t0 = now_ms(), t_join = 0;
             if (!r->have_state) {
                 snprintf(err, errlen, "COMPLETE before any device state");
                 rc = -1;
-            } else if (r->digest) {
-                rc = verify_digest(r, err, errlen);
-                verified = rc == 0;
+            } else if (join_streams(r, false, err, errlen) < 0) {
+                rc = -1;
+            } else if (!strcmp(r->verify, "strict")) {
+                rc = r->digest ? compare_digest(r, err, errlen) : -1;
+                if (!r->digest)
+                    snprintf(err, errlen, "verify=strict but no DIGEST before COMPLETE");
             }
+            t_join = now_ms();
             if (rc == 0)
                 rc = sections_apply(r->vm, &r->st, err, errlen);
             msg_free(&m);
             if (rc < 0)
                 return -1;
-            log_info("incoming migration complete: %llu pages (%llu zero), memory %s (%llu ms)",
-                     (unsigned long long)r->stats.pages, (unsigned long long)r->stats.zero_pages,
-                     verified ? "digest verified" : "not verified", (unsigned long long)(now_ms() - t0));
+            log_info("incoming migration complete: memory %s (streams drained in %llu ms, state loaded in %llu ms)",
+                     !strcmp(r->verify, "strict") ? "digest verified" : "to be verified after the hand-over",
+                     (unsigned long long)(t_join - t0), (unsigned long long)(now_ms() - t_join));
             return 0;
         }
         case MSG_ABORT: {
@@ -235,71 +441,110 @@ static int receive(struct receiver *r, char *err, size_t errlen)
     }
 }
 
-int migration_incoming(struct vm *vm, const struct vm_config *cfg, const char *addr,
-                       int (*start)(struct vm *), char *err, size_t errlen)
+/* Wait for COMMIT; 0 when the VM is ours. */
+static int await_commit(struct receiver *r, char *err, size_t errlen)
 {
-    struct receiver r = { .vm = vm, .fd = -1 };
-    int lfd = net_listen(addr, err, errlen);
-    if (lfd < 0)
-        return -1;
-    log_info("waiting for an incoming migration on %s (port %d)", addr, net_local_port(lfd));
-    r.fd = net_accept(lfd, -1, err, errlen);
-    close(lfd);
-    if (r.fd < 0)
-        return -1;
-
     struct msg m = { 0 };
     int rc = -1;
-    if (msg_read(r.fd, &m, err, errlen) < 0)
-        goto out;
-    if (m.type != MSG_HELLO) {
-        snprintf(err, errlen, "expected HELLO, got %s", msg_type_name(m.type));
-        send_ack(r.fd, ACK_REJECTED, err);
-        goto out;
+    if (msg_read(&r->s[0].ch, &m, err, errlen) < 0)
+        return -1;
+    if (m.type == MSG_COMMIT) {
+        rc = 0;
+    } else if (m.type == MSG_ABORT) {
+        char why[256];
+        msg_text(&m, 0, why, sizeof(why));
+        snprintf(err, errlen, "source aborted the migration: %s", why);
+    } else {
+        snprintf(err, errlen, "expected COMMIT, got %s", msg_type_name(m.type));
     }
-    if (on_hello(&r, &m, cfg, err, errlen) < 0) {
-        send_ack(r.fd, ACK_REJECTED, err);
-        goto out;
-    }
-    send_ack(r.fd, ACK_READY, "");
-    if (receive(&r, err, errlen) < 0) {
-        send_ack(r.fd, ACK_REJECTED, err);
-        goto out;
-    }
-    /* Verified and loaded: wait for the source to hand the VM over. Without
-     * COMMIT the source may resume it, so this copy must never run. */
-    send_ack(r.fd, ACK_READY, "");
     msg_free(&m);
-    if (msg_read(r.fd, &m, err, errlen) < 0)
-        goto out;
-    if (m.type != MSG_COMMIT) {
-        if (m.type == MSG_ABORT) {
-            char why[256];
-            msg_text(&m, 0, why, sizeof(why));
-            snprintf(err, errlen, "source aborted the migration: %s", why);
-        } else {
-            snprintf(err, errlen, "expected COMMIT, got %s", msg_type_name(m.type));
-        }
-        goto out;
+    return rc;
+}
+
+static void record(struct receiver *r)
+{
+    struct mig_incoming *in = &r->vm->mig.in;
+    pthread_mutex_lock(&r->vm->mig.lock);
+    in->done = true;
+    in->streams = r->n;
+    in->rtt_us = net_rtt_us(r->s[0].ch.fd);
+    snprintf(in->cipher, sizeof(in->cipher), "%s", r->s[0].ch.ssl ? tls_cipher(r->s[0].ch.ssl) : "none (--insecure)");
+    for (int i = 0; i < r->n; i++) {
+        const struct page_stats *p = &r->s[i].rx.st;
+        peer_name(r->s[i].ch.fd, in->peers[i], sizeof(in->peers[i]));
+        in->pages += p->pages;
+        in->zero_pages += p->zero_pages;
+        in->data_bytes += p->data_bytes;
+        in->wire_bytes += p->wire_bytes;
     }
+    snprintf(in->verify_result, sizeof(in->verify_result), "%s",
+             !strcmp(r->verify, "strict") ? "match (in the pause)" : !strcmp(r->verify, "off") ? "off" : "pending");
+    pthread_mutex_unlock(&r->vm->mig.lock);
+}
+
+static int run(struct receiver *r, const struct vm_config *cfg, int (*start)(struct vm *),
+               char *err, size_t errlen)
+{
+    struct chan *c = &r->s[0].ch;
+    struct msg m = { 0 };
+    if (accept_chan(r, c, -1, err, errlen) < 0 || msg_read(c, &m, err, errlen) < 0)
+        return -1;
+    int rc = -1;
+    if (m.type != MSG_HELLO)
+        snprintf(err, errlen, "expected HELLO, got %s", msg_type_name(m.type));
+    else
+        rc = on_hello(r, &m, cfg, err, errlen);
+    msg_free(&m);
+    for (int i = 0; rc == 0 && i < r->n; i++)
+        r->s[i].rx = (struct pages_rx){ .mem = &r->vm->mem, .hash = r->hash };
+    if (rc < 0)
+        goto reject;
+    send_ack(c, ACK_READY, "");
+    if (accept_joins(r, err, errlen) < 0 || receive(r, err, errlen) < 0)
+        goto reject;
+    /* Loaded: wait for the source to hand the VM over. Without COMMIT the
+     * source may resume it, so this copy must never run. */
+    send_ack(c, ACK_READY, "");
+    if (await_commit(r, err, errlen) < 0)
+        return -1;
     /* The VM is ours now, whatever happens to this connection. Its vCPUs
      * start before RESUMED goes out, so the pause the source measures ends
      * when the VM runs here, not when it could. */
-    if (start(vm) < 0) {
+    if (start(r->vm) < 0) {
         snprintf(err, errlen, "cannot start the VM's vCPUs");
-        goto out;
+        return -1;
     }
-    send_ack(r.fd, ACK_RESUMED, "");
-    rc = 0;
-out:
-    msg_free(&m);
-    if (r.hashing)
-        hash_join(&r);
+    send_ack(c, ACK_RESUMED, "");
+    record(r);
+    if (!strcmp(r->verify, "after"))
+        verify_after(r);
+    return 0;
+reject:
+    send_ack(c, ACK_REJECTED, err);
+    return -1;
+}
+
+int migration_incoming(struct vm *vm, const struct vm_config *cfg, const char *addr, SSL_CTX *tls,
+                       int (*start)(struct vm *), char *err, size_t errlen)
+{
+    struct receiver r = { .vm = vm, .tls = tls, .n = 1, .failed = -1 };
+    for (int i = 0; i < MIG_MAX_STREAMS; i++)
+        r.s[i] = (struct rstream){ .r = &r, .index = i, .ch = CHAN_PLAIN(-1) };
+    r.lfd = net_listen(addr, err, errlen);
+    if (r.lfd < 0)
+        return -1;
+    log_info("waiting for an incoming migration on %s (port %d, %s)", addr, net_local_port(r.lfd),
+             tls ? "TLS" : "plaintext: --insecure");
+    int rc = run(&r, cfg, start, err, errlen);
+    close(r.lfd);
+    join_streams(&r, true, (char[8]){ 0 }, 8);   /* after a failure: stop the readers */
+    for (int i = 0; i < MIG_MAX_STREAMS; i++) {
+        pages_rx_free(&r.s[i].rx);
+        chan_close(&r.s[i].ch);
+    }
     if (r.vm_created)
         staged_free(&r.st);
     free(r.digest);
-    free(r.mine);
-    free(r.touched);
-    close(r.fd);
+    free(r.hash);
     return rc;
 }

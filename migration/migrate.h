@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <json-c/json.h>
 
+#include <openssl/ssl.h>
+
 struct vm;
 struct vm_config;
 struct kvm_cpuid2;
@@ -19,14 +21,31 @@ enum mig_phase {
     MIG_IN_DOUBT,   /* no answer after COMPLETE: VM paused here, may run there */
 };
 
+#define MIG_MAX_STREAMS 8
+#define MIG_MAX_VIA     4
+
+/* When the memory digest is compared (docs/migration-protocol.md, "Verification"). */
+enum mig_verify {
+    VERIFY_OFF,
+    VERIFY_AFTER,     /* default: after the hand-over, outside the pause; a mismatch is an alarm */
+    VERIFY_STRICT,    /* in the pause, before COMMIT: a mismatch keeps the VM on the source */
+};
+
+enum mig_compress { COMPRESS_AUTO = -1 };   /* else an enum page_codec (pages.h) */
+
 struct mig_params {
     char uri[256];
+    int streams;                 /* connections (0: automatic) */
+    char via[MIG_MAX_VIA][64];   /* local addresses the streams leave from, round robin */
+    int nvia;
+    int compress;                /* COMPRESS_AUTO or an enum page_codec */
+    enum mig_verify verify;
+    uint64_t test_skip_gpa;      /* test hook: never send this page (0: off) */
     uint64_t downtime_ms;        /* switch over once the predicted pause is this short */
     uint64_t bandwidth;          /* bytes/s cap, 0 = unlimited */
     uint64_t max_time_ms;        /* give up pre-copy after this long (0 = no limit) */
     uint32_t max_rounds;         /* give up after this many rounds */
     bool force;                  /* at a limit, switch over anyway instead of failing */
-    bool verify;                 /* whole-memory digest at switchover */
 };
 
 struct mig_stats {
@@ -43,7 +62,23 @@ struct mig_stats {
      * pages, saving+sending state, waiting for the destination's ACK */
     uint64_t pause_us, final_us, state_us, ack_us;
     uint64_t final_pages;         /* sent while paused */
+    uint64_t data_bytes;          /* page data before compression */
+    int streams, rtt_us;
+    int codec;                    /* enum page_codec in use */
+    char cipher[64];              /* negotiated TLS cipher, or "none (--insecure)" */
+    char window_note[320];        /* the kernel caps the TCP window: how to raise it */
+    char verify_result[200];      /* "match", "mismatch: ...", "off", or "" (pending) */
     char error[256];
+};
+
+/* What the destination saw of the migration that brought the VM here. */
+struct mig_incoming {
+    bool done;
+    int streams, rtt_us;
+    char cipher[64];
+    char peers[MIG_MAX_STREAMS][64];   /* the source address of each stream */
+    uint64_t pages, zero_pages, data_bytes, wire_bytes;
+    char verify_result[200];
 };
 
 struct migration {
@@ -53,8 +88,10 @@ struct migration {
     pthread_t thread;
     bool thread_live;
     atomic_bool cancel;
-    int fd;
     uint64_t t_start_ns;         /* CLOCK_MONOTONIC at migrate */
+    SSL_CTX *tls;                /* client credentials; NULL: plaintext (--insecure) */
+    bool insecure;               /* the operator chose plaintext */
+    struct mig_incoming in;
 };
 
 void mig_params_default(struct mig_params *p);
@@ -68,10 +105,12 @@ void migration_status(struct vm *vm, json_object *out);
 void migration_reap(struct vm *vm);
 
 /* Destination: listen on addr, receive one VM into vm (created from the
- * stream's configuration and cfg's local options). Once the source hands it
- * over (COMMIT), start(vm) runs it and the source is told it resumed. On
- * failure before COMMIT nothing ran. */
-int migration_incoming(struct vm *vm, const struct vm_config *cfg, const char *addr,
+ * stream's configuration and cfg's local options) over TLS with tls's
+ * credentials (NULL: plaintext). Once the source hands it over (COMMIT),
+ * start(vm) runs it and the source is told it resumed; then the memory digest
+ * is compared unless the source turned verification off. On failure before
+ * COMMIT nothing ran. */
+int migration_incoming(struct vm *vm, const struct vm_config *cfg, const char *addr, SSL_CTX *tls,
                        int (*start)(struct vm *), char *err, size_t errlen);
 
 /* VM configuration carried in HELLO. */

@@ -1,42 +1,41 @@
 /* Source side of pre-copy live migration.
  *
  * Round 0 copies all RAM while the guest runs; each later round copies what
- * the guest dirtied meanwhile. After each dirty sync the engine predicts the
- * pause needed to send the rest (dirty bytes / measured throughput); once that
- * meets the target it pauses the vCPUs, sends the last pages, the state and a
- * memory digest, and waits for the destination's ACK(resumed). Until that ACK
- * the VM is ours: every failure resumes it here. */
+ * the guest dirtied meanwhile, over all streams at once (sender.c). After
+ * each dirty sync the engine predicts the pause needed to send the rest
+ * (dirty bytes / measured throughput, plus the round trips of the hand-over);
+ * once that meets the target it pauses the vCPUs, sends the last pages and
+ * the state, and hands the VM over. Until the destination's ACK(resumed) the
+ * VM is ours: every failure resumes it here. The memory digest is compared
+ * after the hand-over (or, with verify=strict, inside the pause). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/tls.h"
 #include "migration/digest.h"
-#include "migration/dirty.h"
 #include "migration/net.h"
 #include "migration/sections.h"
+#include "migration/sender.h"
 #include "migration/stream.h"
 #include "vmm/log.h"
 #include "vmm/vm.h"
 
-#define BATCH_BYTES   (1u << 20)      /* MEM_PAGES payload per message */
-#define CLEAR_CHUNK   16384ull        /* pages re-protected at once (64 MiB) */
 #define ACK_TIMEOUT_S 60              /* for the destination's answers at switchover */
-#define CONNECT_TIMEOUT_MS 10000
-#define SEND_TIMEOUT_S 10
+#define PLAN_RATE (1250000000ull)     /* 10 Gbit/s: the rate a window is sized for without a cap */
 
-struct sender {
-    struct vm *vm;
-    struct migration *mg;
-    int fd;
-    struct buf batch;
-    struct stream_stats st;
-    uint64_t wire_bytes;              /* everything written, headers included */
-    uint64_t bw_t0, bw_bytes;         /* bandwidth-cap window */
-    uint64_t scanned;                 /* round 0 progress, in pages */
+struct engine {
+    struct sender s;
+    uint64_t ctl_bytes;               /* control messages written */
+    /* auto compression (auto_compress) */
+    uint64_t t_last_tick, data_last_tick;
+    double cpu_last, rate_before;
+    int auto_state, ticks_in_state;
 };
 
 static uint64_t now_ns(void)
@@ -52,7 +51,8 @@ void mig_params_default(struct mig_params *p)
     p->downtime_ms = 50;
     p->max_time_ms = 300000;
     p->max_rounds = 60;
-    p->verify = true;
+    p->verify = VERIFY_AFTER;
+    p->compress = COMPRESS_AUTO;
 }
 
 const char *mig_phase_name(enum mig_phase ph)
@@ -69,124 +69,97 @@ static void set_phase(struct migration *mg, enum mig_phase ph)
     pthread_mutex_unlock(&mg->lock);
 }
 
-static void publish(struct sender *s)
+static void publish(struct engine *e)
 {
-    pthread_mutex_lock(&s->mg->lock);
-    s->mg->s.bytes_sent = s->wire_bytes;
-    s->mg->s.pages_sent = s->st.pages;
-    s->mg->s.zero_pages = s->st.zero_pages;
-    s->mg->s.scanned_pages = s->scanned;
-    pthread_mutex_unlock(&s->mg->lock);
+    struct page_stats t;
+    sender_totals(&e->s, &t);
+    struct migration *mg = e->s.mg;
+    pthread_mutex_lock(&mg->lock);
+    mg->s.bytes_sent = t.wire_bytes + e->ctl_bytes;
+    mg->s.data_bytes = t.data_bytes;
+    mg->s.pages_sent = t.pages;
+    mg->s.zero_pages = t.zero_pages;
+    mg->s.scanned_pages = atomic_load(&e->s.scanned);
+    mg->s.codec = atomic_load(&e->s.codec);
+    pthread_mutex_unlock(&mg->lock);
 }
 
-/* Sleep as needed to keep the average rate under the cap (1 s windows). */
-static void throttle(struct sender *s, uint64_t cap)
+/* Compression switches itself on when the link, not the CPU, limits the
+ * migration. The sender threads idling for the socket suggest it, but on a
+ * fast link they may wait for a busy receiver instead; so compression gets a
+ * trial, and stays only if it moved more page data per second than sending
+ * the pages raw did. A slow link (under 50 MB/s of pages with lz4) tries zstd. */
+enum { AUTO_WATCH, AUTO_TRIAL, AUTO_DONE };
+
+static void auto_compress(struct engine *e)
 {
-    if (!cap)
+    struct sender *s = &e->s;
+    struct page_stats t;
+    sender_totals(s, &t);
+    double cpu = 0;
+    for (int i = 0; i < s->n; i++) {
+        clockid_t cid;
+        struct timespec ts;
+        if (pthread_getcpuclockid(s->st[i].thread, &cid) == 0 && clock_gettime(cid, &ts) == 0)
+            cpu += (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    }
+    uint64_t now = now_ns();
+    double dt = (double)(now - e->t_last_tick) / 1e9;
+    double busy = (cpu - e->cpu_last) / dt / s->n, rate = (double)(t.data_bytes - e->data_last_tick) / dt;
+    bool valid = e->t_last_tick && e->ticks_in_state++ > 0;   /* a whole tick in this state */
+    e->cpu_last = cpu;
+    e->t_last_tick = now;
+    e->data_last_tick = t.data_bytes;
+    if (s->mg->p.compress != COMPRESS_AUTO || !valid || e->auto_state == AUTO_DONE)
         return;
-    uint64_t t = now_ns();
-    if (t - s->bw_t0 >= 1000000000ull) {
-        s->bw_t0 = t;
-        s->bw_bytes = 0;
+    int codec = atomic_load(&s->codec);
+    if (e->auto_state == AUTO_WATCH) {
+        if (busy < 0.5) {
+            e->rate_before = rate;
+            e->auto_state = AUTO_TRIAL;
+            e->ticks_in_state = 0;
+            atomic_store(&s->codec, codec == CODEC_NONE ? CODEC_LZ4 : CODEC_ZSTD);
+        }
         return;
     }
-    uint64_t due = s->bw_t0 + s->bw_bytes * 1000000000ull / cap;
-    /* sleep in short slices so a cancel is noticed at once */
-    while ((t = now_ns()) < due && !atomic_load(&s->mg->cancel)) {
-        uint64_t left = due - t < 10000000ull ? due - t : 10000000ull;
-        nanosleep(&(struct timespec){ .tv_nsec = (long)left }, NULL);
+    /* AUTO_TRIAL: keep the codec only if it paid */
+    bool better = rate > 1.2 * e->rate_before;
+    log_info("migration: %s moved %.0f MB/s of pages, against %.0f MB/s before: %s",
+             page_codec_name(codec), rate / 1e6, e->rate_before / 1e6, better ? "keeping it" : "dropping it");
+    e->ticks_in_state = 0;
+    if (!better) {
+        atomic_store(&s->codec, codec == CODEC_LZ4 ? CODEC_NONE : CODEC_LZ4);
+        e->auto_state = AUTO_DONE;
+    } else {
+        e->auto_state = codec == CODEC_LZ4 && rate < 50e6 ? AUTO_WATCH : AUTO_DONE;
     }
 }
 
-static int send_msg(struct sender *s, uint16_t type, const void *p, size_t len, char *err, size_t errlen)
+static void tick(struct sender *s)
 {
-    int r = msg_write(s->fd, type, p, (uint32_t)len);
-    if (r < 0) {
-        snprintf(err, errlen, "connection to destination lost while sending %s: %s",
-                 msg_type_name(type), strerror(-r));
+    struct engine *e = (struct engine *)s;
+    publish(e);
+    auto_compress(e);
+}
+
+static int send_ctl(struct engine *e, uint16_t type, const void *p, size_t len, char *err, size_t errlen)
+{
+    struct chan *c = &e->s.st[0].ch;
+    if (msg_write(c, type, p, (uint32_t)len) < 0 || chan_flush(c) < 0) {
+        snprintf(err, errlen, "connection to destination lost while sending %s: %s", msg_type_name(type),
+                 c->err);
         return -1;
     }
-    s->wire_bytes += MSG_HEADER_SIZE + len;
-    s->bw_bytes += MSG_HEADER_SIZE + len;
+    e->ctl_bytes += MSG_HEADER_SIZE + len;
     return 0;
 }
 
-static int flush_batch(struct sender *s, char *err, size_t errlen)
-{
-    if (!s->batch.len)
-        return 0;
-    int r = send_msg(s, MSG_MEM_PAGES, s->batch.data, s->batch.len, err, errlen);
-    s->batch.len = 0;
-    publish(s);
-    throttle(s, s->mg->p.bandwidth);
-    return r;
-}
-
-static int send_page(struct sender *s, uint64_t gpa, const void *page, char *err, size_t errlen)
-{
-    if (atomic_load(&s->mg->cancel)) {
-        snprintf(err, errlen, "cancelled by the operator");
-        return -1;
-    }
-    int r = pages_batch_add(&s->batch, gpa, page, &s->st);
-    if (r == -E2BIG) {
-        if (flush_batch(s, err, errlen) < 0)
-            return -1;
-        r = pages_batch_add(&s->batch, gpa, page, &s->st);
-    }
-    if (r < 0) {
-        snprintf(err, errlen, "cannot queue page 0x%llx: %s", (unsigned long long)gpa, strerror(-r));
-        return -1;
-    }
-    return s->batch.len >= BATCH_BYTES ? flush_batch(s, err, errlen) : 0;
-}
-
-/* Send every page marked dirty in the fetched log, re-protecting each chunk
- * just before reading it. In round 0 all-zero pages are skipped: the
- * destination's RAM starts zeroed. Returns 0, or -1 (error or cancel). */
-static int send_dirty(struct sender *s, struct dirty_log *d, bool round0, char *err, size_t errlen)
-{
-    const struct guest_mem *m = d->mem;
-    for (int slot = 0; slot < m->nregions; slot++) {
-        for (uint64_t first = 0; first < d->npages[slot]; first += CLEAR_CHUNK) {
-            uint64_t n = d->npages[slot] - first < CLEAR_CHUNK ? d->npages[slot] - first : CLEAR_CHUNK;
-            bool any = false;
-            for (uint64_t w = first / 64; w < (first + n + 63) / 64 && !any; w++)
-                any = d->bitmap[slot][w] != 0;
-            if (!any)
-                continue;
-            if (dirty_log_clear(d, slot, first, n, err, errlen) < 0)
-                return -1;
-            for (uint64_t pg = first; pg < first + n; pg++) {
-                if (!dirty_test(d, slot, pg))
-                    continue;
-                const uint8_t *p = m->regions[slot].hva + (pg << PAGE_SHIFT);
-                if (round0 && page_is_zero(p))
-                    continue;
-                if (send_page(s, m->regions[slot].gpa + (pg << PAGE_SHIFT), p, err, errlen) < 0)
-                    return -1;
-            }
-            dirty_log_sent(d, slot, first, n);
-            if (round0) {
-                s->scanned += n;
-                publish(s);
-            }
-        }
-    }
-    return flush_batch(s, err, errlen);
-}
-
-/* Read the destination's ACK; returns its status, or -1 (err set; *timeout
- * tells a silent peer from a closed one). */
-static int read_ack(int fd, bool *timeout, char *reason, size_t rlen, char *err, size_t errlen)
+static int read_ack(struct engine *e, char *reason, size_t rlen, char *err, size_t errlen)
 {
     struct msg m = { 0 };
     uint32_t status;
-    *timeout = false;
-    if (msg_read(fd, &m, err, errlen) < 0) {
-        *timeout = m.error == MSG_E_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
+    if (msg_read(&e->s.st[0].ch, &m, err, errlen) < 0)
         return -1;
-    }
     int r = -1;
     if (m.type == MSG_ABORT) {
         char why[200];
@@ -199,44 +172,88 @@ static int read_ack(int fd, bool *timeout, char *reason, size_t rlen, char *err,
     return r;
 }
 
-static int handshake(struct sender *s, char *err, size_t errlen)
+/* HELLO's JSON: the VM's configuration plus this migration's session. */
+static char *hello_json(struct engine *e, char *err, size_t errlen)
 {
-    char *cfg = vm_config_json(s->vm);
-    struct buf b = { 0 };
-    int r = cfg && hello_encode(&b, cfg) == 0 ? send_msg(s, MSG_HELLO, b.data, b.len, err, errlen) : -1;
-    if (!cfg)
-        snprintf(err, errlen, "out of memory");
+    char *cfg = vm_config_json(e->s.vm);
+    json_object *o = cfg ? json_tokener_parse(cfg) : NULL;
     free(cfg);
-    buf_free(&b);
+    if (!o) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    char hex[2 * SESSION_ID_LEN + 1];
+    for (int i = 0; i < SESSION_ID_LEN; i++)
+        snprintf(hex + 2 * i, 3, "%02x", e->s.session[i]);
+    json_object *mig = json_object_new_object();
+    json_object_object_add(mig, "session", json_object_new_string(hex));
+    json_object_object_add(mig, "streams", json_object_new_int(e->s.n));
+    json_object_object_add(mig, "verify", json_object_new_string(
+        e->s.mg->p.verify == VERIFY_OFF ? "off" : e->s.mg->p.verify == VERIFY_STRICT ? "strict" : "after"));
+    json_object_object_add(o, "migration", mig);
+    char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    return s;
+}
+
+/* Streams: as asked, else one per core up to 4 (each stream's TLS runs on
+ * its own core), at least one per migration address. */
+static int pick_streams(const struct mig_params *p)
+{
+    if (p->streams)
+        return p->streams;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int n = cpus < 1 ? 1 : cpus > 4 ? 4 : (int)cpus;
+    return n < p->nvia ? p->nvia : n;
+}
+
+static int connect_all(struct engine *e, char *err, size_t errlen)
+{
+    struct migration *mg = e->s.mg;
+    if (getrandom(e->s.session, SESSION_ID_LEN, 0) != SESSION_ID_LEN) {
+        snprintf(err, errlen, "cannot pick a session id: %s", strerror(errno));
+        return -1;
+    }
+    char *hello = hello_json(e, err, errlen);
+    if (!hello)
+        return -1;
+    int r = sender_open(&e->s, hello, err, errlen);
+    free(hello);
     if (r < 0)
         return -1;
-    bool timeout;
-    char reason[200] = "";
-    int st = read_ack(s->fd, &timeout, reason, sizeof(reason), err, errlen);
-    if (st == ACK_READY)
-        return 0;
-    if (st == ACK_REJECTED)
-        snprintf(err, errlen, "destination refused the VM: %s", reason);
-    else if (st >= 0)
-        snprintf(err, errlen, "unexpected ACK status %d from destination", st);
-    return -1;
+    int rtt = net_rtt_us(e->s.st[0].ch.fd);
+    char note[320] = "";
+    for (int i = 0; i < e->s.n; i++)
+        net_size_window(e->s.st[i].ch.fd, true, (mg->p.bandwidth ? mg->p.bandwidth : PLAN_RATE) / (uint64_t)e->s.n,
+                        rtt, i ? (char[320]){ 0 } : note, 320);
+    pthread_mutex_lock(&mg->lock);
+    mg->s.streams = e->s.n;
+    mg->s.rtt_us = rtt;
+    snprintf(mg->s.window_note, sizeof(mg->s.window_note), "%s", note);
+    snprintf(mg->s.cipher, sizeof(mg->s.cipher), "%s",
+             e->s.st[0].ch.ssl ? tls_cipher(e->s.st[0].ch.ssl) : "none (--insecure)");
+    pthread_mutex_unlock(&mg->lock);
+    if (note[0])
+        log_warn("migration: %s", note);
+    return 0;
 }
 
 /* Pre-copy rounds until the predicted pause meets the target. 0 = switch over. */
-static int precopy(struct sender *s, struct dirty_log *d, char *err, size_t errlen)
+static int precopy(struct engine *e, char *err, size_t errlen)
 {
-    struct migration *mg = s->mg;
+    struct migration *mg = e->s.mg;
     const struct mig_params *p = &mg->p;
     uint64_t t_start = now_ns(), t_prev_sync = 0;
-    double throughput = 0;
+    double throughput = 0, rtt_ms = mg->s.rtt_us / 1000.0;
     for (uint32_t round = 0;; round++) {
         uint64_t t_sync = now_ns();
-        int64_t dirty = dirty_log_fetch(d, err, errlen);
+        int64_t dirty = dirty_log_fetch(&e->s.d, err, errlen);
         if (dirty < 0)
             return -1;
         if (round > 0) {
             double secs = (double)(t_sync - t_prev_sync) / 1e9;
-            double predicted = throughput > 0 ? (double)dirty * PAGE_SIZE / throughput * 1000.0 : 1e9;
+            /* the last pages, then COMPLETE -> ACK -> COMMIT -> ACK: two round trips */
+            double predicted = throughput > 0 ? (double)dirty * PAGE_SIZE / throughput * 1000.0 + 2 * rtt_ms : 1e9;
             pthread_mutex_lock(&mg->lock);
             mg->s.round = round;
             mg->s.remaining_pages = (uint64_t)dirty;
@@ -264,33 +281,82 @@ static int precopy(struct sender *s, struct dirty_log *d, char *err, size_t errl
             }
         }
         t_prev_sync = t_sync;
-        uint64_t b0 = s->wire_bytes, t0 = now_ns();
-        if (send_dirty(s, d, round == 0, err, errlen) < 0)
+        struct page_stats before, after;
+        sender_totals(&e->s, &before);
+        uint64_t t0 = now_ns();
+        if (sender_round(&e->s, round == 0, false, tick, err, errlen) < 0)
             return -1;
-        uint64_t sent = s->wire_bytes - b0, dt = now_ns() - t0;
+        sender_totals(&e->s, &after);
+        /* page data per second: what the pause will have to move */
+        uint64_t sent = after.data_bytes - before.data_bytes, dt = now_ns() - t0;
         /* small rounds say little about the link: keep the previous estimate */
         if (dt && (sent >= (4u << 20) || throughput == 0))
             throughput = (double)sent * 1e9 / (double)dt;
+        publish(e);
         pthread_mutex_lock(&mg->lock);
         mg->s.throughput = throughput;
         pthread_mutex_unlock(&mg->lock);
     }
 }
 
+/* The source's digest of its (paused) RAM in a DIGEST message. */
+static int send_digest(struct engine *e, char *err, size_t errlen)
+{
+    const struct guest_mem *mem = &e->s.vm->mem;
+    size_t n = digest_count(mem, DIGEST_CHUNK);
+    uint64_t *dig = malloc(n * sizeof(*dig));
+    struct buf b = { 0 };
+    int rc = -1;
+    if (!dig || digest_compute(mem, DIGEST_CHUNK, dig) < 0 || digest_encode(&b, DIGEST_CHUNK, dig, n) < 0)
+        snprintf(err, errlen, "cannot compute the memory digest");
+    else
+        rc = send_ctl(e, MSG_DIGEST, b.data, b.len, err, errlen);
+    buf_free(&b);
+    free(dig);
+    return rc;
+}
+
+/* After the hand-over: the frozen RAM's digest against the pages the
+ * destination received. The VM runs there whatever the answer; a mismatch
+ * is an alarm for the operator, on both sides. */
+static void verify_after(struct engine *e)
+{
+    struct migration *mg = e->s.mg;
+    char err[256] = "", reason[200] = "", res[200];
+    uint64_t t0 = now_ns();
+    int st = send_digest(e, err, sizeof(err)) < 0 ? -1 : read_ack(e, reason, sizeof(reason), err, sizeof(err));
+    if (st == ACK_VERIFIED) {
+        snprintf(res, sizeof(res), "match");
+    } else if (st == ACK_MISMATCH) {
+        snprintf(res, sizeof(res), "MISMATCH: %s", reason);
+        log_err("MEMORY DIGEST MISMATCH after the hand-over: %s; the VM runs on the destination with "
+                "memory that differs from this host's copy", reason);
+    } else {
+        snprintf(res, sizeof(res), "unknown: %s", st >= 0 ? "unexpected answer" : err);
+        log_warn("migration: the memory digest could not be compared after the hand-over: %s", res + 9);
+    }
+    pthread_mutex_lock(&mg->lock);
+    snprintf(mg->s.verify_result, sizeof(mg->s.verify_result), "%s", res);
+    mg->s.verify_ms = (now_ns() - t0) / 1000000;
+    pthread_mutex_unlock(&mg->lock);
+}
+
 /* Pause, send the rest and the state, and hand over. Returns 0 when the
  * destination runs the VM; -1 when it cannot (the caller resumes here); -2
  * when COMMIT went out but no confirmation came back (in doubt). */
-static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, char *err, size_t errlen)
+static int switchover(struct engine *e, uint64_t *t_pause, char *err, size_t errlen)
 {
-    struct vm *vm = s->vm;
-    struct migration *mg = s->mg;
+    struct vm *vm = e->s.vm;
+    struct migration *mg = e->s.mg;
     set_phase(mg, MIG_SWITCHOVER);
+    if (e->auto_state == AUTO_TRIAL)   /* an unfinished trial proved nothing */
+        atomic_store(&e->s.codec, atomic_load(&e->s.codec) == CODEC_ZSTD ? CODEC_LZ4 : CODEC_NONE);
     *t_pause = now_ns();
     vm_pause(vm);
     uint64_t t_paused = now_ns(), t_saved = 0, t_final = 0, t_state = 0, t_complete = 0;
-    uint64_t pages_before = s->st.pages;
+    struct page_stats before, after;
+    sender_totals(&e->s, &before);
     struct buf state = { 0 };
-    uint64_t *dig = NULL;
     int rc = -1;
     /* State first: saving drains the devices' in-flight I/O (a disk read
      * still landing in guest RAM), and what that writes must be in the last
@@ -298,44 +364,31 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
     if (sections_save(vm, &state, err, errlen) < 0)
         goto fail;
     t_saved = now_ns();
-    if (dirty_log_fetch(d, err, errlen) < 0 || send_dirty(s, d, false, err, errlen) < 0)
+    if (dirty_log_fetch(&e->s.d, err, errlen) < 0 || sender_round(&e->s, false, true, NULL, err, errlen) < 0)
         goto fail;
     t_final = now_ns();
-    if (send_msg(s, MSG_STATE, state.data, state.len, err, errlen) < 0)
+    if (send_ctl(e, MSG_STATE, state.data, state.len, err, errlen) < 0)
         goto fail;
     t_state = now_ns();
-    if (mg->p.verify) {
-        uint64_t t0 = now_ns();
-        size_t n = digest_count(&vm->mem, DIGEST_CHUNK);
-        struct buf b = { 0 };
-        if (!(dig = malloc(n * sizeof(*dig))) || digest_compute(&vm->mem, DIGEST_CHUNK, dig) < 0 ||
-            digest_encode(&b, DIGEST_CHUNK, dig, n) < 0) {
-            snprintf(err, errlen, "cannot compute the memory digest");
-            buf_free(&b);
-            goto fail;
-        }
-        int r = send_msg(s, MSG_DIGEST, b.data, b.len, err, errlen);
-        buf_free(&b);
-        if (r < 0)
+    if (mg->p.verify == VERIFY_STRICT) {
+        if (send_digest(e, err, errlen) < 0)
             goto fail;
         pthread_mutex_lock(&mg->lock);
-        mg->s.verify_ms = (now_ns() - t0) / 1000000;
+        mg->s.verify_ms = (now_ns() - t_state) / 1000000;
         pthread_mutex_unlock(&mg->lock);
     }
-    if (send_msg(s, MSG_COMPLETE, NULL, 0, err, errlen) < 0)
+    if (send_ctl(e, MSG_COMPLETE, NULL, 0, err, errlen) < 0)
         goto fail;
     t_complete = now_ns();
+    sender_totals(&e->s, &after);
     pthread_mutex_lock(&mg->lock);
-    mg->s.final_pages = s->st.pages - pages_before;
+    mg->s.final_pages = after.pages - before.pages;
     pthread_mutex_unlock(&mg->lock);
-    publish(s);
+    publish(e);
 
-    /* The destination verifies and loads everything, then says READY. */
-    struct timeval tv = { .tv_sec = ACK_TIMEOUT_S };
-    setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    bool timeout;
+    /* The destination loads everything (strict: and compares), then says READY. */
     char reason[200] = "";
-    int st = read_ack(s->fd, &timeout, reason, sizeof(reason), err, errlen);
+    int st = read_ack(e, reason, sizeof(reason), err, errlen);
     if (st != ACK_READY) {
         if (st == ACK_REJECTED)
             snprintf(err, errlen, "destination rejected the VM: %s", reason);
@@ -345,9 +398,9 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
     }
     /* COMMIT hands the VM over. If it cannot be written the peer is gone and
      * never saw it; once written, only ACK(resumed) or an operator decides. */
-    if (send_msg(s, MSG_COMMIT, NULL, 0, err, errlen) < 0)
+    if (send_ctl(e, MSG_COMMIT, NULL, 0, err, errlen) < 0)
         goto fail;
-    st = read_ack(s->fd, &timeout, reason, sizeof(reason), err, errlen);
+    st = read_ack(e, reason, sizeof(reason), err, errlen);
     if (st == ACK_RESUMED) {
         uint64_t t_ack = now_ns();
         pthread_mutex_lock(&mg->lock);
@@ -355,6 +408,9 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
         mg->s.final_us = (t_final - t_saved) / 1000;
         mg->s.state_us = (t_saved - t_paused + t_state - t_final) / 1000;
         mg->s.ack_us = (t_ack - t_complete) / 1000;
+        mg->s.downtime_ms = (t_ack - *t_pause) / 1000000;
+        if (mg->p.verify == VERIFY_STRICT)
+            snprintf(mg->s.verify_result, sizeof(mg->s.verify_result), "match (in the pause)");
         pthread_mutex_unlock(&mg->lock);
         rc = 0;
     } else {
@@ -366,7 +422,6 @@ static int switchover(struct sender *s, struct dirty_log *d, uint64_t *t_pause, 
         rc = -2;
     }
 fail:
-    free(dig);
     buf_free(&state);
     return rc;
 }
@@ -375,66 +430,58 @@ static void *source_thread(void *arg)
 {
     struct vm *vm = arg;
     struct migration *mg = &vm->mig;
-    struct sender s = { .vm = vm, .mg = mg, .fd = -1, .bw_t0 = now_ns() };
-    struct dirty_log d = { 0 };
+    struct engine e = { .s = { .vm = vm, .mg = mg, .n = pick_streams(&mg->p) } };
     char err[512] = "";
     uint64_t t_start = now_ns(), t_pause = 0;
     int rc = -1;
 
-    s.fd = net_connect(mg->p.uri, CONNECT_TIMEOUT_MS, err, sizeof(err));
-    if (s.fd >= 0) {
-        /* a destination that stops reading must not hold the VM (or a
-         * cancel) hostage: a send blocked this long fails */
-        struct timeval tv = { .tv_sec = SEND_TIMEOUT_S };
-        setsockopt(s.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-        tv.tv_sec = ACK_TIMEOUT_S;
-        setsockopt(s.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    }
-    pthread_mutex_lock(&mg->lock);
-    mg->fd = s.fd;
-    pthread_mutex_unlock(&mg->lock);
-    if (s.fd >= 0 && handshake(&s, err, sizeof(err)) == 0 &&
-        dirty_log_start(&d, vm->kvm_fd, vm->fd, &vm->mem, err, sizeof(err)) == 0) {
+    if (connect_all(&e, err, sizeof(err)) == 0 &&
+        dirty_log_start(&e.s.d, vm->kvm_fd, vm->fd, &vm->mem, err, sizeof(err)) == 0 &&
+        sender_start(&e.s, err, sizeof(err)) == 0) {
+        if (mg->p.compress != COMPRESS_AUTO)
+            atomic_store(&e.s.codec, mg->p.compress);
         set_phase(mg, MIG_PRECOPY);
-        if (precopy(&s, &d, err, sizeof(err)) == 0)
-            rc = switchover(&s, &d, &t_pause, err, sizeof(err));
+        if (precopy(&e, err, sizeof(err)) == 0)
+            rc = switchover(&e, &t_pause, err, sizeof(err));
     }
+    if (rc == 0 && mg->p.verify == VERIFY_AFTER)
+        verify_after(&e);
     uint64_t t_end = now_ns();
     bool cancelled = atomic_load(&mg->cancel);
-    if (rc == -1 && s.fd >= 0) {
+    if (rc == -1 && e.s.st[0].ch.fd >= 0) {
         char why[300];
         snprintf(why, sizeof(why), "source: %s", cancelled ? "cancelled by the operator" : err);
-        msg_write(s.fd, MSG_ABORT, why, (uint32_t)strlen(why));  /* best effort */
+        msg_write(&e.s.st[0].ch, MSG_ABORT, why, (uint32_t)strlen(why));  /* best effort */
+        chan_flush(&e.s.st[0].ch);
     }
-    dirty_log_stop(&d);
+    publish(&e);
+    sender_close(&e.s);
+    dirty_log_stop(&e.s.d);
     pthread_mutex_lock(&mg->lock);
-    if (mg->fd >= 0)
-        close(mg->fd);
-    mg->fd = -1;
     mg->s.total_ms = (t_end - t_start) / 1000000;
     mg->s.elapsed_ms = mg->s.total_ms;
-    mg->s.bytes_sent = s.wire_bytes;
     if (rc == 0) {
         mg->s.phase = MIG_COMPLETED;
-        mg->s.downtime_ms = (t_end - t_pause) / 1000000;
         mg->s.remaining_pages = 0;
+        if (mg->p.verify == VERIFY_OFF)
+            snprintf(mg->s.verify_result, sizeof(mg->s.verify_result), "off");
     } else {
         mg->s.phase = rc == -2 ? MIG_IN_DOUBT : cancelled ? MIG_CANCELLED : MIG_FAILED;
         snprintf(mg->s.error, sizeof(mg->s.error), "%s", cancelled ? "cancelled by the operator" : err);
     }
     struct mig_stats st = mg->s;
     pthread_mutex_unlock(&mg->lock);
-    buf_free(&s.batch);
 
     if (rc == 0) {
         log_info("migration to %s completed: downtime %llu ms (stop %.1f, last pages %.1f, state %.1f, "
-                 "verify %llu, destination %.1f ms), total %llu ms, "
-                 "%llu rounds, %llu MiB sent, %llu pages (%llu zero, %llu in the pause)",
+                 "destination %.1f ms), total %llu ms, %llu rounds, %d stream(s), %s, %llu MiB sent "
+                 "(%llu MiB of pages, %s), %llu pages (%llu zero, %llu in the pause), verify: %s",
                  mg->p.uri, (unsigned long long)st.downtime_ms, st.pause_us / 1e3, st.final_us / 1e3,
-                 st.state_us / 1e3, (unsigned long long)st.verify_ms, st.ack_us / 1e3,
-                 (unsigned long long)st.total_ms, (unsigned long long)st.round,
-                 (unsigned long long)(st.bytes_sent >> 20), (unsigned long long)st.pages_sent,
-                 (unsigned long long)st.zero_pages, (unsigned long long)st.final_pages);
+                 st.state_us / 1e3, st.ack_us / 1e3, (unsigned long long)st.total_ms,
+                 (unsigned long long)st.round, st.streams, st.cipher,
+                 (unsigned long long)(st.bytes_sent >> 20), (unsigned long long)(st.data_bytes >> 20),
+                 page_codec_name(st.codec), (unsigned long long)st.pages_sent,
+                 (unsigned long long)st.zero_pages, (unsigned long long)st.final_pages, st.verify_result);
         vm_request_stop(vm, STOP_MIGRATED, 0);
     } else if (rc == -2) {
         log_err("migration in doubt: %s", st.error);
@@ -446,7 +493,6 @@ static void *source_thread(void *arg)
     }
     return NULL;
 }
-
 int migration_start(struct vm *vm, const struct mig_params *p, char *err, size_t errlen)
 {
     struct migration *mg = &vm->mig;
@@ -479,7 +525,6 @@ int migration_start(struct vm *vm, const struct mig_params *p, char *err, size_t
     log_info("migrating to %s (downtime target %llu ms)", p->uri, (unsigned long long)p->downtime_ms);
     return 0;
 }
-
 int migration_cancel(struct vm *vm, char *err, size_t errlen)
 {
     struct migration *mg = &vm->mig;
@@ -498,7 +543,6 @@ int migration_cancel(struct vm *vm, char *err, size_t errlen)
     pthread_mutex_unlock(&mg->lock);
     return rc;
 }
-
 void migration_reap(struct vm *vm)
 {
     struct migration *mg = &vm->mig;
@@ -506,6 +550,31 @@ void migration_reap(struct vm *vm)
         pthread_join(mg->thread, NULL);
         mg->thread_live = false;
     }
+}
+
+/* The destination's view of the migration that brought this VM. */
+static void incoming_status(struct vm *vm, json_object *o)
+{
+    struct migration *mg = &vm->mig;
+    pthread_mutex_lock(&mg->lock);
+    struct mig_incoming in = mg->in;
+    pthread_mutex_unlock(&mg->lock);
+    if (!in.done)
+        return;
+    json_object *i = json_object_new_object();
+    json_object_object_add(i, "streams", json_object_new_int(in.streams));
+    json_object_object_add(i, "cipher", json_object_new_string(in.cipher));
+    json_object_object_add(i, "rtt_ms", json_object_new_double(in.rtt_us / 1000.0));
+    json_object *peers = json_object_new_array();
+    for (int k = 0; k < in.streams && k < MIG_MAX_STREAMS; k++)
+        json_object_array_add(peers, json_object_new_string(in.peers[k]));
+    json_object_object_add(i, "peers", peers);
+    json_object_object_add(i, "pages", json_object_new_int64((int64_t)in.pages));
+    json_object_object_add(i, "zero_pages", json_object_new_int64((int64_t)in.zero_pages));
+    json_object_object_add(i, "data_bytes", json_object_new_int64((int64_t)in.data_bytes));
+    json_object_object_add(i, "wire_bytes", json_object_new_int64((int64_t)in.wire_bytes));
+    json_object_object_add(i, "verify_result", json_object_new_string(in.verify_result));
+    json_object_object_add(o, "incoming", i);
 }
 
 void migration_status(struct vm *vm, json_object *o)
@@ -518,6 +587,7 @@ void migration_status(struct vm *vm, json_object *o)
         s.elapsed_ms = (now_ns() - mg->t_start_ns) / 1000000;
     pthread_mutex_unlock(&mg->lock);
     json_object_object_add(o, "phase", json_object_new_string(mig_phase_name(s.phase)));
+    incoming_status(vm, o);
     if (s.phase == MIG_NONE)
         return;
     json_object_object_add(o, "destination", json_object_new_string(p.uri));
@@ -533,6 +603,19 @@ void migration_status(struct vm *vm, json_object *o)
     json_object_object_add(o, "predicted_downtime_ms", json_object_new_double(s.predicted_downtime_ms));
     json_object_object_add(o, "downtime_target_ms", json_object_new_int64((int64_t)p.downtime_ms));
     json_object_object_add(o, "elapsed_ms", json_object_new_int64((int64_t)s.elapsed_ms));
+    json_object_object_add(o, "streams", json_object_new_int(s.streams));
+    json_object_object_add(o, "cipher", json_object_new_string(s.cipher));
+    json_object_object_add(o, "rtt_ms", json_object_new_double(s.rtt_us / 1000.0));
+    if (s.window_note[0])
+        json_object_object_add(o, "tcp_window", json_object_new_string(s.window_note));
+    json_object_object_add(o, "compression", json_object_new_string(page_codec_name(s.codec)));
+    json_object_object_add(o, "data_bytes", json_object_new_int64((int64_t)s.data_bytes));
+    json_object_object_add(o, "compression_ratio",
+                           json_object_new_double(s.data_bytes ? (double)s.bytes_sent / (double)s.data_bytes : 1));
+    json_object_object_add(o, "verify", json_object_new_string(
+        p.verify == VERIFY_OFF ? "off" : p.verify == VERIFY_STRICT ? "strict" : "after"));
+    if (s.verify_result[0])
+        json_object_object_add(o, "verify_result", json_object_new_string(s.verify_result));
     if (s.phase == MIG_COMPLETED) {
         json_object_object_add(o, "downtime_ms", json_object_new_int64((int64_t)s.downtime_ms));
         json_object_object_add(o, "verify_ms", json_object_new_int64((int64_t)s.verify_ms));
@@ -540,7 +623,7 @@ void migration_status(struct vm *vm, json_object *o)
         json_object_object_add(b, "stop_vcpus", json_object_new_int64((int64_t)s.pause_us));
         json_object_object_add(b, "last_pages", json_object_new_int64((int64_t)s.final_us));
         json_object_object_add(b, "state", json_object_new_int64((int64_t)s.state_us));
-        json_object_object_add(b, "verify", json_object_new_int64((int64_t)s.verify_ms * 1000));
+        json_object_object_add(b, "verify", json_object_new_int64(p.verify == VERIFY_STRICT ? (int64_t)s.verify_ms * 1000 : 0));
         json_object_object_add(b, "destination", json_object_new_int64((int64_t)s.ack_us));
         json_object_object_add(o, "pause_breakdown_us", b);
         json_object_object_add(o, "total_ms", json_object_new_int64((int64_t)s.total_ms));

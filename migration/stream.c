@@ -8,14 +8,16 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY   /* XXH3_state_t on the stack */
 #include <xxhash.h>
 
+#include "migration/chan.h"
 #include "migration/stream.h"
 
 static const char *const type_names[] = {
     [MSG_HELLO] = "HELLO", [MSG_MEM_PAGES] = "MEM_PAGES", [MSG_STATE] = "STATE",
     [MSG_DIGEST] = "DIGEST", [MSG_COMPLETE] = "COMPLETE", [MSG_ABORT] = "ABORT",
-    [MSG_ACK] = "ACK", [MSG_COMMIT] = "COMMIT",
+    [MSG_ACK] = "ACK", [MSG_COMMIT] = "COMMIT", [MSG_JOIN] = "JOIN", [MSG_FLUSH] = "FLUSH",
 };
 
 const char *msg_type_name(uint16_t type)
@@ -35,83 +37,52 @@ static void le32_store(uint8_t *p, uint32_t v)
     le16_store(p + 2, (uint16_t)(v >> 16));
 }
 
-static uint32_t checksum(const void *p, size_t n)
-{
-    return (uint32_t)XXH3_64bits(p, n);
-}
-
 /* ---- framing ----------------------------------------------------------- */
 
-/* Like writev, but without SIGPIPE when fd is a socket. */
-static ssize_t send_iov(int fd, struct iovec *iov, int n)
+/* The frame checksum guards plaintext streams against corruption and
+ * desynchronisation. Over TLS every record is authenticated by its AEAD tag
+ * already, so the field is 0 and not checked: one pass less over the data. */
+static uint32_t checksum_iov(const struct chan *c, const struct iovec *iov, int n)
 {
-    struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
-    ssize_t r = sendmsg(fd, &mh, MSG_NOSIGNAL);
-    if (r < 0 && errno == ENOTSOCK)
-        r = writev(fd, iov, n);
-    return r;
+    if (c->ssl)
+        return 0;
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    for (int i = 0; i < n; i++)
+        XXH3_64bits_update(&st, iov[i].iov_base, iov[i].iov_len);
+    return (uint32_t)XXH3_64bits_digest(&st);
 }
 
-static int write_all(int fd, struct iovec *iov, int n)
+int msg_writev(struct chan *c, uint16_t type, const struct iovec *payload, int n, int nsum)
 {
-    while (n > 0) {
-        ssize_t r = send_iov(fd, iov, n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        size_t done = (size_t)r;
-        while (n > 0 && done >= iov->iov_len) {
-            done -= iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            if (r == 0)
-                return -EIO;
-            iov->iov_base = (uint8_t *)iov->iov_base + done;
-            iov->iov_len -= done;
-        }
+    if (type < MSG_HELLO || type > MSG_TYPE_MAX || n > MSG_MAX_IOV) {
+        snprintf(c->err, sizeof(c->err), "bad message type %u or %d pieces", type, n);
+        return -1;
     }
-    return 0;
-}
-
-int msg_write(int fd, uint16_t type, const void *payload, uint32_t len)
-{
-    if (type < MSG_HELLO || type > MSG_TYPE_MAX)
-        return -EINVAL;
-    if (len > MSG_MAX_PAYLOAD)
-        return -EMSGSIZE;
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += payload[i].iov_len;
+    if (len > MSG_MAX_PAYLOAD) {
+        snprintf(c->err, sizeof(c->err), "%s message of %zu bytes exceeds the %u-byte limit",
+                 msg_type_name(type), len, MSG_MAX_PAYLOAD);
+        return -1;
+    }
     uint8_t hdr[MSG_HEADER_SIZE];
     le32_store(hdr, MSG_MAGIC);
     le16_store(hdr + 4, type);
-    le16_store(hdr + 6, 0);                     /* flags: none defined yet */
-    le32_store(hdr + 8, len);
-    le32_store(hdr + 12, checksum(len ? payload : "", len));
-    struct iovec iov[2] = {
-        { .iov_base = hdr, .iov_len = sizeof(hdr) },
-        { .iov_base = (void *)payload, .iov_len = len },
-    };
-    return write_all(fd, iov, len ? 2 : 1);
+    le16_store(hdr + 6, 0);                     /* flags: none defined */
+    le32_store(hdr + 8, (uint32_t)len);
+    le32_store(hdr + 12, checksum_iov(c, payload, nsum < n ? nsum : n));
+    struct iovec iov[MSG_MAX_IOV + 1];
+    iov[0] = (struct iovec){ hdr, sizeof(hdr) };
+    memcpy(iov + 1, payload, (size_t)n * sizeof(*iov));
+    return chan_writev(c, iov, n + 1);
 }
 
-/* Read up to n bytes, stopping early only at EOF. Returns bytes read or -errno. */
-static ssize_t read_full(int fd, void *p, size_t n)
+int msg_write(struct chan *c, uint16_t type, const void *payload, uint32_t len)
 {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, (uint8_t *)p + got, n - got);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    return (ssize_t)got;
+    struct iovec v = { (void *)payload, len };
+    return msg_writev(c, type, &v, len ? 1 : 0, 1);
 }
 
 #if defined(__GNUC__)
@@ -129,13 +100,13 @@ static int rfail(struct msg *m, enum msg_error e, char *err, size_t errlen, cons
     return -1;
 }
 
-int msg_read(int fd, struct msg *m, char *err, size_t errlen)
+int msg_read_header(struct chan *c, struct msg *m, char *err, size_t errlen)
 {
     *m = (struct msg){ 0 };
     uint8_t hdr[MSG_HEADER_SIZE];
-    ssize_t r = read_full(fd, hdr, sizeof(hdr));
+    ssize_t r = chan_read(c, hdr, sizeof(hdr));
     if (r < 0)
-        return rfail(m, MSG_E_IO, err, errlen, "migration stream read: %s", strerror((int)-r));
+        return rfail(m, MSG_E_IO, err, errlen, "migration stream read: %s", c->err);
     if (r == 0)
         return rfail(m, MSG_E_EOF, err, errlen, "migration connection closed by peer");
     if (r < MSG_HEADER_SIZE)
@@ -143,7 +114,8 @@ int msg_read(int fd, struct msg *m, char *err, size_t errlen)
                      "migration stream truncated: connection closed after %zd of %d header bytes",
                      r, MSG_HEADER_SIZE);
 
-    uint32_t magic = le32_load(hdr), sum = le32_load(hdr + 12);
+    uint32_t magic = le32_load(hdr);
+    m->sum = le32_load(hdr + 12);
     m->type = le16_load(hdr + 4);
     m->flags = le16_load(hdr + 6);
     m->len = le32_load(hdr + 8);
@@ -161,24 +133,52 @@ int msg_read(int fd, struct msg *m, char *err, size_t errlen)
         return rfail(m, MSG_E_OVERSIZED, err, errlen,
                      "migration stream: %s message of %u bytes exceeds the %u-byte limit", name,
                      m->len, MSG_MAX_PAYLOAD);
+    return 0;
+}
 
+int msg_read_into(struct chan *c, struct msg *m, const struct iovec *iov, int n, size_t *got,
+                  char *err, size_t errlen)
+{
+    ssize_t r = chan_readv(c, iov, n);
+    *got = r > 0 ? (size_t)r : 0;
+    if (r < 0)
+        return rfail(m, MSG_E_IO, err, errlen, "migration stream read: %s", c->err);
+    size_t want = 0;
+    for (int i = 0; i < n; i++)
+        want += iov[i].iov_len;
+    if ((size_t)r < want)
+        return rfail(m, MSG_E_TRUNCATED, err, errlen,
+                     "migration stream truncated: %s message ended early (%zd bytes short)",
+                     msg_type_name(m->type), (ssize_t)(want - (size_t)r));
+    return 0;
+}
+
+int msg_check_sum(const struct chan *c, struct msg *m, const struct iovec *iov, int n,
+                  char *err, size_t errlen)
+{
+    if (c->ssl)
+        return 0;
+    uint32_t got = checksum_iov(c, iov, n);
+    if (got != m->sum)
+        return rfail(m, MSG_E_CHECKSUM, err, errlen,
+                     "migration stream: %s message checksum mismatch (payload 0x%08x, header 0x%08x)",
+                     msg_type_name(m->type), got, m->sum);
+    return 0;
+}
+
+int msg_read(struct chan *c, struct msg *m, char *err, size_t errlen)
+{
+    if (msg_read_header(c, m, err, errlen) < 0)
+        return -1;
     m->payload = malloc(m->len ? m->len : 1);
     if (!m->payload)
         return rfail(m, MSG_E_NOMEM, err, errlen, "migration stream: out of memory for a %u-byte %s message",
-                     m->len, name);
-    r = read_full(fd, m->payload, m->len);
-    if (r < 0)
-        return rfail(m, MSG_E_IO, err, errlen, "migration stream read: %s", strerror((int)-r));
-    if ((size_t)r < m->len)
-        return rfail(m, MSG_E_TRUNCATED, err, errlen,
-                     "migration stream truncated: %s message ended after %zd of %u payload bytes",
-                     name, r, m->len);
-    uint32_t got = checksum(m->payload, m->len);
-    if (got != sum)
-        return rfail(m, MSG_E_CHECKSUM, err, errlen,
-                     "migration stream: %s message checksum mismatch (payload 0x%08x, header 0x%08x)",
-                     name, got, sum);
-    return 0;
+                     m->len, msg_type_name(m->type));
+    struct iovec v = { m->payload, m->len };
+    size_t got;
+    if (msg_read_into(c, m, &v, 1, &got, err, errlen) < 0)
+        return -1;
+    return msg_check_sum(c, m, &v, 1, err, errlen);
 }
 
 void msg_free(struct msg *m)
@@ -196,109 +196,6 @@ void msg_text(const struct msg *m, size_t off, char *out, size_t outlen)
     for (size_t i = off; i < m->len && n + 1 < outlen; i++)
         out[n++] = m->payload[i] >= 0x20 && m->payload[i] != 0x7f ? (char)m->payload[i] : '?';
     out[n] = '\0';
-}
-
-/* ---- MEM_PAGES --------------------------------------------------------- */
-
-#define PAGE_REC_HDR 9      /* u64 gpa, u8 flags */
-
-bool page_is_zero(const void *page)
-{
-    const uint8_t *p = page;
-    for (size_t i = 0; i < MIG_PAGE_SIZE; i += 64) {
-        uint64_t w[8];
-        memcpy(w, p + i, sizeof(w));
-        if (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7])
-            return false;
-    }
-    return true;
-}
-
-int pages_batch_add(struct buf *b, uint64_t gpa, const void *page4k, struct stream_stats *st)
-{
-    if (gpa % MIG_PAGE_SIZE)
-        return -EINVAL;
-    bool zero = page_is_zero(page4k);
-    size_t need = (b->len ? 0 : 4) + PAGE_REC_HDR + (zero ? 0 : MIG_PAGE_SIZE);
-    if (b->len + need > MSG_MAX_PAYLOAD)
-        return -E2BIG;
-    if (buf_reserve(b, need) < 0)
-        return -ENOMEM;
-    size_t before = b->len;
-    if (!b->len)
-        buf_put_u32(b, 0);                      /* page count, patched below */
-    buf_patch_u32(b, 0, le32_load(b->data) + 1);
-    buf_put_u64(b, gpa);                        /* cannot fail: reserved above */
-    buf_put_u8(b, zero ? PAGE_F_ZERO : 0);
-    if (!zero)
-        buf_put_bytes(b, page4k, MIG_PAGE_SIZE);
-    if (st) {
-        st->bytes += b->len - before;
-        st->pages++;
-        st->zero_pages += zero;
-    }
-    return 0;
-}
-
-int pages_batch_parse(const struct msg *m, page_fn fn, void *ctx, struct stream_stats *st,
-                      char *err, size_t errlen)
-{
-    if (m->type != MSG_MEM_PAGES) {
-        snprintf(err, errlen, "expected a MEM_PAGES message, got %s", msg_type_name(m->type));
-        return -1;
-    }
-    struct rbuf r = RBUF(m->payload, m->len);
-    uint32_t n;
-    if (rbuf_get_u32(&r, &n) < 0) {
-        snprintf(err, errlen, "MEM_PAGES: payload of %u bytes has no page count", m->len);
-        return -1;
-    }
-    /* Pass 1: validate the whole batch before applying any of it. */
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t gpa;
-        uint8_t flags;
-        if (rbuf_get_u64(&r, &gpa) < 0 || rbuf_get_u8(&r, &flags) < 0 ||
-            (!(flags & PAGE_F_ZERO) && !rbuf_take(&r, MIG_PAGE_SIZE))) {
-            snprintf(err, errlen, "MEM_PAGES: batch claims %u pages but its %u bytes end in page %u",
-                     n, m->len, i);
-            return -1;
-        }
-        if (gpa % MIG_PAGE_SIZE) {
-            snprintf(err, errlen, "MEM_PAGES: page %u at gpa 0x%llx is not 4 KiB aligned", i,
-                     (unsigned long long)gpa);
-            return -1;
-        }
-        if (flags & ~PAGE_F_ZERO) {
-            snprintf(err, errlen, "MEM_PAGES: page %u has unknown flags 0x%02x", i, flags);
-            return -1;
-        }
-    }
-    if (rbuf_left(&r)) {
-        snprintf(err, errlen, "MEM_PAGES: %zu bytes after the last of %u pages", rbuf_left(&r), n);
-        return -1;
-    }
-    /* Pass 2: apply. */
-    r.off = 4;
-    for (uint32_t i = 0; i < n; i++) {
-        size_t start = r.off;
-        uint64_t gpa = le64_load(rbuf_take(&r, 8));
-        bool zero = *rbuf_take(&r, 1) & PAGE_F_ZERO;
-        const void *data = zero ? NULL : rbuf_take(&r, MIG_PAGE_SIZE);
-        if (err && errlen)
-            err[0] = '\0';
-        if (fn && fn(gpa, data, ctx, err, errlen) < 0) {
-            if (err && errlen && !err[0])
-                snprintf(err, errlen, "MEM_PAGES: page at gpa 0x%llx rejected",
-                         (unsigned long long)gpa);
-            return -1;
-        }
-        if (st) {
-            st->bytes += r.off - start + (i == 0 ? 4 : 0);
-            st->pages++;
-            st->zero_pages += zero;
-        }
-    }
-    return 0;
 }
 
 /* ---- HELLO, ACK, DIGEST ------------------------------------------------ */
@@ -377,11 +274,30 @@ int ack_decode(const struct msg *m, uint32_t *status, char *reason, size_t reaso
         return -1;
     }
     *status = le32_load(m->payload);
-    if (*status < ACK_READY || *status > ACK_REJECTED) {
+    if (*status < ACK_READY || *status > ACK_MISMATCH) {
         snprintf(err, errlen, "ACK: unknown status %u", *status);
         return -1;
     }
     msg_text(m, 4, reason, reasonlen);
+    return 0;
+}
+
+int join_encode(struct buf *b, const uint8_t session[SESSION_ID_LEN], uint32_t index)
+{
+    return buf_put_bytes(b, session, SESSION_ID_LEN) < 0 || buf_put_u32(b, index) < 0 ? -ENOMEM : 0;
+}
+
+int join_decode(const struct msg *m, uint8_t session[SESSION_ID_LEN], uint32_t *index,
+                char *err, size_t errlen)
+{
+    if (wrong_type(m, MSG_JOIN, err, errlen) < 0)
+        return -1;
+    if (m->len != SESSION_ID_LEN + 4) {
+        snprintf(err, errlen, "JOIN: payload of %u bytes, expected %d", m->len, SESSION_ID_LEN + 4);
+        return -1;
+    }
+    memcpy(session, m->payload, SESSION_ID_LEN);
+    *index = le32_load(m->payload + SESSION_ID_LEN);
     return 0;
 }
 

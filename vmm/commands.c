@@ -4,6 +4,7 @@
 
 #include "devices/virtio_blk.h"
 #include "devices/virtio_net.h"
+#include "migration/pages.h"
 #include "vmm/commands.h"
 #include "vmm/log.h"
 
@@ -133,6 +134,73 @@ static int arg_bool(json_object *args, const char *key, bool *out, char *err, si
     return 0;
 }
 
+/* "verify": true/false or "after" | "strict" | "off". */
+static int arg_verify(json_object *args, enum mig_verify *out, char *err, size_t errlen)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(args, "verify", &v))
+        return 0;
+    const char *s = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+    if (json_object_is_type(v, json_type_boolean))
+        *out = json_object_get_boolean(v) ? VERIFY_AFTER : VERIFY_OFF;
+    else if (!strcmp(s, "after"))
+        *out = VERIFY_AFTER;
+    else if (!strcmp(s, "strict"))
+        *out = VERIFY_STRICT;
+    else if (!strcmp(s, "off"))
+        *out = VERIFY_OFF;
+    else {
+        snprintf(err, errlen, "\"verify\" must be \"after\", \"strict\" or \"off\"");
+        return -1;
+    }
+    return 0;
+}
+
+static int arg_compress(json_object *args, int *out, char *err, size_t errlen)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(args, "compress", &v))
+        return 0;
+    const char *s = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+    *out = !strcmp(s, "auto") ? COMPRESS_AUTO : page_codec_parse(s);
+    if (*out == -1 && strcmp(s, "auto")) {
+        snprintf(err, errlen, "\"compress\" must be \"auto\", \"off\", \"lz4\" or \"zstd\"");
+        return -1;
+    }
+    return 0;
+}
+
+/* "via": ["ADDR", ...] or "ADDR,ADDR": the local addresses of the streams. */
+static int arg_via(json_object *args, struct mig_params *p, char *err, size_t errlen)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(args, "via", &v))
+        return 0;
+    char list[MIG_MAX_VIA * 64 + 8] = "";
+    if (json_object_is_type(v, json_type_string)) {
+        snprintf(list, sizeof(list), "%s", json_object_get_string(v));
+    } else if (json_object_is_type(v, json_type_array)) {
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+            json_object *a = json_object_array_get_idx(v, i);
+            size_t l = strlen(list);
+            snprintf(list + l, sizeof(list) - l, "%s%s", i ? "," : "", json_object_get_string(a));
+        }
+    }
+    p->nvia = 0;
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (p->nvia == MIG_MAX_VIA || strlen(t) >= sizeof(p->via[0])) {
+            snprintf(err, errlen, "\"via\": at most %d addresses", MIG_MAX_VIA);
+            return -1;
+        }
+        snprintf(p->via[p->nvia++], sizeof(p->via[0]), "%s", t);
+    }
+    if (!p->nvia) {
+        snprintf(err, errlen, "\"via\" must list local addresses, e.g. \"10.0.0.1,10.0.1.1\"");
+        return -1;
+    }
+    return 0;
+}
+
 static int cmd_migrate(void *ctx, json_object *args, json_object *res, char *err, size_t errlen)
 {
     struct vm *vm = ctx;
@@ -145,19 +213,29 @@ static int cmd_migrate(void *ctx, json_object *args, json_object *res, char *err
         return -1;
     }
     snprintf(p.uri, sizeof(p.uri), "%s", json_object_get_string(uri));
-    uint64_t mbps = 0, max_s = p.max_time_ms / 1000, rounds = p.max_rounds;
+    uint64_t mbps = 0, max_s = p.max_time_ms / 1000, rounds = p.max_rounds, streams = 0;
     if (arg_u64(args, "downtime_ms", &p.downtime_ms, err, errlen) < 0 ||
         arg_u64(args, "bandwidth_mbps", &mbps, err, errlen) < 0 ||
         arg_u64(args, "max_time_s", &max_s, err, errlen) < 0 ||
         arg_u64(args, "max_rounds", &rounds, err, errlen) < 0 ||
         arg_bool(args, "force", &p.force, err, errlen) < 0 ||
-        arg_bool(args, "verify", &p.verify, err, errlen) < 0)
+        arg_u64(args, "streams", &streams, err, errlen) < 0 ||
+        arg_u64(args, "test_skip_gpa", &p.test_skip_gpa, err, errlen) < 0 ||
+        arg_verify(args, &p.verify, err, errlen) < 0 || arg_compress(args, &p.compress, err, errlen) < 0 ||
+        arg_via(args, &p, err, errlen) < 0)
         return -1;
-    if (p.downtime_ms == 0 || rounds > 100000 || max_s > 86400 * 7 || mbps > 10000000) {
+    if (p.downtime_ms == 0 || rounds > 100000 || max_s > 86400 * 7 || mbps > 10000000 ||
+        streams > MIG_MAX_STREAMS) {
         snprintf(err, errlen, "out-of-range migrate option (downtime_ms >= 1, max_rounds <= 100000, "
-                 "max_time_s <= 604800, bandwidth_mbps <= 10000000)");
+                 "max_time_s <= 604800, bandwidth_mbps <= 10000000, streams <= %d)", MIG_MAX_STREAMS);
         return -1;
     }
+    if (!vm->mig.tls && !vm->mig.insecure) {
+        snprintf(err, errlen, "no migration credentials: start ferry-vmm with --tls-dir DIR "
+                 "(or --insecure for a plaintext migration)");
+        return -1;
+    }
+    p.streams = (int)streams;
     p.bandwidth = mbps * 1000000 / 8;
     p.max_time_ms = max_s * 1000;
     p.max_rounds = (uint32_t)rounds;

@@ -6,15 +6,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <net/if.h>
 #include <sys/random.h>
 
+#include "common/tls.h"
 #include "devices/announce.h"
 #include "vmm/commands.h"
 #include "vmm/console.h"
 #include "vmm/control.h"
 #include "vmm/log.h"
 #include "vmm/vm.h"
+
+#define DEFAULT_TLS_DIR "/etc/ferry/tls"
 
 static void usage(FILE *f)
 {
@@ -35,6 +39,10 @@ static void usage(FILE *f)
           "  -S, --control PATH    Unix control socket (line-delimited JSON, docs/control-socket.md)\n"
           "      --incoming ADDR   receive a migrating VM on HOST:PORT instead of booting one\n"
           "                        (--mem/--cpus, if given, must match the VM)\n"
+          "      --tls-dir DIR     migration credentials: DIR/ca.pem, cert.pem, key.pem (`ferry tls init`);\n"
+          "                        default " DEFAULT_TLS_DIR " when it exists. Migrations are TLS 1.3 with\n"
+          "                        mutual authentication: each end accepts only peers signed by ca.pem\n"
+          "      --insecure        migrate in plaintext, without authentication (both ends must say so)\n"
           "  -v, --verbose         debug messages\n"
           "  -h, --help            this help\n",
           f);
@@ -132,11 +140,12 @@ int main(int argc, char **argv)
         { "mem-path", required_argument, NULL, 'P' }, { "cpus", required_argument, NULL, 'c' },
         { "console", required_argument, NULL, 'C' }, { "incoming", required_argument, NULL, 'I' }, { "control", required_argument, NULL, 'S' },
         { "disk", required_argument, NULL, 'D' }, { "net", required_argument, NULL, 'N' },
+        { "tls-dir", required_argument, NULL, 'T' }, { "insecure", no_argument, NULL, 'X' },
         { "verbose", no_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' }, { 0 },
     };
     struct vm_config cfg = { .mem_size = 256ull << 20, .ncpus = 1, .console = "stdio" };
-    const char *control_path = NULL, *incoming = NULL;
-    bool mem_given = false, cpus_given = false;
+    const char *control_path = NULL, *incoming = NULL, *tls_dir = NULL;
+    bool mem_given = false, cpus_given = false, insecure = false;
     int c;
     opterr = 0;  /* our own one-line messages below */
     while ((c = getopt_long(argc, argv, ":k:i:a:m:c:S:vh", opts, NULL)) != -1) {
@@ -148,6 +157,8 @@ int main(int argc, char **argv)
         case 'C': cfg.console = optarg; break;
         case 'S': control_path = optarg; break;
         case 'I': incoming = optarg; break;
+        case 'T': tls_dir = optarg; break;
+        case 'X': insecure = true; break;
         case 'D': parse_disk(&cfg, optarg); break;
         case 'N': parse_net(&cfg, optarg); break;
         case 'v': log_threshold = LOG_DEBUG; break;
@@ -173,6 +184,18 @@ int main(int argc, char **argv)
 
     static struct vm vm;
     char err[512];
+    if (tls_dir && insecure)
+        die("--tls-dir and --insecure exclude each other");
+    if (!tls_dir && !insecure && access(DEFAULT_TLS_DIR, F_OK) == 0)
+        tls_dir = DEFAULT_TLS_DIR;
+    /* Loaded now, so bad credentials fail at start, not at the first migration. */
+    SSL_CTX *tls_client = tls_dir ? tls_ctx_new(tls_dir, false, err, sizeof(err)) : NULL;
+    SSL_CTX *tls_server = tls_client ? tls_ctx_new(tls_dir, true, err, sizeof(err)) : NULL;
+    if (tls_dir && !tls_server)
+        die("%s", err);
+    if (incoming && !tls_dir && !insecure)
+        die("--incoming needs migration credentials: --tls-dir DIR (`ferry tls init DIR`), "
+            "or --insecure for a plaintext migration");
     if (incoming) {
         if (cfg.kernel || cfg.initrd || cfg.cmdline)
             die("--incoming takes the VM from the stream: no --kernel, --initrd or --append");
@@ -185,11 +208,13 @@ int main(int argc, char **argv)
             cfg.mem_size = 0;
         if (!cpus_given)
             cfg.ncpus = 0;
-        if (migration_incoming(&vm, &cfg, incoming, vm_start, err, sizeof(err)) < 0)
+        if (migration_incoming(&vm, &cfg, incoming, tls_server, vm_start, err, sizeof(err)) < 0)
             die("incoming migration failed: %s", err);
     } else if (vm_create(&vm, &cfg, err, sizeof(err)) < 0) {
         die("%s", err);
     }
+    vm.mig.tls = tls_client;      /* for migrating this VM on, later */
+    vm.mig.insecure = insecure;
 
     struct control_server ctl = { 0 };
     if (control_path && control_start(&ctl, control_path, vm_commands, &vm, err, sizeof(err)) < 0)
@@ -229,5 +254,7 @@ int main(int argc, char **argv)
     default: break;
     }
     vm_destroy(&vm);
+    SSL_CTX_free(tls_client);
+    SSL_CTX_free(tls_server);
     return status;
 }

@@ -329,7 +329,6 @@ int vm_create(struct vm *vm, const struct vm_config *cfg, char *err, size_t errl
         return -1;
     }
     pthread_mutex_init(&vm->mig.lock, NULL);
-    vm->mig.fd = -1;
     if (cfg->incoming && cfg->mem_path)
         unlink(cfg->mem_path);  /* RAM must start zeroed: zero pages are not sent */
     if (open_console(vm, cfg->console, err, errlen) < 0 || kvm_open(vm, err, errlen) < 0 ||
