@@ -116,8 +116,8 @@ static int on_hello(struct receiver *r, const struct msg *m, const struct vm_con
     struct kvm_cpuid2 *cpuid = NULL, *have = NULL;
     struct vm_config cfg = *local;
     int rc = -1;
-    if (hello_decode(m, &version, &json, err, errlen) < 0 || session_from_json(r, json, err, errlen) < 0 ||
-        vm_config_from_json(json, &cfg, &cpuid, err, errlen) < 0)
+    if (hello_decode(m, &version, &json, err, errlen) < 0 ||
+        vm_config_from_json(json, &cfg, &cpuid, err, errlen) < 0 || session_from_json(r, json, err, errlen) < 0)
         goto out;
     int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     have = kvm >= 0 ? cpuid_supported(kvm, err, errlen) : NULL;

@@ -10,6 +10,7 @@
 #     proof that the workload the consistency test relies on sees a single
 #     flipped bit. (Inconclusive, and said so, in the rare case the pause
 #     gave the proxy no page of the pass under way to corrupt.)
+MIG_SEC=insecure MIG_STREAMS=1   # migtool reads and writes the plaintext stream itself
 . "$(dirname "$0")/lib.sh"
 : "${MIGTOOL:?MIGTOOL is not set (run through meson test)}"
 

@@ -4,6 +4,7 @@
 # source off. The VM must keep running exactly once: the source never wrote
 # COMMIT, so it resumes; the destination never read COMMIT, so it discards
 # its copy and exits with an error, never having run the guest.
+MIG_SEC=insecure MIG_STREAMS=1   # migtool reads and writes the plaintext stream itself
 . "$(dirname "$0")/lib.sh"
 : "${MIGTOOL:?MIGTOOL is not set (run through meson test)}"
 

@@ -5,6 +5,11 @@
 #   GUEST_DIR   directory of the micro-guest ELFs (dirtier.elf, checker.elf)
 #   SRC         project source root
 #   MIGTOOL     tests/migration/migtool (fake source / proxy), for the tests that use it
+#   FERRY       the ferry CLI (makes the TLS credentials)
+# Migrations are TLS (credentials from `ferry tls init` in $TMP/tls), except
+# in tests that set MIG_SEC=insecure before sourcing this file: those whose
+# migtool reads or writes the stream itself. MIG_STREAMS (default: ferry-vmm's
+# choice) is added to every migrate.
 # Each VM runs in the background under a short NAME: its stdout (the guest
 # console) is $TMP/NAME.out, its stderr $TMP/NAME.err, its control socket
 # $TMP/NAME.sock. Tests are quiet on success apart from one summary line on
@@ -88,11 +93,19 @@ guest() { echo "$GUEST_DIR/$1.elf"; }
 # shellcheck disable=SC2034  # used by the tests
 DIRTIER="mib=256 rate=${RATE:-40000} report_ms=0"
 
+if [ "${MIG_SEC:-tls}" = insecure ]; then
+    SEC_ARGS=(--insecure)
+else
+    : "${FERRY:?FERRY is not set (run through meson test)}"
+    "$FERRY" tls init "$TMP/tls" --cn ferry-test >/dev/null || { echo "FAIL: ferry tls init" >&2; exit 1; }
+    SEC_ARGS=(--tls-dir "$TMP/tls")
+fi
+
 # _start NAME ARGS...: run ferry-vmm in the background under NAME.
 _start() {
     local name=$1; shift
     rm -f "$TMP/$name.sock"
-    "$FERRY_VMM" "$@" --control "$TMP/$name.sock" </dev/null >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    "$FERRY_VMM" "$@" "${SEC_ARGS[@]}" --control "$TMP/$name.sock" </dev/null >"$TMP/$name.out" 2>"$TMP/$name.err" &
     VM_PID[$name]=$!
     VM_NAMES+=("$name")
 }
@@ -166,7 +179,7 @@ vm_state() { jget "$(ctl "$1" '{"cmd":"status"}')" result.state; }
 # JSON_ARGS are extra members of "args", e.g. '"bandwidth_mbps":100'.
 migrate() {
     local r
-    r=$(ctl "$1" "{\"cmd\":\"migrate\",\"args\":{\"uri\":\"127.0.0.1:$2\"${3:+,$3}}}") ||
+    r=$(ctl "$1" "{\"cmd\":\"migrate\",\"args\":{\"uri\":\"127.0.0.1:$2\"${MIG_STREAMS:+,\"streams\":$MIG_STREAMS}${3:+,$3}}}") ||
         fail "$1: migrate: no reply"
     [ "$(jget "$r" ok)" = true ] || fail "$1: migrate refused: $r"
 }

@@ -13,11 +13,11 @@
  *       Accept one source on LISTEN, connect to DEST, forward both ways.
  *       MUTATION: none; corrupt-final: among the MEM_PAGES just before
  *       STATE (the last ones of a page are never re-sent) flip one bit of
- *       a dirtier working-set page of the pass under way (see corrupt_held)
- *       and re-seal the frame checksum, so only the memory digest (or the
- *       guest) can notice; corrupt-final-any: the same, falling back to any
+ *       a dirtier working-set page of the pass under way (see corrupt_held;
+ *       page data is outside the frame checksum), so only the memory
+ *       digest (or the guest) can notice; corrupt-final-any: the same, falling back to any
  *       non-zero page. Prints what it did:
- *           proxy: corrupted working-set|other page 0xGPA (checksum re-sealed)
+ *           proxy: corrupted working-set|other page 0xGPA (frame checksum unaffected)
  *       drop-ack: forward everything up to COMPLETE, keep the destination's
  *       answer from the source and cut the source's connection (a network
  *       failure at the worst moment). burst-tail: hold STATE and DIGEST
@@ -39,6 +39,7 @@
 #include <xxhash.h>
 
 #include "migration/net.h"
+#include "migration/pages.h"
 #include "migration/stream.h"
 #include "vmm/vm.h"
 
@@ -99,11 +100,14 @@ static int xwrite(int fd, const void *p, size_t n)
     return 0;
 }
 
+static uint32_t pages_sum(const struct buf *b);
+
 /* One frame with a valid header for the given payload. */
 static int frame(int fd, uint16_t type, const void *p, uint32_t len)
 {
     uint8_t h[MSG_HEADER_SIZE];
-    hdr_fill(h, MSG_MAGIC, type, 0, len, sum32(p, len));
+    struct buf pb = { .data = (uint8_t *)p, .len = len };
+    hdr_fill(h, MSG_MAGIC, type, 0, len, type == MSG_MEM_PAGES ? pages_sum(&pb) : sum32(p, len));
     return xwrite(fd, h, sizeof(h)) < 0 || (len && xwrite(fd, p, len) < 0) ? -1 : 0;
 }
 
@@ -143,6 +147,11 @@ static char *config_json(bool all_leaf7_ebx)
     if (all_leaf7_ebx && !found7)
         die2("%s", "this host reports no CPUID leaf 7.0");
     json_object_object_add(o, "cpuid", arr);
+    json_object *mig = json_object_new_object();
+    json_object_object_add(mig, "session", json_object_new_string("6d6967746f6f6c2073657373696f6e21"));
+    json_object_object_add(mig, "streams", json_object_new_int(1));
+    json_object_object_add(mig, "verify", json_object_new_string("after"));
+    json_object_object_add(o, "migration", mig);
     char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);
     free(c);
@@ -163,8 +172,9 @@ static int send_hello_raw(int fd, uint32_t version, const char *json)
 static int print_reply(int fd)
 {
     struct msg m;
+    struct chan c = CHAN_PLAIN(fd);
     char err[256], why[256];
-    if (msg_read(fd, &m, err, sizeof(err)) < 0) {
+    if (msg_read(&c, &m, err, sizeof(err)) < 0) {
         printf("reply: %s\n", m.error == MSG_E_EOF ? "EOF" : err);
         return -1;
     }
@@ -199,7 +209,8 @@ static void hello_ok(int fd)
     }
 }
 
-/* A MEM_PAGES payload holding one page at gpa (non-zero data). */
+/* A MEM_PAGES payload holding one page at gpa (non-zero data; gpa's low
+ * bits are the entry's flags). */
 static void one_page(struct buf *b, uint64_t gpa)
 {
     static uint8_t page[MIG_PAGE_SIZE];
@@ -207,9 +218,15 @@ static void one_page(struct buf *b, uint64_t gpa)
         page[i] = (uint8_t)(i * 7 + 1);
     b->len = 0;
     buf_put_u32(b, 1);
+    buf_put_u32(b, 0);                  /* codec none, reserved */
     buf_put_u64(b, gpa);
-    buf_put_u8(b, 0);
     buf_put_bytes(b, page, sizeof(page));
+}
+
+/* The frame checksum of a MEM_PAGES payload: its head and entries only. */
+static uint32_t pages_sum(const struct buf *b)
+{
+    return sum32(b->data, PAGES_HEAD + 8ull * le32_load(b->data));
 }
 
 static const char *const cases[] = {
@@ -225,16 +242,16 @@ static int play(int fd, const char *c)
     uint8_t h[MSG_HEADER_SIZE];
     int r = 0;
     if (!strcmp(c, "flip")) {
-        /* MEM_PAGES sealed, then one payload byte flipped in flight */
+        /* MEM_PAGES sealed, then one byte of its entry (the GPA) flipped in flight */
         hello_ok(fd);
         one_page(&b, 0x200000);
-        hdr_fill(h, MSG_MAGIC, MSG_MEM_PAGES, 0, (uint32_t)b.len, sum32(b.data, b.len));
-        b.data[100] ^= 0x10;
+        hdr_fill(h, MSG_MAGIC, MSG_MEM_PAGES, 0, (uint32_t)b.len, pages_sum(&b));
+        b.data[PAGES_HEAD + 2] ^= 0x10;
         r = xwrite(fd, h, sizeof(h)) < 0 || xwrite(fd, b.data, b.len) < 0 ? -1 : 0;
     } else if (!strcmp(c, "truncated")) {
         hello_ok(fd);
         one_page(&b, 0x200000);
-        hdr_fill(h, MSG_MAGIC, MSG_MEM_PAGES, 0, (uint32_t)b.len, sum32(b.data, b.len));
+        hdr_fill(h, MSG_MAGIC, MSG_MEM_PAGES, 0, (uint32_t)b.len, pages_sum(&b));
         r = xwrite(fd, h, sizeof(h)) < 0 || xwrite(fd, b.data, 2000) < 0 ? -1 : 0;
         shutdown(fd, SHUT_WR);
     } else if (!strcmp(c, "truncated-header")) {
@@ -244,7 +261,7 @@ static int play(int fd, const char *c)
         shutdown(fd, SHUT_WR);
     } else if (!strcmp(c, "version")) {
         char *json = config_json(false);
-        r = send_hello_raw(fd, 2u << 16, json);
+        r = send_hello_raw(fd, (MIG_PROTO_MAJOR + 1u) << 16, json);
         free(json);
     } else if (!strcmp(c, "oversized") || !strcmp(c, "oversized-max")) {
         /* a length just over the limit / the largest u32 (no payload: bytes
@@ -272,11 +289,12 @@ static int play(int fd, const char *c)
         one_page(&b, 0x200800);
         r = frame(fd, MSG_MEM_PAGES, b.data, (uint32_t)b.len);
     } else if (!strcmp(c, "batch-count")) {
-        /* claims 3 pages, carries 1 */
+        /* claims 3 pages, carries 1: page data read as entries */
         hello_ok(fd);
         one_page(&b, 0x200000);
         buf_patch_u32(&b, 0, 3);
-        r = frame(fd, MSG_MEM_PAGES, b.data, (uint32_t)b.len);
+        hdr_fill(h, MSG_MAGIC, MSG_MEM_PAGES, 0, (uint32_t)b.len, pages_sum(&b));
+        r = xwrite(fd, h, sizeof(h)) < 0 || xwrite(fd, b.data, b.len) < 0 ? -1 : 0;
     } else if (!strcmp(c, "complete-nostate")) {
         hello_ok(fd);
         one_page(&b, 0x200000);
@@ -323,7 +341,7 @@ static int play(int fd, const char *c)
 static int cmd_send(const char *addr, const char *c)
 {
     char err[256];
-    int fd = net_connect(addr, 5000, err, sizeof(err));
+    int fd = net_connect(addr, NULL, 5000, err, sizeof(err));
     if (fd < 0)
         die2("%s", err);
     play(fd, c);
@@ -403,45 +421,43 @@ struct held {
  * verifies at the end of that pass; the last copy of it sent, so nothing
  * overwrites the flip; the bit is bit 6 of the stamp's page index. With
  * any_page and no such page, the last non-zero page sent (bit 6 of byte 8).
- * Re-seals the batch's checksum. Returns the GPA, or UINT64_MAX. */
+ * Returns the GPA, or UINT64_MAX. */
 #define WS_BASE 0x1000000ull
 static uint64_t corrupt_held(struct held *q, int n, bool any_page, bool *in_ws)
 {
-    struct held *ws_m = NULL, *any_m = NULL;
+    uint8_t *ws_p = NULL, *any_p = NULL;
     uint64_t ws = UINT64_MAX, any = UINT64_MAX, best_gen = 0;
-    uint32_t ws_off = 0, any_off = 0;
     for (int k = 0; k < n; k++) {
         uint8_t *p = q[k].p;
-        uint32_t len = q[k].len, cnt = le32_load(p), off = 4;
-        for (uint32_t i = 0; i < cnt && off + 9 <= len; i++) {
-            uint64_t gpa = le64_load(p + off);
-            bool zero = p[off + 8] & PAGE_F_ZERO;
-            off += 9;
-            if (zero || off + MIG_PAGE_SIZE > len)
+        uint32_t len = q[k].len, cnt = le32_load(p);
+        if (p[4] != CODEC_NONE || PAGES_HEAD + 8ull * cnt > len)
+            continue;
+        uint64_t off = PAGES_HEAD + 8ull * cnt;     /* the data pages follow the entries */
+        for (uint32_t i = 0; i < cnt && off + MIG_PAGE_SIZE <= len; i++) {
+            uint64_t e = le64_load(p + PAGES_HEAD + 8ull * i), gpa = e & ~(uint64_t)(MIG_PAGE_SIZE - 1);
+            if (e & PAGE_F_ZERO)
                 continue;
-            uint64_t stamp = le64_load(p + off);
+            uint8_t *page = p + off;
+            off += MIG_PAGE_SIZE;
+            uint64_t stamp = le64_load(page);
             if (gpa > WS_BASE && (uint32_t)stamp == (gpa - WS_BASE) / MIG_PAGE_SIZE &&
                 (ws == UINT64_MAX || stamp >> 32 >= best_gen)) {
                 ws = gpa;
-                ws_m = &q[k];
-                ws_off = off;
+                ws_p = page;
                 best_gen = stamp >> 32;
             }
             any = gpa;
-            any_m = &q[k];
-            any_off = off;
-            off += MIG_PAGE_SIZE;
+            any_p = page;
         }
     }
-    *in_ws = ws_m != NULL;
-    if (ws_m) {
-        ws_m->p[ws_off] ^= 0x40;
-        put32(ws_m->h + 12, sum32(ws_m->p, ws_m->len));
+    *in_ws = ws_p != NULL;
+    /* page data is outside the frame checksum (pages.h): nothing to re-seal */
+    if (ws_p) {
+        ws_p[0] ^= 0x40;
         return ws;
     }
-    if (any_page && any_m) {
-        any_m->p[any_off + 8] ^= 0x40;
-        put32(any_m->h + 12, sum32(any_m->p, any_m->len));
+    if (any_page && any_p) {
+        any_p[8] ^= 0x40;
         return any;
     }
     return UINT64_MAX;
@@ -475,7 +491,7 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
     close(lfd);
     if (src < 0)
         die2("%s", err);
-    int dst = net_connect(dest, 5000, err, sizeof(err));
+    int dst = net_connect(dest, NULL, 5000, err, sizeof(err));
     if (dst < 0)
         die2("%s", err);
     static struct pump back;
@@ -519,7 +535,7 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
             bool in_ws;
             uint64_t gpa = corrupt_held(q, nq, any_page, &in_ws);
             if (gpa != UINT64_MAX)
-                printf("proxy: corrupted %s page 0x%llx (checksum re-sealed)\n",
+                printf("proxy: corrupted %s page 0x%llx (frame checksum unaffected)\n",
                        in_ws ? "working-set" : "other", (unsigned long long)gpa);
             else
                 printf("proxy: no page to corrupt before STATE\n");
