@@ -205,16 +205,30 @@ struct verify_diag {
     char cn[128], date[64];
 };
 
+/* The chain does not lead to our CA (whichever certificate it stops at). */
+static bool not_our_ca(int code)
+{
+    switch (code) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_CERT_SIGNATURE_FAILURE: case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static int verify_cb(int ok, X509_STORE_CTX *sc)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(sc, SSL_get_ex_data_X509_STORE_CTX_idx());
     struct verify_diag *d = ssl ? SSL_get_ex_data(ssl, ssl_diag_idx) : NULL;
     if (ok || !d || d->set)
         return ok;
-    X509 *x = X509_STORE_CTX_get_current_cert(sc);
     d->set = true;
     d->code = X509_STORE_CTX_get_error(sc);
     d->depth = X509_STORE_CTX_get_error_depth(sc);
+    /* a foreign chain is named by its host, a date problem by its holder */
+    X509 *x = not_our_ca(d->code) ? X509_STORE_CTX_get0_cert(sc) : X509_STORE_CTX_get_current_cert(sc);
     if (!x || X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, d->cn, sizeof(d->cn)) < 0)
         snprintf(d->cn, sizeof(d->cn), "?");
     if (x && d->code == X509_V_ERR_CERT_HAS_EXPIRED)
@@ -243,6 +257,8 @@ static bool ctx_policy(SSL_CTX *ctx)
     SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET
                         | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    /* send cert.pem as it is: the peer has the CA already */
+    SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
     SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_default_read_buffer_len(ctx, BUF_LEN);
@@ -410,27 +426,17 @@ void tls_error(SSL *ssl, int ret, const char *what, char *err, size_t errlen)
 static void peer_cert_error(const SSL *ssl, const struct verify_diag *d, char *err, size_t errlen)
 {
     const char *dir = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_dir_idx);
-    char ca[PATH_MAX];
-    if (!dir || !path_in(ca, sizeof(ca), dir, "ca.pem"))
-        snprintf(ca, sizeof(ca), "our CA");
     const char *which = d->depth ? "a CA certificate in the peer's chain" : "the peer's certificate";
-    switch (d->code) {
-    case X509_V_ERR_CERT_HAS_EXPIRED:
+    const char *why = X509_verify_cert_error_string(d->code);
+    if (not_our_ca(d->code))
+        seterr(err, errlen, "TLS: the peer's certificate (CN=%s) is not signed by our CA (%s%s): %s",
+               d->cn, dir ? dir : "its", dir ? "/ca.pem" : " file", why);
+    else if (d->code == X509_V_ERR_CERT_HAS_EXPIRED)
         seterr(err, errlen, "TLS: %s (CN=%s) expired on %s", which, d->cn, d->date);
-        break;
-    case X509_V_ERR_CERT_NOT_YET_VALID:
+    else if (d->code == X509_V_ERR_CERT_NOT_YET_VALID)
         seterr(err, errlen, "TLS: %s (CN=%s) is not valid before %s (check the clocks)", which, d->cn, d->date);
-        break;
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-    case X509_V_ERR_CERT_SIGNATURE_FAILURE: case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-        seterr(err, errlen, "TLS: the peer's certificate (CN=%s) is not signed by our CA (%s): %s",
-               d->cn, ca, X509_verify_cert_error_string(d->code));
-        break;
-    default:
-        seterr(err, errlen, "TLS: %s (CN=%s) was refused: %s", which, d->cn,
-               X509_verify_cert_error_string(d->code));
-    }
+    else
+        seterr(err, errlen, "TLS: %s (CN=%s) was refused: %s", which, d->cn, why);
 }
 
 static void handshake_error(SSL *ssl, int ret, const struct verify_diag *d, char *err, size_t errlen)
