@@ -30,7 +30,9 @@ done
 [ "$(stat -c %a "$ca")" = 700 ] || fail "$ca has mode $(stat -c %a "$ca"), want 700"
 [ -e "$host/ca-key.pem" ] && fail "tls issue copied the CA key"
 cmp -s "$ca/ca.pem" "$host/ca.pem" || fail "$host/ca.pem is not a copy of $ca/ca.pem"
-ls "$ca" "$host" | grep -qF .tmp. && fail "temporary files left behind: $(ls "$ca" "$host")"
+for f in "$ca"/*.tmp.* "$host"/*.tmp.*; do
+    [ -e "$f" ] && fail "temporary file left behind: $f"
+done
 
 openssl verify -CAfile "$ca/ca.pem" "$ca/cert.pem" "$host/cert.pem" >"$TMP/verify.out" 2>&1 ||
     { show "$TMP/verify.out" "openssl verify"; fail "openssl verify refused the certificates"; }
@@ -90,8 +92,9 @@ for args in "${usage_cases[@]}"; do
     # shellcheck disable=SC2086  # word splitting wanted
     run_cli usage $args
     [ "$RC" -eq 2 ] || fail "ferry $args exited $RC, want 2 ($(cat "$TMP/usage.err"))"
-    [ "$(wc -l <"$TMP/usage.err")" -eq 1 ] && grep -q "^ferry: .* (see ferry --help)\$" "$TMP/usage.err" ||
+    if [ "$(wc -l <"$TMP/usage.err")" -ne 1 ] || ! grep -q "^ferry: .* (see ferry --help)\$" "$TMP/usage.err"; then
         fail "ferry $args: unexpected error: $(cat "$TMP/usage.err")"
+    fi
 done
 [ -e "$TMP/u1" ] && fail "a usage error created $TMP/u1"
 "$FERRY_CLI" --help | grep -q "tls issue CADIR OUTDIR --cn NAME" || fail "ferry --help does not list tls issue"
