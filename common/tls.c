@@ -681,19 +681,24 @@ static int write_atomic(const char *path, mode_t mode, bool replace, int (*emit)
     }
     FILE *f = fdopen(fd, "w");
     bool ok = f && fchmod(fd, mode) == 0 && emit(f, obj) && fflush(f) == 0 && fsync(fd) == 0;
-    int e = ok ? 0 : errno ? errno : EIO;
-    if (f ? fclose(f) : close(fd))
-        ok = false, e = e ? e : errno;
-    if (ok && (replace ? rename(tmp, path) : link(tmp, path)))
-        ok = false, e = errno;
+    int e = errno;
+    if ((f ? fclose(f) : close(fd)) && ok) {
+        ok = false;
+        e = errno;
+    }
+    if (ok && (replace ? rename(tmp, path) : link(tmp, path))) {
+        ok = false;
+        e = errno;
+    }
     if (!ok || !replace)
         unlink(tmp);
-    if (!ok) {
-        seterr(err, errlen, e == EEXIST ? "TLS: %s already exists" : "TLS: cannot write %s: %s",
-               path, errno_text(e, ebuf, sizeof(ebuf)));
-        return -1;
-    }
-    return 0;
+    if (ok)
+        return 0;
+    if (e == EEXIST)
+        seterr(err, errlen, "TLS: %s already exists", path);
+    else
+        seterr(err, errlen, "TLS: cannot write %s: %s", path, errno_text(e ? e : EIO, ebuf, sizeof(ebuf)));
+    return -1;
 }
 
 static int make_dir(const char *dir, char *err, size_t errlen)
