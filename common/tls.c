@@ -428,9 +428,11 @@ static void peer_cert_error(const SSL *ssl, const struct verify_diag *d, char *e
     const char *dir = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_dir_idx);
     const char *which = d->depth ? "a CA certificate in the peer's chain" : "the peer's certificate";
     const char *why = X509_verify_cert_error_string(d->code);
-    if (not_our_ca(d->code))
-        seterr(err, errlen, "TLS: the peer's certificate (CN=%s) is not signed by our CA (%s%s): %s",
-               d->cn, dir ? dir : "its", dir ? "/ca.pem" : " file", why);
+    if (not_our_ca(d->code) && dir)
+        seterr(err, errlen, "TLS: the peer's certificate (CN=%s) is not signed by our CA (%s/ca.pem): %s",
+               d->cn, dir, why);
+    else if (not_our_ca(d->code))   /* a context not made by tls_ctx_new */
+        seterr(err, errlen, "TLS: the peer's certificate (CN=%s) is not signed by our CA: %s", d->cn, why);
     else if (d->code == X509_V_ERR_CERT_HAS_EXPIRED)
         seterr(err, errlen, "TLS: %s (CN=%s) expired on %s", which, d->cn, d->date);
     else if (d->code == X509_V_ERR_CERT_NOT_YET_VALID)
@@ -716,7 +718,7 @@ static int make_dir(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
-/* A key and its certificate, written as NAME-key.pem/NAME.pem style pairs. */
+/* A private key and its certificate: the CA's, or a host's. */
 struct ident { EVP_PKEY *key; X509 *cert; };
 
 static int write_ident(const char *dir, const char *keyname, const char *certname, const struct ident *id,
