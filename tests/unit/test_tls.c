@@ -1,8 +1,8 @@
 /* common/tls.c: mutual TLS 1.3 between two threads over a socketpair. A
  * good handshake and 16 MiB intact, parallel handshakes, and the refusals
  * with their one-line reasons on both sides: another CA, an expired
- * certificate, no certificate, a plaintext peer, a record altered in
- * flight; tls_ctx_new's checks. */
+ * certificate, no certificate, a plaintext or silent peer, a record
+ * altered in flight; tls_ctx_new's checks. */
 #include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -440,6 +440,28 @@ static void test_plaintext_server(void **state)
                           "(is the peer plaintext, started with --insecure?)");
 }
 
+/* A peer that never speaks: SO_RCVTIMEO bounds the handshake on either side. */
+static void silent_peer(bool server, const char *want)
+{
+    int sv[2];
+    char err[512];
+    struct timeval tv = { .tv_usec = 200000 };
+    SSL_CTX *ctx = ctx_for(server ? "a" : "a2", server);
+    socket_pair(sv);
+    setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    assert_null(tls_handshake(ctx, sv[0], server, err, sizeof(err)));
+    assert_string_equal(err, want);
+    close(sv[0]);
+    close(sv[1]);
+    SSL_CTX_free(ctx);
+}
+
+static void test_timeout(void **state)
+{
+    silent_peer(true, "TLS: waiting for the peer's handshake: timed out");
+    silent_peer(false, "TLS: handshake: timed out");
+}
+
 /* ---- a record altered in flight ---- */
 
 struct relay {
@@ -624,6 +646,7 @@ int main(void)
         cmocka_unit_test(test_no_client_cert),
         cmocka_unit_test(test_plaintext_client),
         cmocka_unit_test(test_plaintext_server),
+        cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_flipped_byte),
         cmocka_unit_test(test_ctx_missing_file),
         cmocka_unit_test(test_ctx_key_mismatch),
