@@ -721,17 +721,35 @@ static int make_dir(const char *dir, char *err, size_t errlen)
 /* A private key and its certificate: the CA's, or a host's. */
 struct ident { EVP_PKEY *key; X509 *cert; };
 
-static int write_ident(const char *dir, const char *keyname, const char *certname, const struct ident *id,
-                       bool replace, char *err, size_t errlen)
+/* One file of a credentials directory. */
+struct out_file {
+    const char *name;
+    mode_t mode;
+    int (*emit)(FILE *, const void *);
+    const void *obj;
+};
+
+/* The files in order. replace false (a new CA): none may exist, and after a
+ * failure the ones written are removed again, so that a retry is not
+ * refused as "already holds a CA". */
+static int write_files(const char *dir, const struct out_file *f, int n, bool replace, char *err, size_t errlen)
 {
-    char k[PATH_MAX], c[PATH_MAX];
-    if (!path_in(k, sizeof(k), dir, keyname) || !path_in(c, sizeof(c), dir, certname)) {
-        seterr(err, errlen, "TLS: %s: path too long", dir);
-        return -1;
+    char p[PATH_MAX];
+    int done = 0;
+    for (; done < n; done++) {
+        if (!path_in(p, sizeof(p), dir, f[done].name)) {
+            seterr(err, errlen, "TLS: %s: path too long", dir);
+            break;
+        }
+        if (write_atomic(p, f[done].mode, replace, f[done].emit, f[done].obj, err, errlen) < 0)
+            break;
     }
-    if (write_atomic(k, 0600, replace, emit_key, id->key, err, errlen) < 0)
-        return -1;
-    return write_atomic(c, 0644, replace, emit_cert, id->cert, err, errlen);
+    if (done == n)
+        return 0;
+    while (!replace && done-- > 0)
+        if (path_in(p, sizeof(p), dir, f[done].name))
+            unlink(p);
+    return -1;
 }
 
 static void ident_free(struct ident *id)
@@ -793,10 +811,13 @@ int tls_ca_init(const char *dir, const char *cn, int days, char *err, size_t err
     int rc = make_ident(&ca, cacn, NULL, days > CA_DAYS ? days : CA_DAYS, err, errlen);
     if (!rc)
         rc = make_ident(&host_id, cn, &ca, days, err, errlen);
-    if (!rc)
-        rc = write_ident(dir, "ca-key.pem", "ca.pem", &ca, false, err, errlen);
-    if (!rc)
-        rc = write_ident(dir, "key.pem", "cert.pem", &host_id, false, err, errlen);
+    if (!rc) {
+        const struct out_file files[] = {
+            { "ca-key.pem", 0600, emit_key, ca.key }, { "ca.pem", 0644, emit_cert, ca.cert },
+            { "key.pem", 0600, emit_key, host_id.key }, { "cert.pem", 0644, emit_cert, host_id.cert },
+        };
+        rc = write_files(dir, files, 4, false, err, errlen);
+    }
     ident_free(&ca);
     ident_free(&host_id);
     return rc;
@@ -858,20 +879,18 @@ int tls_issue(const char *cadir, const char *outdir, const char *cn, int days, c
         return -1;
     struct ident ca = { 0 }, host_id = { 0 };
     struct blob pem = { 0 };
-    char cap[PATH_MAX];
     int rc = load_ca(cadir, &ca, &pem, err, errlen);
     if (!rc)
         rc = make_dir(outdir, err, errlen);
     if (!rc)
         rc = make_ident(&host_id, cn, &ca, days, err, errlen);
-    if (!rc && !path_in(cap, sizeof(cap), outdir, "ca.pem")) {
-        seterr(err, errlen, "TLS: %s: path too long", outdir);
-        rc = -1;
+    if (!rc) {
+        const struct out_file files[] = {
+            { "ca.pem", 0644, emit_blob, &pem }, { "key.pem", 0600, emit_key, host_id.key },
+            { "cert.pem", 0644, emit_cert, host_id.cert },
+        };
+        rc = write_files(outdir, files, 3, true, err, errlen);
     }
-    if (!rc)
-        rc = write_atomic(cap, 0644, true, emit_blob, &pem, err, errlen);
-    if (!rc)
-        rc = write_ident(outdir, "key.pem", "cert.pem", &host_id, true, err, errlen);
     ERR_clear_error();
     free((char *)pem.data);
     ident_free(&ca);

@@ -68,6 +68,11 @@ run_cli reinit tls init "$ca"
 [ "$(cat "$ca"/*.pem | md5sum)" = "$sum" ] || fail "tls init over a CA changed it"
 run_cli reinit2 tls init "$host"
 [ "$RC" -eq 1 ] || fail "tls init over a host identity exited $RC, want 1"
+# a failed init takes back what it wrote (here key.pem is in the way: a dangling link)
+mkdir "$TMP/half" && ln -s /nonexistent "$TMP/half/key.pem"
+run_cli half tls init "$TMP/half"
+[ "$RC" -eq 1 ] || fail "tls init over a dangling key.pem exited $RC, want 1"
+[ "$(ls "$TMP/half")" = key.pem ] || fail "a failed tls init left: $(ls "$TMP/half")"
 # issuing needs the CA key
 run_cli nokey tls issue "$host" "$TMP/c" --cn host-c
 [ "$RC" -eq 1 ] || fail "tls issue without a CA key exited $RC, want 1"
