@@ -205,16 +205,30 @@ struct verify_diag {
     char cn[128], date[64];
 };
 
+/* The chain does not lead to our CA (whichever certificate it stops at). */
+static bool not_our_ca(int code)
+{
+    switch (code) {
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_CERT_SIGNATURE_FAILURE: case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+        return true;
+    default:
+        return false;
+    }
+}
+
 static int verify_cb(int ok, X509_STORE_CTX *sc)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(sc, SSL_get_ex_data_X509_STORE_CTX_idx());
     struct verify_diag *d = ssl ? SSL_get_ex_data(ssl, ssl_diag_idx) : NULL;
     if (ok || !d || d->set)
         return ok;
-    X509 *x = X509_STORE_CTX_get_current_cert(sc);
     d->set = true;
     d->code = X509_STORE_CTX_get_error(sc);
     d->depth = X509_STORE_CTX_get_error_depth(sc);
+    /* a foreign chain is named by its host, a date problem by its holder */
+    X509 *x = not_our_ca(d->code) ? X509_STORE_CTX_get0_cert(sc) : X509_STORE_CTX_get_current_cert(sc);
     if (!x || X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, d->cn, sizeof(d->cn)) < 0)
         snprintf(d->cn, sizeof(d->cn), "?");
     if (x && d->code == X509_V_ERR_CERT_HAS_EXPIRED)
@@ -243,6 +257,8 @@ static bool ctx_policy(SSL_CTX *ctx)
     SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET
                         | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    /* send cert.pem as it is: the peer has the CA already */
+    SSL_CTX_set_mode(ctx, SSL_MODE_NO_AUTO_CHAIN);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
     SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_default_read_buffer_len(ctx, BUF_LEN);
@@ -410,27 +426,19 @@ void tls_error(SSL *ssl, int ret, const char *what, char *err, size_t errlen)
 static void peer_cert_error(const SSL *ssl, const struct verify_diag *d, char *err, size_t errlen)
 {
     const char *dir = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_dir_idx);
-    char ca[PATH_MAX];
-    if (!dir || !path_in(ca, sizeof(ca), dir, "ca.pem"))
-        snprintf(ca, sizeof(ca), "our CA");
     const char *which = d->depth ? "a CA certificate in the peer's chain" : "the peer's certificate";
-    switch (d->code) {
-    case X509_V_ERR_CERT_HAS_EXPIRED:
+    const char *why = X509_verify_cert_error_string(d->code);
+    if (not_our_ca(d->code) && dir)
+        seterr(err, errlen, "TLS: the peer's certificate (CN=%s) is not signed by our CA (%s/ca.pem): %s",
+               d->cn, dir, why);
+    else if (not_our_ca(d->code))   /* a context not made by tls_ctx_new */
+        seterr(err, errlen, "TLS: the peer's certificate (CN=%s) is not signed by our CA: %s", d->cn, why);
+    else if (d->code == X509_V_ERR_CERT_HAS_EXPIRED)
         seterr(err, errlen, "TLS: %s (CN=%s) expired on %s", which, d->cn, d->date);
-        break;
-    case X509_V_ERR_CERT_NOT_YET_VALID:
+    else if (d->code == X509_V_ERR_CERT_NOT_YET_VALID)
         seterr(err, errlen, "TLS: %s (CN=%s) is not valid before %s (check the clocks)", which, d->cn, d->date);
-        break;
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-    case X509_V_ERR_CERT_SIGNATURE_FAILURE: case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-        seterr(err, errlen, "TLS: the peer's certificate (CN=%s) is not signed by our CA (%s): %s",
-               d->cn, ca, X509_verify_cert_error_string(d->code));
-        break;
-    default:
-        seterr(err, errlen, "TLS: %s (CN=%s) was refused: %s", which, d->cn,
-               X509_verify_cert_error_string(d->code));
-    }
+    else
+        seterr(err, errlen, "TLS: %s (CN=%s) was refused: %s", which, d->cn, why);
 }
 
 static void handshake_error(SSL *ssl, int ret, const struct verify_diag *d, char *err, size_t errlen)
@@ -675,19 +683,24 @@ static int write_atomic(const char *path, mode_t mode, bool replace, int (*emit)
     }
     FILE *f = fdopen(fd, "w");
     bool ok = f && fchmod(fd, mode) == 0 && emit(f, obj) && fflush(f) == 0 && fsync(fd) == 0;
-    int e = ok ? 0 : errno ? errno : EIO;
-    if (f ? fclose(f) : close(fd))
-        ok = false, e = e ? e : errno;
-    if (ok && (replace ? rename(tmp, path) : link(tmp, path)))
-        ok = false, e = errno;
+    int e = errno;
+    if ((f ? fclose(f) : close(fd)) && ok) {
+        ok = false;
+        e = errno;
+    }
+    if (ok && (replace ? rename(tmp, path) : link(tmp, path))) {
+        ok = false;
+        e = errno;
+    }
     if (!ok || !replace)
         unlink(tmp);
-    if (!ok) {
-        seterr(err, errlen, e == EEXIST ? "TLS: %s already exists" : "TLS: cannot write %s: %s",
-               path, errno_text(e, ebuf, sizeof(ebuf)));
-        return -1;
-    }
-    return 0;
+    if (ok)
+        return 0;
+    if (e == EEXIST)
+        seterr(err, errlen, "TLS: %s already exists", path);
+    else
+        seterr(err, errlen, "TLS: cannot write %s: %s", path, errno_text(e ? e : EIO, ebuf, sizeof(ebuf)));
+    return -1;
 }
 
 static int make_dir(const char *dir, char *err, size_t errlen)
@@ -705,20 +718,38 @@ static int make_dir(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
-/* A key and its certificate, written as NAME-key.pem/NAME.pem style pairs. */
+/* A private key and its certificate: the CA's, or a host's. */
 struct ident { EVP_PKEY *key; X509 *cert; };
 
-static int write_ident(const char *dir, const char *keyname, const char *certname, const struct ident *id,
-                       bool replace, char *err, size_t errlen)
+/* One file of a credentials directory. */
+struct out_file {
+    const char *name;
+    mode_t mode;
+    int (*emit)(FILE *, const void *);
+    const void *obj;
+};
+
+/* The files in order. replace false (a new CA): none may exist, and after a
+ * failure the ones written are removed again, so that a retry is not
+ * refused as "already holds a CA". */
+static int write_files(const char *dir, const struct out_file *f, int n, bool replace, char *err, size_t errlen)
 {
-    char k[PATH_MAX], c[PATH_MAX];
-    if (!path_in(k, sizeof(k), dir, keyname) || !path_in(c, sizeof(c), dir, certname)) {
-        seterr(err, errlen, "TLS: %s: path too long", dir);
-        return -1;
+    char p[PATH_MAX];
+    int done = 0;
+    for (; done < n; done++) {
+        if (!path_in(p, sizeof(p), dir, f[done].name)) {
+            seterr(err, errlen, "TLS: %s: path too long", dir);
+            break;
+        }
+        if (write_atomic(p, f[done].mode, replace, f[done].emit, f[done].obj, err, errlen) < 0)
+            break;
     }
-    if (write_atomic(k, 0600, replace, emit_key, id->key, err, errlen) < 0)
-        return -1;
-    return write_atomic(c, 0644, replace, emit_cert, id->cert, err, errlen);
+    if (done == n)
+        return 0;
+    while (!replace && done-- > 0)
+        if (path_in(p, sizeof(p), dir, f[done].name))
+            unlink(p);
+    return -1;
 }
 
 static void ident_free(struct ident *id)
@@ -780,10 +811,13 @@ int tls_ca_init(const char *dir, const char *cn, int days, char *err, size_t err
     int rc = make_ident(&ca, cacn, NULL, days > CA_DAYS ? days : CA_DAYS, err, errlen);
     if (!rc)
         rc = make_ident(&host_id, cn, &ca, days, err, errlen);
-    if (!rc)
-        rc = write_ident(dir, "ca-key.pem", "ca.pem", &ca, false, err, errlen);
-    if (!rc)
-        rc = write_ident(dir, "key.pem", "cert.pem", &host_id, false, err, errlen);
+    if (!rc) {
+        const struct out_file files[] = {
+            { "ca-key.pem", 0600, emit_key, ca.key }, { "ca.pem", 0644, emit_cert, ca.cert },
+            { "key.pem", 0600, emit_key, host_id.key }, { "cert.pem", 0644, emit_cert, host_id.cert },
+        };
+        rc = write_files(dir, files, 4, false, err, errlen);
+    }
     ident_free(&ca);
     ident_free(&host_id);
     return rc;
@@ -845,20 +879,18 @@ int tls_issue(const char *cadir, const char *outdir, const char *cn, int days, c
         return -1;
     struct ident ca = { 0 }, host_id = { 0 };
     struct blob pem = { 0 };
-    char cap[PATH_MAX];
     int rc = load_ca(cadir, &ca, &pem, err, errlen);
     if (!rc)
         rc = make_dir(outdir, err, errlen);
     if (!rc)
         rc = make_ident(&host_id, cn, &ca, days, err, errlen);
-    if (!rc && !path_in(cap, sizeof(cap), outdir, "ca.pem")) {
-        seterr(err, errlen, "TLS: %s: path too long", outdir);
-        rc = -1;
+    if (!rc) {
+        const struct out_file files[] = {
+            { "ca.pem", 0644, emit_blob, &pem }, { "key.pem", 0600, emit_key, host_id.key },
+            { "cert.pem", 0644, emit_cert, host_id.cert },
+        };
+        rc = write_files(outdir, files, 3, true, err, errlen);
     }
-    if (!rc)
-        rc = write_atomic(cap, 0644, true, emit_blob, &pem, err, errlen);
-    if (!rc)
-        rc = write_ident(outdir, "key.pem", "cert.pem", &host_id, true, err, errlen);
     ERR_clear_error();
     free((char *)pem.data);
     ident_free(&ca);
