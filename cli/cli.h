@@ -14,6 +14,8 @@ struct migrate_opts {
     const char *to;
     long long downtime_ms, bandwidth_mbps, max_time_s, max_rounds;  /* -1: server default */
     bool force, no_verify, json, keep_source;
+    long long streams;                /* -1: server default */
+    const char *via, *compress, *verify;
 };
 
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

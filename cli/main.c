@@ -35,7 +35,14 @@ static const char usage_text[] =
     "      --max-time S            give up pre-copy after S seconds (default 300)\n"
     "      --max-rounds N          give up after N pre-copy rounds (default 60)\n"
     "      --force                 at a limit, switch over anyway instead of failing\n"
-    "      --no-verify             skip the whole-memory digest check at switchover\n"
+    "      --streams N             TCP (TLS) connections, each with its own thread (default:\n"
+    "                              one per core, up to 4)\n"
+    "      --via ADDR[,ADDR...]    local addresses to send from, one per migration NIC\n"
+    "      --compress MODE         auto (default: when the link is the bottleneck), off, lz4, zstd\n"
+    "      --verify MODE           memory digest: after (default: after the hand-over, outside\n"
+    "                              the pause; a mismatch is an alarm), strict (in the pause: a\n"
+    "                              mismatch keeps the VM here), off\n"
+    "      --no-verify             the same as --verify off\n"
     "      --keep-source           do not send `quit` to the source after success\n"
     "      --json                  print the final migrate-status as one JSON line\n"
     "                              Ctrl-C cancels the migration (the VM keeps running here)\n"
@@ -158,7 +165,8 @@ static int raw_cmd(struct cli_conn *c, const char *line)
     return good ? EXIT_OK : EXIT_FAILED;
 }
 
-enum { O_TIMEOUT = 255, O_TO, O_DOWNTIME, O_BW, O_MAXTIME, O_MAXROUNDS, O_FORCE, O_NOVERIFY, O_JSON, O_KEEP };
+enum { O_TIMEOUT = 255, O_TO, O_DOWNTIME, O_BW, O_MAXTIME, O_MAXROUNDS, O_FORCE, O_NOVERIFY, O_JSON, O_KEEP,
+       O_STREAMS, O_VIA, O_COMPRESS, O_VERIFY };
 
 int main(int argc, char **argv)
 {
@@ -169,13 +177,16 @@ int main(int argc, char **argv)
         { "max-time", required_argument, NULL, O_MAXTIME },
         { "max-rounds", required_argument, NULL, O_MAXROUNDS }, { "force", no_argument, NULL, O_FORCE },
         { "no-verify", no_argument, NULL, O_NOVERIFY }, { "json", no_argument, NULL, O_JSON },
-        { "keep-source", no_argument, NULL, O_KEEP },
+        { "keep-source", no_argument, NULL, O_KEEP }, { "streams", required_argument, NULL, O_STREAMS },
+        { "via", required_argument, NULL, O_VIA }, { "compress", required_argument, NULL, O_COMPRESS },
+        { "verify", required_argument, NULL, O_VERIFY },
         { "timeout", required_argument, NULL, O_TIMEOUT }, { 0 },
     };
     if (argc > 1 && !strcmp(argv[1], "tls"))   /* no socket, options of its own */
         return cmd_tls(argc - 1, argv + 1);
     const char *sock = getenv("FERRY_SOCKET");
-    struct migrate_opts mo = { .downtime_ms = -1, .bandwidth_mbps = -1, .max_time_s = -1, .max_rounds = -1 };
+    struct migrate_opts mo = { .downtime_ms = -1, .bandwidth_mbps = -1, .max_time_s = -1, .max_rounds = -1,
+                               .streams = -1 };
     long long timeout_s = -1;
     bool help = false, migrate_opt = false;
     char first_migrate_opt[32] = "";
@@ -211,13 +222,17 @@ int main(int argc, char **argv)
                 snprintf(first_migrate_opt, sizeof(first_migrate_opt), "%s", name);
             migrate_opt = true;
             long long *num = c == O_DOWNTIME ? &mo.downtime_ms : c == O_BW ? &mo.bandwidth_mbps
-                           : c == O_MAXTIME ? &mo.max_time_s : c == O_MAXROUNDS ? &mo.max_rounds : NULL;
+                           : c == O_MAXTIME ? &mo.max_time_s : c == O_MAXROUNDS ? &mo.max_rounds
+                           : c == O_STREAMS ? &mo.streams : NULL;
             if (num && parse_num(name, optarg, num))
                 return EXIT_USAGE;
             if (c == O_TO) mo.to = optarg;
             if (c == O_FORCE) mo.force = true;
             if (c == O_NOVERIFY) mo.no_verify = true;
             if (c == O_KEEP) mo.keep_source = true;
+            if (c == O_VIA) mo.via = optarg;
+            if (c == O_COMPRESS) mo.compress = optarg;
+            if (c == O_VERIFY) mo.verify = optarg;
         }
     }
     char **w = argv + optind;

@@ -157,7 +157,14 @@ int cmd_migrate(struct cli_conn *c, const struct migrate_opts *o)
     add_int(args, "max_rounds", o->max_rounds);
     if (o->force)
         json_object_object_add(args, "force", json_object_new_boolean(1));
-    if (o->no_verify)
+    add_int(args, "streams", o->streams);
+    if (o->via)
+        json_object_object_add(args, "via", json_object_new_string(o->via));
+    if (o->compress)
+        json_object_object_add(args, "compress", json_object_new_string(o->compress));
+    if (o->verify)
+        json_object_object_add(args, "verify", json_object_new_string(o->verify));
+    else if (o->no_verify)
         json_object_object_add(args, "verify", json_object_new_boolean(0));
     char err[512];
     int rc = cli_call(c, "migrate", args, &reply, err, sizeof(err));

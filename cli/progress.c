@@ -63,6 +63,11 @@ void mig_view_parse(json_object *o, struct mig_view *v)
     v->verify_ms = get_i64(o, "verify_ms", -1);
     v->total_ms = get_i64(o, "total_ms", -1);
     v->final_pages = get_i64(o, "final_pages", -1);
+    v->streams = get_i64(o, "streams", 0);
+    get_str(o, "cipher", v->cipher, sizeof(v->cipher));
+    get_str(o, "compression", v->compression, sizeof(v->compression));
+    get_str(o, "verify", v->verify, sizeof(v->verify));
+    get_str(o, "verify_result", v->verify_result, sizeof(v->verify_result));
 }
 
 bool mig_phase_final(const char *ph)
@@ -220,14 +225,23 @@ int progress_outcome(const struct mig_view *v, bool verified, char *buf, size_t 
     const char *dst = v->destination[0] ? v->destination : "?";
     if (!strcmp(v->phase, "completed")) {
         char verify[32] = "not verified";
-        if (verified)
+        if (!strcmp(v->verify, "after"))
+            snprintf(verify, sizeof(verify), "verified after the hand-over");
+        else if (verified)
             snprintf(verify, sizeof(verify), "verify %lld ms", (long long)(v->verify_ms < 0 ? 0 : v->verify_ms));
         double s = v->total_ms > 0 ? (double)v->total_ms / 1000 : 0;
-        snprintf(buf, len, "migrated to %s: downtime %lld ms (%s), total %lld ms, %.0f MiB sent at "
-                 "%.0f Mbit/s, %lld rounds", dst, (long long)v->downtime_ms, verify,
-                 (long long)v->total_ms, (double)v->bytes_sent / MIB,
-                 s > 0 ? (double)v->bytes_sent * 8 / 1e6 / s : 0, (long long)v->round);
-        return 0;
+        int n = snprintf(buf, len, "migrated to %s: downtime %lld ms (%s), total %lld ms, %.0f MiB sent at "
+                         "%.0f Mbit/s, %lld rounds", dst, (long long)v->downtime_ms, verify,
+                         (long long)v->total_ms, (double)v->bytes_sent / MIB,
+                         s > 0 ? (double)v->bytes_sent * 8 / 1e6 / s : 0, (long long)v->round);
+        if (v->cipher[0] && n >= 0 && (size_t)n < len)
+            n += snprintf(buf + n, len - (size_t)n, ", %lld stream(s), %s%s%s", (long long)v->streams,
+                          v->cipher, strcmp(v->compression, "off") ? ", " : "",
+                          strcmp(v->compression, "off") ? v->compression : "");
+        if (v->verify_result[0] && n >= 0 && (size_t)n < len)
+            snprintf(buf + n, len - (size_t)n, "; memory digest: %s", v->verify_result);
+        /* a mismatch after the hand-over: the VM runs there, but the operator must know */
+        return strncmp(v->verify_result, "MISMATCH", 8) ? 0 : 1;
     }
     if (!strcmp(v->phase, "in-doubt")) {
         snprintf(buf, len, "migration to %s is IN DOUBT: %s. Do not resume or quit the source "

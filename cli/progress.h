@@ -19,6 +19,9 @@ struct mig_view {
     uint64_t scanned_bytes;   /* round 0: RAM looked at (all-zero pages are not sent) */
     double throughput_mbps, dirty_rate_mbps, predicted_downtime_ms;
     int64_t downtime_ms, verify_ms, total_ms, final_pages;
+    int64_t streams;
+    char cipher[64], compression[8], verify[8];
+    char verify_result[200];  /* "match", "MISMATCH: ...", ... ("": not reported) */
 };
 
 void mig_view_parse(json_object *status, struct mig_view *v);

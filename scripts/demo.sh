@@ -17,19 +17,21 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 say "1. boot a micro-guest (64-bit, CPL3) on KVM"
 $VMM --kernel $G/hello.elf --cpus 2 --mem 64M
 
-say "2. start a 1 GiB VM whose guest rewrites 512 MiB of memory and checks it after every pass"
-$VMM --kernel $G/dirtier.elf --mem 1G --control "$T/src.sock" \
+say "2. make migration credentials (a cluster CA and a host certificate), then start a 1 GiB VM"
+say "   whose guest rewrites 512 MiB of memory and checks it after every pass"
+$FERRY tls init "$T/tls" --cn demo-host
+$VMM --kernel $G/dirtier.elf --mem 1G --control "$T/src.sock" --tls-dir "$T/tls" \
     --append "mib=512 rate=25000 warm=1 report_ms=500" > "$T/src.log" 2>&1 &
 PIDS+=($!)
 until grep -q 'pass=1 ' "$T/src.log" 2>/dev/null; do sleep 0.2; done
 tail -n 2 "$T/src.log"
 
 say "3. start the destination ferry-vmm, waiting for the VM (RAM kept in a file for step 5)"
-$VMM --incoming 127.0.0.1:7700 --control "$T/dst.sock" --mem-path "$T/dst.mem" > "$T/dst.log" 2>&1 &
+$VMM --incoming 127.0.0.1:7700 --control "$T/dst.sock" --mem-path "$T/dst.mem" --tls-dir "$T/tls" > "$T/dst.log" 2>&1 &
 PIDS+=($!)
 sleep 0.3
 
-say "4. live-migrate it while the guest keeps writing (~100 MB/s of dirty pages)"
+say "4. live-migrate it over mutual TLS 1.3 while the guest keeps writing (~100 MB/s of dirty pages)"
 $FERRY -S "$T/src.sock" vm migrate --to 127.0.0.1:7700
 
 say "5. the guest runs on at the destination: its own checks still pass"

@@ -17,6 +17,12 @@ if [ ! -c /dev/kvm ]; then
     exit 1
 fi
 
+# Every migration in the lab is TLS: ferry-vmm takes /etc/ferry/tls by default.
+if [ ! -e /etc/ferry/tls/ca.pem ] && ! "$BUILD/cli/ferry" tls init /etc/ferry/tls --cn ferry-lab >/dev/null; then
+    echo "FAIL lab: cannot make the migration credentials (ferry tls init /etc/ferry/tls)"
+    exit 1
+fi
+
 pass=0 fail=0
 for t in tests/lab/t-*.sh; do
     [ -e "$t" ] || continue

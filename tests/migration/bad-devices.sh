@@ -40,7 +40,7 @@ refuse "ferry-vmm: bad --net mac '01:00:5e:00:00:01' (expected a unicast MAC lik
 # a destination without the image: refused, the source goes on
 mkdir "$TMP/shared"
 truncate -s 8M "$TMP/shared/disk.img"
-"$FERRY_VMM" --kernel "$GUEST_DIR/dirtier.elf" --append "mib=8 passes=0 report_ms=100" --mem 64M \
+"$FERRY_VMM" --kernel "$GUEST_DIR/dirtier.elf" --append "mib=8 passes=0 report_ms=100" --mem 64M --insecure \
     --disk "$TMP/shared/disk.img" --control "$TMP/a.sock" > "$TMP/a.out" 2> "$TMP/a.err" &
 pids+=($!)
 if ! unshare -m true 2>/dev/null; then
@@ -49,7 +49,7 @@ if ! unshare -m true 2>/dev/null; then
 fi
 # shellcheck disable=SC2016  # expanded by that sh
 unshare -m sh -c 'mount -t tmpfs none "$0" && exec "$@"' "$TMP/shared" \
-    "$FERRY_VMM" --incoming 127.0.0.1:0 > /dev/null 2> "$TMP/b.err" &
+    "$FERRY_VMM" --incoming 127.0.0.1:0 --insecure > /dev/null 2> "$TMP/b.err" &
 pids+=($!)
 for _ in $(seq 100); do grep -q 'port [0-9]' "$TMP/b.err" 2>/dev/null && break; sleep 0.1; done
 port=$(grep -oE 'port [0-9]+' "$TMP/b.err" | cut -d' ' -f2)

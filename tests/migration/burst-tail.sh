@@ -14,7 +14,7 @@ progress a 15 1
 incoming d 7860
 "$MIGTOOL" proxy 127.0.0.1:7861 127.0.0.1:7860 burst-tail >"$TMP/p.log" 2>&1 &
 wait_for 10 grep -qs '^proxy: listening' "$TMP/p.log" || fail "the proxy does not listen"
-migrate a 7861 '"verify":true'
+migrate a 7861 '"verify":"strict"'   # DIGEST before COMPLETE
 wait_phase a 60 completed,failed
 if [ "$(ms phase)" != completed ]; then
     alive d || { wait_exit d 1; [ "$RC" -ge 128 ] && fail "the destination died of signal $((RC - 128)) at the end of the stream (source: $(ms phase): $(ms error))"; }

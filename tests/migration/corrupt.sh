@@ -1,10 +1,14 @@
 #!/bin/bash
 # One bit of guest memory flipped in flight, with a valid frame checksum
 # (migtool proxy between source and destination corrupts a page the source
-# sends during the pause, which is never re-sent):
-#  1. verify on: the destination's memory digest catches it, it refuses the
-#     VM (ACK rejected, never runs it) and the source resumes the VM, whose
-#     dirtier keeps verifying ok;
+# sends during the pause, which is never re-sent; page data is outside the
+# plaintext frame checksum):
+#  1. verify=strict: the destination's memory digest catches it in the pause,
+#     it refuses the VM (ACK rejected, never runs it) and the source resumes
+#     the VM, whose dirtier keeps verifying ok;
+#  3. verify=after (the default): the VM runs on the destination, and the
+#     digest compared after the hand-over raises the alarm on both sides, in
+#     their logs and their status, naming the chunk;
 #  2. verify off: nothing on the host side can notice, the VM runs on the
 #     destination and the dirtier there must report the corrupted page:
 #     proof that the workload the consistency test relies on sees a single
@@ -24,11 +28,11 @@ proxy() {
 boot a 512M "$DIRTIER"
 progress a 15 1
 
-# 1. verify on
+# 1. verify=strict
 incoming d1 7880
 proxy p1 7881 7880 corrupt-final-any
-migrate a 7881 '"verify":true'
-wait_phase a 60 failed || fail "corrupted page with verify on: the migration ended '$(ms phase)' ($(ms error)), expected failed"
+migrate a 7881 '"verify":"strict"'
+wait_phase a 60 failed || fail "corrupted page with verify=strict: the migration ended '$(ms phase)' ($(ms error)), expected failed"
 wait "$PROXY_PID"
 gpa=$(sed -nE 's/^proxy: corrupted .* page (0x[0-9a-f]+) .*/\1/p' "$TMP/p1.log")
 [ -n "$gpa" ] || { show "$TMP/p1.log" p1; fail "the proxy corrupted nothing"; }
@@ -44,11 +48,36 @@ expect_dest_error d1 "memory digest mismatch at GPA $chunk"
 progress a 20 2
 seq=$(console_sequence a) || fail "source console: $seq"
 
+# 3. verify=after: the alarm after the hand-over (run before 2, which ends the source)
+incoming d3 7884
+proxy p3 7885 7884 corrupt-final-any
+migrate a 7885
+wait_phase a 60 completed || fail "verify=after: the migration ended '$(ms phase)' ($(ms error)), expected completed"
+wait "$PROXY_PID"
+gpa3=$(sed -nE 's/^proxy: corrupted .* page (0x[0-9a-f]+) .*/\1/p' "$TMP/p3.log")
+[ -n "$gpa3" ] || { show "$TMP/p3.log" p3; fail "the proxy corrupted nothing"; }
+res=$(ms verify_result)
+[[ $res =~ ^MISMATCH:\ memory\ digest\ mismatch\ at\ GPA\ (0x[0-9a-f]+) ]] ||
+    fail "source verify_result '$res', expected 'MISMATCH: memory digest mismatch at GPA ...'"
+chunk3=${BASH_REMATCH[1]}
+(( gpa3 >= chunk3 && gpa3 < chunk3 + (2 << 20) )) || fail "mismatch reported at chunk $chunk3, but the corrupted page is $gpa3"
+grep -q 'MEMORY DIGEST MISMATCH after the hand-over' "$TMP/a.err" || fail "no alarm in the source's log"
+grep -q "MEMORY DIGEST MISMATCH after the hand-over: memory digest mismatch at GPA $chunk3" "$TMP/d3.err" ||
+    fail "no alarm in the destination's log"
+wait_for 10 test -S "$TMP/d3.sock" || fail "d3 has no control socket"
+dres=$(jget "$(ctl d3 '{"cmd":"migrate-status"}')" result.incoming.verify_result)
+[[ $dres == "MISMATCH: memory digest mismatch at GPA $chunk3"* ]] || fail "d3 migrate-status incoming.verify_result '$dres'"
+ctl d3 '{"cmd":"quit"}' >/dev/null
+wait_exit d3 10
+# the VM left a: a new source for case 2
+boot a2 512M "$DIRTIER"
+progress a2 15 1
+
 # 2. verify off
 incoming d2 7882
 proxy p2 7883 7882 corrupt-final
-migrate a 7883 '"verify":false'
-wait_phase a 60 completed || fail "verify off: the migration ended '$(ms phase)' ($(ms error)), expected completed"
+migrate a2 7883 '"verify":false'
+wait_phase a2 60 completed || fail "verify off: the migration ended '$(ms phase)' ($(ms error)), expected completed"
 wait "$PROXY_PID"
 gpa2=$(sed -nE 's/^proxy: corrupted working-set page (0x[0-9a-f]+) .*/\1/p' "$TMP/p2.log")
 if [ -z "$gpa2" ]; then
@@ -63,4 +92,4 @@ else
     result2="dirtier caught page $gpa2"
 fi
 
-finish "verify on: page $gpa caught by the digest (chunk $chunk), VM resumed on the source; verify off: $result2"
+finish "verify=strict: page $gpa caught by the digest (chunk $chunk), VM resumed on the source; verify=after: page $gpa3 raised the alarm on both sides; verify off: $result2"

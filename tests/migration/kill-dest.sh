@@ -14,7 +14,7 @@
 boot a 512M "$DIRTIER"
 progress a 15 1
 incoming d1 7820
-migrate a 7820 '"bandwidth_mbps":200'
+migrate a 7820 '"bandwidth_mbps":200,"compress":"off"'
 "$PYTHON" "$MIGCTL" kill-at "$TMP/a.sock" 15 precopy "${VM_PID[d1]}" >"$TMP/kill1.json" 2>/dev/null ||
     fail "could not kill d1 during pre-copy: $(cat "$TMP/kill1.json")"
 kill9 d1

@@ -23,6 +23,10 @@
  *       failure at the worst moment). burst-tail: hold STATE and DIGEST
  *       and deliver them with COMPLETE in one write (a destination that
  *       lags behind the stream finds them all queued).
+ *   migtool relay LISTEN DEST FLIP_AT
+ *       Accept one connection, forward raw bytes both ways, and flip one
+ *       bit of byte FLIP_AT of what the source sends (inside a TLS record,
+ *       for the TLS tests). Prints "relay: flipped byte N".
  *   migtool cases
  *       List the send cases. */
 #include <errno.h>
@@ -598,6 +602,45 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
     return 0;
 }
 
+/* ---- relay --------------------------------------------------------------- */
+
+static int cmd_relay(const char *listen_addr, const char *dest, const char *flip_at)
+{
+    char err[256];
+    unsigned long long at = strtoull(flip_at, NULL, 10), seen = 0;
+    int lfd = net_listen(listen_addr, err, sizeof(err));
+    if (lfd < 0)
+        die2("%s", err);
+    printf("relay: listening\n");
+    int src = net_accept(lfd, 60000, err, sizeof(err));
+    close(lfd);
+    int dst = src < 0 ? -1 : net_connect(dest, NULL, 5000, err, sizeof(err));
+    if (dst < 0)
+        die2("%s", err);
+    static struct pump back;
+    back.from = dst;
+    back.to = src;
+    pthread_t t;
+    pthread_create(&t, NULL, pump_raw, &back);
+    uint8_t b[65536];
+    ssize_t n;
+    while ((n = read(src, b, sizeof(b))) > 0) {
+        if (seen <= at && at < seen + (unsigned long long)n) {
+            b[at - seen] ^= 0x04;
+            printf("relay: flipped byte %llu\n", at);
+        }
+        seen += (unsigned long long)n;
+        if (xwrite(dst, b, (size_t)n) < 0)
+            break;
+    }
+    shutdown(dst, SHUT_WR);
+    pthread_join(t, NULL);
+    printf("relay: done after %llu bytes\n", seen);
+    close(src);
+    close(dst);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -610,6 +653,8 @@ int main(int argc, char **argv)
         return cmd_send(argv[2], argv[3]);
     if (argc == 5 && !strcmp(argv[1], "proxy"))
         return cmd_proxy(argv[2], argv[3], argv[4]);
-    fprintf(stderr, "usage: migtool send ADDR CASE | proxy LISTEN DEST none|corrupt-final|corrupt-final-any|drop-ack|burst-tail | cases\n");
+    if (argc == 5 && !strcmp(argv[1], "relay"))
+        return cmd_relay(argv[2], argv[3], argv[4]);
+    fprintf(stderr, "usage: migtool send ADDR CASE | proxy LISTEN DEST none|corrupt-final|corrupt-final-any|drop-ack|burst-tail | relay LISTEN DEST FLIP_AT | cases\n");
     return 2;
 }

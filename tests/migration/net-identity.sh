@@ -43,7 +43,7 @@ wait_for() {   # wait_for SECONDS FILE REGEX
 }
 start() {   # start NAME HOST ARGS...
     local n=$1 h=$2; shift 2
-    "$TOPO" exec "$h" "$FERRY_VMM" --control "$TMP/$n.sock" "$@" > "$TMP/$n.out" \
+    "$TOPO" exec "$h" "$FERRY_VMM" --control "$TMP/$n.sock" --insecure "$@" > "$TMP/$n.out" \
         2> "$TMP/$n.err" &
     pids+=($!)
     pid[$n]=$!
