@@ -1,126 +1,239 @@
 #!/bin/bash
-# Live-migration benchmark on loopback: a 1 GiB micro-guest (dirtier, 768 MiB
-# working set) migrated between two ferry-vmm processes while it dirties
-# memory at 0, 10, 25 and 50% of the link's raw rate (iperf3, measured in the
-# same run). Each case is repeated REPEATS times; prints downtime p50/p99, the
-# guest-visible pause (dirtier's largest TSC gap), total time, bytes sent and
-# throughput with its ratio to the raw link. One extra case without the
-# memory digest shows what verification costs.
+# Live-migration benchmark on loopback (transport 2.0): a 1 GiB micro-guest
+# (dirtier, 768 MiB working set, warm) migrated between two ferry-vmm
+# processes on this machine, against reference rates measured in the same run:
+#   - raw loopback TCP, iperf3 -P 1 and -P 2 (bytes/s);
+#   - the cipher on one core: openssl speed -evp aes-128-gcm, 16384-byte blocks.
+# Cases: streams 1|2 x TLS on|off x verify after|strict at dirty rates of 0, 10
+# and 25% of the raw -P 1 link (compress off: they measure the transport),
+# plus compress auto and lz4 at 10%, TLS, 2 streams. Each case runs REPEATS
+# times. A failed migration or a verify_result other than "match" / "match (in
+# the pause)" makes the bench exit 1.
 #
-# Env: FERRY_VMM, GUEST_DIR (set by meson), REPEATS (default 5), MEM (1G).
+# Default (CI: meson test --benchmark --suite bench): a reduced matrix, TLS on,
+# streams 1|2, verify after, dirty 0|10%, REPEATS=2, plus one strict run.
+# FULL=1: the whole matrix (REPEATS default 3).
+#
+# Env: FERRY_VMM, FERRY_CLI, GUEST_DIR (set by meson), FULL, REPEATS, MEM (1G),
+# WS_MIB (768), PORT (7950).
 set -u -o pipefail
 : "${FERRY_VMM:?}" "${GUEST_DIR:?}"
-REPEATS=${REPEATS:-5}
+FERRY_CLI=${FERRY_CLI:-$(dirname "$FERRY_VMM")/../cli/ferry}
+FULL=${FULL:-0}
+if [ "$FULL" = 1 ]; then REPEATS=${REPEATS:-3}; else REPEATS=${REPEATS:-2}; fi
 MEM=${MEM:-1G}
 WS_MIB=${WS_MIB:-768}
 PORT=${PORT:-7950}
 TMP=$(mktemp -d /tmp/ferry-bench.XXXXXX)
-PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$TMP"' EXIT
+PIDS=()   # our background processes; runs in $(...) subshells append theirs to $TMP/pids
+cleanup() {
+    local p
+    for p in "${PIDS[@]}" $(cat "$TMP/pids" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
+die() { echo "bench: $*" >&2; exit 1; }
 calc() { awk "BEGIN{print $*}"; }
 ctl() { echo "$2" | socat -t 5 - "UNIX-CONNECT:$1"; }
-jget() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); r=d.get("result",d)
-for k in sys.argv[2].split("."): r=r.get(k) if isinstance(r,dict) else None
-print("" if r is None else r)' "$1" "$2"; }
+pct() {  # pct P < numbers -> the P-th percentile (nearest rank)
+    sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int((p/100)*NR+0.999); if(i<1)i=1; if(i>NR)i=NR; print a[i]}'
+}
 
-# Raw loopback TCP throughput (bytes/s), measured now.
-command -v iperf3 >/dev/null || { echo "bench: iperf3 missing (apt-get install iperf3)"; exit 1; }
-iperf3 -s -1 -p $((PORT + 99)) >/dev/null 2>&1 &
-PIDS+=($!)
-sleep 0.5
-RAW_BPS=$(iperf3 -c 127.0.0.1 -p $((PORT + 99)) -t 3 -J | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8))')
-[ -n "$RAW_BPS" ] || { echo "bench: iperf3 failed"; exit 1; }
-printf 'raw loopback TCP (iperf3, 3 s): %.0f MB/s (%.2f Gbit/s)\n' "$(calc "$RAW_BPS/1e6")" "$(calc "$RAW_BPS*8/1e9")"
+for t in iperf3 openssl socat python3 jq taskset; do
+    command -v "$t" >/dev/null || die "$t missing (apt-get install iperf3 openssl socat python3 jq util-linux)"
+done
+[ -x "$FERRY_CLI" ] || die "ferry CLI not found at $FERRY_CLI (set FERRY_CLI)"
+"$FERRY_CLI" tls init "$TMP/tls" >/dev/null 2>&1 || die "ferry tls init $TMP/tls failed"
 
-# one_run RATE_PAGES_PER_S VERIFY -> "downtime_ms total_ms bytes throughput_Bps gap_us dirty_MBps rounds"
+# ---- reference rates, measured now ------------------------------------------
+iperf() {  # iperf P -> raw loopback TCP bytes/s with P parallel streams
+    iperf3 -s -1 -p $((PORT + 99)) >/dev/null 2>&1 &
+    local spid=$!
+    PIDS+=($spid)
+    sleep 0.5
+    iperf3 -c 127.0.0.1 -p $((PORT + 99)) -t 3 -P "$1" -J 2>/dev/null |
+        python3 -c 'import json,sys; print(int(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8))' 2>/dev/null
+    wait "$spid" 2>/dev/null
+}
+RAW1=$(iperf 1); [ -n "$RAW1" ] || die "iperf3 -P 1 on loopback failed"
+RAW2=$(iperf 2); [ -n "$RAW2" ] || die "iperf3 -P 2 on loopback failed"
+# the 16384-byte column is in 1000s of bytes/s
+CIPHER=$(taskset -c 0 openssl speed -evp aes-128-gcm -seconds 2 2>/dev/null |
+    awk '/^AES-128-GCM/ {v=$NF; sub(/k$/, "", v); printf "%.0f", v*1000}')
+[ -n "$CIPHER" ] || die "openssl speed -evp aes-128-gcm failed"
+printf 'machine: %s, %s cores, %s\n' "$(uname -m)" "$(nproc)" \
+    "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+printf 'raw loopback TCP (iperf3, 3 s): -P 1 %.0f MB/s, -P 2 %.0f MB/s\n' "$(calc "$RAW1/1e6")" "$(calc "$RAW2/1e6")"
+printf 'AES-128-GCM on one core (openssl speed, 16 KiB blocks): %.0f MB/s\n' "$(calc "$CIPHER/1e6")"
+
+# ---- one migration ----------------------------------------------------------
+# The control-socket driver: sends migrate, polls migrate-status every 20 ms on
+# one connection, and prints the final status as JSON plus "r0_Bps": the
+# engine's throughput estimate as it stood right after round 0 (page data of
+# round 0 / its duration), the link rate with the whole RAM in flight.
+cat >"$TMP/drive.py" <<'EOF'
+import json, socket, sys, time
+sock, args = sys.argv[1], json.loads(sys.argv[2])
+s = socket.socket(socket.AF_UNIX); s.connect(sock); f = s.makefile("rw")
+def call(cmd, a=None):
+    f.write(json.dumps({"cmd": cmd, "args": a or {}}) + "\n"); f.flush()
+    return json.loads(f.readline())
+r = call("migrate", args)
+if not r.get("ok"):
+    print(json.dumps({"phase": "refused", "error": r.get("error", str(r))})); sys.exit(0)
+r0 = None
+deadline = time.time() + args.get("max_time_s", 60) + 60
+while time.time() < deadline:
+    time.sleep(0.02)
+    st = call("migrate-status").get("result", {})
+    if r0 is None and (st.get("round", 0) >= 1 or st.get("phase") == "completed"):
+        r0 = st.get("throughput_mbps", 0) * 1e6 / 8
+    if st.get("phase") in ("completed", "failed", "cancelled", "in-doubt"):
+        break
+else:
+    st = {"phase": "timeout", "error": "no end of migration in %d s" % (deadline - time.time())}
+st["r0_Bps"] = r0 or 0
+print(json.dumps(st))
+EOF
+
+# one_run STREAMS TLS(1|0) VERIFY COMPRESS RATE N -> "down_ms total_ms r0_Bps data_bytes
+# bytes_sent gap_us wire/data rtt_ms codec tcp_window_note", or a one-line error and status 1 (run in $(...))
 one_run() {
-    local rate=$1 verify=$2 n=$3
-    local dst_out=$TMP/dst.$n src_out=$TMP/src.$n port=$((PORT + n % 50))
+    local streams=$1 tls=$2 verify=$3 compress=$4 rate=$5 n=$6
+    local port=$((PORT + n % 90)) dst_out=$TMP/dst.$n src_out=$TMP/src.$n
+    local sec=(--insecure)
+    [ "$tls" = 1 ] && sec=(--tls-dir "$TMP/tls")
     rm -f "$TMP/a.sock" "$TMP/b.sock"
-    "$FERRY_VMM" --incoming 127.0.0.1:$port --control "$TMP/b.sock" >"$dst_out" 2>&1 &
+    "$FERRY_VMM" --incoming 127.0.0.1:$port "${sec[@]}" --control "$TMP/b.sock" >"$dst_out" 2>&1 &
     local dpid=$!
-    "$FERRY_VMM" --kernel "$GUEST_DIR/dirtier.elf" --mem "$MEM" --control "$TMP/a.sock" \
+    "$FERRY_VMM" --kernel "$GUEST_DIR/dirtier.elf" --mem "$MEM" "${sec[@]}" --control "$TMP/a.sock" \
         --append "mib=$WS_MIB rate=$rate warm=1 report_ms=200" >"$src_out" 2>&1 &
     local spid=$!
-    PIDS+=($dpid $spid)
+    echo "$dpid $spid" >>"$TMP/pids"
+    stop() { kill -9 $dpid $spid 2>/dev/null; wait $dpid $spid 2>/dev/null; }
     # migrate a warm guest: its whole working set written once, then paced writes
     local t=0
     until grep -q 'pass=2' "$src_out" 2>/dev/null; do
         sleep 0.1; t=$((t + 1))
-        [ $t -gt 300 ] && { echo "bench: dirtier did not start" >&2; kill -9 $dpid $spid 2>/dev/null; return 1; }
+        [ $t -gt 300 ] && { echo "dirtier did not start: $(tail -1 "$src_out")"; stop; return 1; }
     done
-    local r
-    r=$(ctl "$TMP/a.sock" "{\"cmd\":\"migrate\",\"args\":{\"uri\":\"127.0.0.1:$port\",\"verify\":$verify,\"max_time_s\":60}}")
-    case $r in
-        *'"ok":true'*) ;;
-        *) echo "bench: migrate refused: $r" >&2
-           kill -9 $dpid $spid 2>/dev/null; wait $dpid $spid 2>/dev/null
-           return 1 ;;
-    esac
-    local phase=""
-    for _ in $(seq 1 1200); do
-        sleep 0.05
-        r=$(ctl "$TMP/a.sock" '{"cmd":"migrate-status"}')
-        phase=$(jget "$r" phase)
-        case $phase in completed|failed|cancelled|in-doubt) break ;; esac
-    done
+    local args st
+    args="{\"uri\":\"127.0.0.1:$port\",\"streams\":$streams,\"verify\":\"$verify\",\"compress\":\"$compress\",\"max_time_s\":60}"
+    st=$(python3 "$TMP/drive.py" "$TMP/a.sock" "$args") || { echo "control socket: driver failed"; stop; return 1; }
+    local phase vres
+    phase=$(jq -r .phase <<<"$st")
     if [ "$phase" != completed ]; then
-        echo "bench: migration $phase: $(jget "$r" error)" >&2
-        kill -9 $dpid $spid 2>/dev/null; wait $dpid $spid 2>/dev/null
-        return 1
+        echo "migration $phase: $(jq -r '.error // "?"' <<<"$st")"; stop; return 1
     fi
     # the destination's first report after the switchover holds the gap spanning the pause
     for _ in $(seq 1 50); do grep -q max_gap_us "$dst_out" && break; sleep 0.1; done
     ctl "$TMP/a.sock" '{"cmd":"quit"}' >/dev/null
     ctl "$TMP/b.sock" '{"cmd":"quit"}' >/dev/null
     wait $dpid $spid 2>/dev/null
+    vres=$(jq -r '.verify_result // "none"' <<<"$st")
+    case $vres in
+        match|"match (in the pause)") ;;
+        *) echo "verify_result: $vres"; return 1 ;;
+    esac
     local gap
     gap=$(grep -o 'max_gap_us=[0-9]*' "$dst_out" | head -1 | cut -d= -f2)
-    echo "$(jget "$r" downtime_ms) $(jget "$r" total_ms) $(jget "$r" bytes_sent) $(jget "$r" elapsed_ms) ${gap:-0} $(jget "$r" dirty_rate_mbps) $(jget "$r" round) $(jget "$r" verify_ms)"
+    jq -r --arg gap "${gap:-0}" '"\(.downtime_ms) \(.total_ms) \(.r0_Bps) \(.data_bytes) \(.bytes_sent) \($gap) \(.compression_ratio) \(.rtt_ms) \(.compression) \(.tcp_window // "-")"' <<<"$st"
 }
 
-pct() {  # pct P < numbers -> the P-th percentile (nearest rank)
-    sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int((p/100)*NR+0.999); if(i<1)i=1; if(i>NR)i=NR; print a[i]}'
-}
-
-printf '\n%-14s %6s %8s %8s %8s %9s %9s %8s %9s %9s %7s %6s\n' case runs down_p50 down_p99 verify gap_p50us total_p50 MiB MB/s raw_ratio dirtyMB rounds
-run_case() {
-    local label=$1 rate=$2 verify=$3
-    local rows=() i out
-    for i in $(seq 1 "$REPEATS"); do
-        out=$(one_run "$rate" "$verify" "$((${#rows[@]} + RANDOM % 40))") || { echo "$label: run $i failed" >&2; continue; }
-        rows+=("$out")
-    done
-    [ ${#rows[@]} -gt 0 ] || { echo "$label: no successful run"; FAILED=1; return; }
-    local d=() tot=() by=() gap=() dr=() rd=() vf=() thr=()
-    for row in "${rows[@]}"; do
-        read -r dd tt bb ee gg rr ro vv <<< "$row"
-        d+=("$dd"); tot+=("$tt"); by+=("$bb"); gap+=("$gg"); dr+=("$rr"); rd+=("$ro"); vf+=("$vv")
-        thr+=("$(awk -v b="$bb" -v t="$tt" 'BEGIN{printf "%.0f", (t>0)? b/(t/1000):0}')")
-    done
-    local tp; tp=$(printf '%s\n' "${thr[@]}" | pct 50)
-    printf '%-14s %6d %8s %8s %8s %9s %9s %8.0f %9.0f %9.2f %7.0f %6s\n' "$label" "${#rows[@]}" \
-        "$(printf '%s\n' "${d[@]}" | pct 50)" "$(printf '%s\n' "${d[@]}" | pct 99)" \
-        "$(printf '%s\n' "${vf[@]}" | pct 50)" "$(printf '%s\n' "${gap[@]}" | pct 50)" \
-        "$(printf '%s\n' "${tot[@]}" | pct 50)" "$(( $(printf '%s\n' "${by[@]}" | pct 50) / 1048576 ))" \
-        "$(calc "$tp/1e6")" "$(calc "$tp/$RAW_BPS")" \
-        "$(awk -v m="$(printf '%s\n' "${dr[@]}" | pct 50)" 'BEGIN{print m/8}')" "$(printf '%s\n' "${rd[@]}" | pct 50)"
-}
-
+# ---- cases ------------------------------------------------------------------
 FAILED=0
-for p in 0 10 25 50; do
-    rate=$(( RAW_BPS * p / 100 / 4096 ))
+NRUN=0
+ERRORS=()
+FMT='| %-24s | %4s | %8s | %8s | %7s | %7s | %7s | %6s | %5s | %9s | %9s |'
+HDR=$(printf "$FMT" case runs "down p50" "down p99" "gap p50" "total s" "r0 MB/s" "rtt ms" xraw xTLSbound wire/data)
+ROWS=()
+run_case() {  # run_case STREAMS TLS VERIFY COMPRESS DIRTY_PCT [REPEATS]
+    local streams=$1 tls=$2 verify=$3 compress=$4 p=$5 reps=${6:-$REPEATS}
+    local label
+    label="${streams}s $([ "$tls" = 1 ] && echo tls || echo plain) $verify dirty${p}%"
+    [ "$compress" != off ] && label+=" $compress"
+    local rate=$((RAW1 * p / 100 / 4096))
     [ "$rate" -gt 0 ] || rate=1   # rate=0 would mean "unpaced" to the dirtier
-    run_case "dirty ${p}%" "$rate" true
-done
-run_case "dirty 0% nover" 1 false
+    local i out d=() tot=() r0=() gap=() cr=() rtt=() ok=0
+    for i in $(seq 1 "$reps"); do
+        NRUN=$((NRUN + 1))
+        if ! out=$(one_run "$streams" "$tls" "$verify" "$compress" "$rate" $NRUN); then
+            echo "FAIL $label run $i: $out" >&2
+            ERRORS+=("$label run $i: $out"); FAILED=1; continue
+        fi
+        read -r dd tt rr db bs gg cc rt codec note <<<"$out"
+        d+=("$dd"); tot+=("$tt"); r0+=("$rr"); gap+=("$gg"); cr+=("$cc"); rtt+=("$rt"); ok=$((ok + 1))
+        printf '  %s run %d: down %s ms, total %s ms, r0 %.0f MB/s, %.0f MiB of pages, %.0f MiB sent (%s), gap %s us, rtt %s ms%s\n' \
+            "$label" "$i" "$dd" "$tt" "$(calc "$rr/1e6")" "$(calc "$db/1048576")" "$(calc "$bs/1048576")" \
+            "$codec" "$gg" "$rt" "$([ "$note" != - ] && echo "; $note")" >&2
+    done
+    if [ $ok -eq 0 ]; then
+        ROWS+=("$(printf "$FMT" "$label" "0/$reps" - - - - - - - - -)")
+        return
+    fi
+    local raw=$RAW1 r0m bound tlsr
+    [ "$streams" -ge 2 ] && raw=$RAW2
+    r0m=$(printf '%s\n' "${r0[@]}" | pct 50)
+    tlsr=-
+    if [ "$tls" = 1 ]; then
+        bound=$(calc "($CIPHER * ($streams < 2 ? $streams : 2) < $raw) ? $CIPHER * ($streams < 2 ? $streams : 2) : $raw")
+        tlsr=$(printf '%.2f' "$(calc "$r0m/$bound")")
+    fi
+    ROWS+=("$(printf "$FMT" "$label" "$ok/$reps" \
+        "$(printf '%s\n' "${d[@]}" | pct 50)" "$(printf '%s\n' "${d[@]}" | pct 99)" \
+        "$(printf '%.1f' "$(calc "$(printf '%s\n' "${gap[@]}" | pct 50)/1000")")" \
+        "$(printf '%.1f' "$(calc "$(printf '%s\n' "${tot[@]}" | pct 50)/1000")")" \
+        "$(printf '%.0f' "$(calc "$r0m/1e6")")" "$(printf '%s\n' "${rtt[@]}" | pct 50)" \
+        "$(printf '%.2f' "$(calc "$r0m/$raw")")" "$tlsr" \
+        "$(printf '%.3f' "$(printf '%s\n' "${cr[@]}" | pct 50)")")")
+}
+
+if [ "$FULL" = 1 ]; then
+    for p in 0 10 25; do
+        for tls in 1 0; do
+            for streams in 1 2; do
+                for verify in after strict; do
+                    run_case $streams $tls $verify off $p
+                done
+            done
+        done
+    done
+    run_case 2 1 after auto 10
+    run_case 2 1 after lz4 10
+else
+    for p in 0 10; do
+        for streams in 1 2; do run_case $streams 1 after off $p; done
+    done
+    run_case 2 1 strict off 10 1
+fi
+
+# ---- report -----------------------------------------------------------------
+echo
+printf 'Reference: iperf3 loopback -P 1 %.0f MB/s, -P 2 %.0f MB/s; AES-128-GCM one core %.0f MB/s; %s cores\n' \
+    "$(calc "$RAW1/1e6")" "$(calc "$RAW2/1e6")" "$(calc "$CIPHER/1e6")" "$(nproc)"
+echo
+echo "$HDR"
+echo "$HDR" | sed 's/[^|]/-/g'
+printf '%s\n' "${ROWS[@]}"
 cat <<'EOT'
 
-down = VMM-measured pause (source pause -> destination's ACK(resumed)), ms; verify = part of it
-spent hashing all guest RAM on the source; gap = the guest's own largest TSC gap in the pass that
-spanned the migration, us; MB/s = bytes sent / total time; raw_ratio = that / iperf3's loopback
-rate; dirtyMB = the dirty rate the source measured (MB/s); the dirtier's requested rate is the
-percentage of the raw link, but write-protection faults (~10 us each here) cap what it reaches.
+runs = completed runs / attempts; down = VMM-measured pause (source pause -> destination's
+ACK(resumed)), ms, p50/p99 over the runs (nearest rank); gap = the guest's own largest TSC gap
+in the destination's first report after the switchover, ms (p50); total = migrate command to
+the end, s (with verify=after it includes the digest comparison after the hand-over); r0 MB/s =
+page data of round 0 (the whole RAM, guest running) / round 0's duration, the engine's own
+throughput estimate; rtt = the engine's RTT probe at setup (it sizes the TCP windows); xraw =
+r0 / iperf3 loopback with -P min(streams, 2); xTLSbound = r0 / min(that iperf3 rate, AES-128-GCM
+one-core rate x min(streams, 2)); wire/data = bytes_sent / data_bytes (1.002 = framing only).
+Dirty N% = the dirtier paced at N% of the iperf3 -P 1 rate in pages/s (write-protection faults
+cap what it reaches). Both VMMs, the guest's vCPU and the streams share this machine's cores.
 EOT
+if [ $FAILED -ne 0 ]; then
+    echo
+    echo "FAILED runs:"
+    printf '  %s\n' "${ERRORS[@]}"
+fi
 exit $FAILED
