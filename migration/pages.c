@@ -79,8 +79,11 @@ bool pages_tx_add(struct pages_tx *tx, uint64_t gpa, const void *hva)
  * size, or 0 when compression does not pay (send them raw). */
 static size_t compress_body(struct pages_tx *tx, int first, int n)
 {
-    if (!tx->zin && (!(tx->zin = malloc(BODY_MAX)) ||
-                     !(tx->zout = malloc(ZSTD_compressBound(BODY_MAX) + LZ4_COMPRESSBOUND(BODY_MAX)))))
+    if (!tx->zin)
+        tx->zin = malloc(BODY_MAX);
+    if (!tx->zout)
+        tx->zout = malloc(ZSTD_compressBound(BODY_MAX) + LZ4_COMPRESSBOUND(BODY_MAX));
+    if (!tx->zin || !tx->zout)
         return 0;
     size_t len = 0;
     for (int i = first; i < first + n; i++) {
@@ -152,8 +155,11 @@ void pages_tx_free(struct pages_tx *tx)
 static int recv_compressed(struct pages_rx *rx, struct chan *c, struct msg *m, enum page_codec codec,
                            size_t zlen, uint32_t ndata, char *err, size_t errlen)
 {
-    if (!rx->zin && (!(rx->zin = malloc(ZSTD_compressBound(BODY_MAX) + LZ4_COMPRESSBOUND(BODY_MAX))) ||
-                     !(rx->zout = malloc(BODY_MAX)))) {
+    if (!rx->zin)
+        rx->zin = malloc(ZSTD_compressBound(BODY_MAX) + LZ4_COMPRESSBOUND(BODY_MAX));
+    if (!rx->zout)
+        rx->zout = malloc(BODY_MAX);
+    if (!rx->zin || !rx->zout) {
         snprintf(err, errlen, "MEM_PAGES: out of memory for decompression");
         return -1;
     }

@@ -1309,6 +1309,28 @@ static void digest_case(uint64_t size, int nregions)
     assert_int_equal(digest_compute(&dst.m, DIGEST_CHUNK, again), 0);   /* RAM agrees too */
     assert_memory_equal(again, want, nd * 8);
     if (nregions == 2) {
+        /* the PCI hole and the GPA just past the top are not RAM: refused,
+         * nothing written, no hash changed */
+        const uint64_t hole[2] = { 0x1000, GMEM_PCI_HOLE_START | PAGE_F_ZERO };
+        const uint64_t past[2] = { 0x1000, top | PAGE_F_ZERO };
+        static const char *const want_err[2] = {
+            "MEM_PAGES: page at GPA 0xc0000000 is outside guest RAM",
+            "MEM_PAGES: page at GPA 0x100300000 is outside guest RAM",
+        };
+        static uint8_t junk[PG];
+        memset(junk, 0x5a, PG);
+        for (int k = 0; k < 2; k++) {
+            size_t fl;
+            uint8_t *fb = frame_bytes(&(struct frame){ .n = 2, .ent = k ? past : hole, .nent = 2,
+                                                       .body = junk, .blen = PG }, &fl);
+            assert_int_equal(rx_wire(&dst.rx, fb, fl, err, sizeof(err)), -1);
+            assert_string_equal(err, want_err[k]);
+            free(fb);
+        }
+        assert_landed(&dst, &src, 0x1000);
+        digest_from_hashes(&dst.m, DIGEST_CHUNK, dst.rx.hash, have);
+        assert_memory_equal(have, want, nd * 8);
+
         size_t first_hi = GMEM_PCI_HOLE_START / DIGEST_CHUNK;
         assert_int_equal(digest_chunk_gpa(&src.m, DIGEST_CHUNK, first_hi), GMEM_4G);
         assert_int_equal(digest_page_index(&src.m, GMEM_4G), GMEM_PCI_HOLE_START / PG);
