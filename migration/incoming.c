@@ -250,6 +250,10 @@ static void *stream_thread(void *arg)
         }
         if (m.type == MSG_FLUSH && m.len == 0)
             return NULL;  /* rc 0: all this stream's pages are in */
+        if (m.type == MSG_SYNC && m.len == 0) {
+            send_ack(&s->ch, ACK_READY, "");  /* only this thread writes to this stream */
+            continue;
+        }
         snprintf(s->err, sizeof(s->err), "unexpected %s message on a page stream", msg_type_name(m.type));
         break;
     }
@@ -370,6 +374,10 @@ static int receive(struct receiver *r, char *err, size_t errlen)
             }
             if (pages_rx_recv(&r->s[0].rx, c, &m, err, errlen) < 0)
                 return -1;
+            continue;
+        }
+        if (m.type == MSG_SYNC && m.len == 0) {
+            send_ack(c, ACK_READY, "");
             continue;
         }
         size_t got;

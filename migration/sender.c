@@ -179,6 +179,23 @@ static int send_share(struct stream *st, bool round0)
     return flush_pages(st);
 }
 
+/* SYNC on this stream, then the destination's ACK once it has taken in
+ * everything sent before it. */
+static int sync_one(struct stream *st)
+{
+    char reason[200];
+    if (msg_write(&st->ch, MSG_SYNC, NULL, 0) < 0 || chan_flush(&st->ch) < 0) {
+        snprintf(st->err, sizeof(st->err), "connection to destination lost while sending SYNC: %.150s", st->ch.err);
+        return -1;
+    }
+    int ack = read_ack(&st->ch, reason, sizeof(reason), st->err, sizeof(st->err));
+    if (ack == ACK_READY)
+        return 0;
+    if (ack >= 0)
+        snprintf(st->err, sizeof(st->err), "destination answered SYNC with ACK status %d: %.150s", ack, reason);
+    return -1;
+}
+
 static void *stream_thread(void *arg)
 {
     struct stream *st = arg;
@@ -187,12 +204,12 @@ static void *stream_thread(void *arg)
         pthread_mutex_lock(&s->lock);
         while (!s->quit && s->gen == st->gen)
             pthread_cond_wait(&s->go, &s->lock);
-        bool quit = s->quit, round0 = s->round0, final = s->final;
+        bool quit = s->quit, round0 = s->round0, final = s->final, sync = s->sync;
         unsigned gen = s->gen;
         pthread_mutex_unlock(&s->lock);
         if (quit)
             return NULL;
-        int r = send_share(st, round0);
+        int r = sync ? sync_one(st) : send_share(st, round0);
         if (r == 0 && final && st->index > 0 && msg_write(&st->ch, MSG_FLUSH, NULL, 0) < 0) {
             snprintf(st->err, sizeof(st->err), "connection to destination lost while sending FLUSH: %.150s",
                      st->ch.err);
@@ -227,12 +244,13 @@ int sender_start(struct sender *s, char *err, size_t errlen)
     return 0;
 }
 
-int sender_round(struct sender *s, bool round0, bool final, void (*tick)(struct sender *),
-                 char *err, size_t errlen)
+static int run_all(struct sender *s, bool round0, bool final, bool sync, void (*tick)(struct sender *),
+                   char *err, size_t errlen)
 {
     pthread_mutex_lock(&s->lock);
     s->round0 = round0;
     s->final = final;
+    s->sync = sync;
     s->done = 0;
     s->gen++;
     pthread_cond_broadcast(&s->go);
@@ -262,6 +280,17 @@ int sender_round(struct sender *s, bool round0, bool final, void (*tick)(struct 
         }
     }
     return 0;
+}
+
+int sender_round(struct sender *s, bool round0, bool final, void (*tick)(struct sender *),
+                 char *err, size_t errlen)
+{
+    return run_all(s, round0, final, false, tick, err, errlen);
+}
+
+int sender_sync(struct sender *s, char *err, size_t errlen)
+{
+    return run_all(s, false, false, true, NULL, err, errlen);
 }
 
 void sender_totals(struct sender *s, struct page_stats *out)

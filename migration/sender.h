@@ -44,7 +44,7 @@ struct sender {
     pthread_cond_t go, done_cv;
     unsigned gen;                     /* the round handed out */
     int done;                         /* streams finished with it */
-    bool round0, final, quit;
+    bool round0, final, sync, quit;
     atomic_bool failed;               /* a stream failed: all stop at once */
     atomic_int codec;                 /* enum page_codec for the next messages */
     atomic_uint_fast64_t scanned;     /* round 0 progress, pages */
@@ -61,6 +61,10 @@ int sender_start(struct sender *s, char *err, size_t errlen);
  * the first failure (a stream's, or "cancelled by the operator"). */
 int sender_round(struct sender *s, bool round0, bool final, void (*tick)(struct sender *),
                  char *err, size_t errlen);
+/* Drain: every stream sends SYNC and waits until the destination has taken
+ * in everything before it (its ACK), so what the socket buffers held is
+ * not left for the pause (a compressed backlog can be seconds of work). */
+int sender_sync(struct sender *s, char *err, size_t errlen);
 /* Page totals over all streams. */
 void sender_totals(struct sender *s, struct page_stats *out);
 /* Stop and join the threads, close the connections. */

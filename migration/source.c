@@ -245,6 +245,7 @@ static int precopy(struct engine *e, char *err, size_t errlen)
     const struct mig_params *p = &mg->p;
     uint64_t t_start = now_ns(), t_prev_sync = 0;
     double throughput = 0, rtt_ms = mg->s.rtt_us / 1000.0;
+    bool drained = false;
     for (uint32_t round = 0;; round++) {
         uint64_t t_sync = now_ns();
         int64_t dirty = dirty_log_fetch(&e->s.d, err, errlen);
@@ -261,8 +262,17 @@ static int precopy(struct engine *e, char *err, size_t errlen)
             mg->s.predicted_downtime_ms = predicted;
             mg->s.elapsed_ms = (t_sync - t_start) / 1000000;
             pthread_mutex_unlock(&mg->lock);
-            if (predicted <= (double)p->downtime_ms)
-                return 0;
+            if (predicted <= (double)p->downtime_ms) {
+                if (drained)
+                    return 0;
+                /* Before pausing, let the destination take in what the
+                 * sockets still hold, then look at the dirty pages again. */
+                if (sender_sync(&e->s, err, errlen) < 0)
+                    return -1;
+                drained = true;
+                round--;
+                continue;
+            }
             bool out_of_rounds = p->max_rounds && round >= p->max_rounds;
             bool out_of_time = p->max_time_ms && (t_sync - t_start) / 1000000 >= p->max_time_ms;
             if (out_of_rounds || out_of_time) {
@@ -281,6 +291,7 @@ static int precopy(struct engine *e, char *err, size_t errlen)
             }
         }
         t_prev_sync = t_sync;
+        drained = false;
         struct page_stats before, after;
         sender_totals(&e->s, &before);
         uint64_t t0 = now_ns();

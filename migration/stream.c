@@ -18,6 +18,7 @@ static const char *const type_names[] = {
     [MSG_HELLO] = "HELLO", [MSG_MEM_PAGES] = "MEM_PAGES", [MSG_STATE] = "STATE",
     [MSG_DIGEST] = "DIGEST", [MSG_COMPLETE] = "COMPLETE", [MSG_ABORT] = "ABORT",
     [MSG_ACK] = "ACK", [MSG_COMMIT] = "COMMIT", [MSG_JOIN] = "JOIN", [MSG_FLUSH] = "FLUSH",
+    [MSG_SYNC] = "SYNC",
 };
 
 const char *msg_type_name(uint16_t type)

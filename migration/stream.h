@@ -42,7 +42,8 @@ enum msg_type {
     MSG_COMMIT,         /* empty: the source hands the VM over; the destination runs it */
     MSG_JOIN,           /* 16-byte session id, u32 stream index: an extra stream of a migration */
     MSG_FLUSH,          /* empty: this stream carries no more pages (switchover) */
-    MSG_TYPE_MAX = MSG_FLUSH,
+    MSG_SYNC,           /* empty: answer ACK(ready) once everything before it is taken in */
+    MSG_TYPE_MAX = MSG_SYNC,
 };
 
 enum ack_status {

@@ -50,8 +50,10 @@ _clean() {
 #                           $work/NAME.sock, console $work/con-NAME (input: lab_console)
 #   lab_console NAME LINE   type LINE on NAME's console
 #   lab_hop SRC DST HOST IP migrate SRC to a new ferry-vmm DST in HOST listening on
-#                           IP:4444; appends the host's wall clock (ns) before and after
-#                           to lab_hop_from/lab_hop_to and the downtime (ms) to lab_hop_down
+#                           IP:4444 (extra `ferry vm migrate` options: the array
+#                           lab_hop_args); appends the host's wall clock (ns) before and
+#                           after to lab_hop_from/lab_hop_to and the downtime (ms) to
+#                           lab_hop_down; the migration's JSON is $work/mig-SRCDST.out
 lab_vm_init() {
     lab_name=$1
     vmm=$BUILD/vmm/ferry-vmm
@@ -62,7 +64,7 @@ lab_vm_init() {
     done
     topo=lab/net-topology.sh
     work=$(mktemp -d)
-    pids=() lab_errors=() lab_hop_from=() lab_hop_to=() lab_hop_down=()
+    pids=() lab_errors=() lab_hop_from=() lab_hop_to=() lab_hop_down=() lab_hop_args=()
     declare -gA lab_vpid lab_infd
     clean_on_exit "$topo" down
     "$topo" down >/dev/null 2>&1 || true
@@ -96,7 +98,7 @@ lab_hop() {
     lab_vm_start "$dst" "$host" --incoming "$ip:4444"
     wait_for 30 "$work/vmm-$dst.out" 'port 4444' || lab_die "$dst: destination did not listen"
     lab_hop_from+=("$(date +%s%N)")
-    timeout "${limit:-180}" "$cli" -S "$work/$src.sock" vm migrate --to "$ip:4444" --json \
+    timeout "${limit:-180}" "$cli" -S "$work/$src.sock" vm migrate --to "$ip:4444" --json "${lab_hop_args[@]}" \
         > "$work/mig-$src$dst.out" 2> "$work/mig-$src$dst.err" || st=$?
     lab_hop_to+=("$(date +%s%N)")
     [ "$st" -eq 0 ] || lab_die "migration $src -> $dst failed ($st): $(tail -n 1 "$work/mig-$src$dst.err")"

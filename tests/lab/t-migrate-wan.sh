@@ -1,0 +1,64 @@
+#!/bin/bash
+# Lab test, long-distance migration: the migration network (lab/net-topology.sh) shaped
+# with netem to 150 ms and then 300 ms round trip, each with a rate limit. A stock Debian
+# guest (printing a tick every 200 ms) moves A -> B at 150 ms and back B -> A at 300 ms,
+# over TLS, compression off (so the link, not the codec, is measured). Before each hop
+# iperf3 measures the same shaped path. Asserted: both hops complete with the memory
+# digest matching; the guest's ticks run on without a restart; the migration's page rate
+# (page data / total time) is at least 0.8 x iperf3's on the same path; the source saw
+# the RTT; where the kernel's buffer limits cap the window below the path's
+# bandwidth-delay product, the status says so. Prints both rates and the downtimes.
+#   BUILD              build directory (default "build")
+#   FERRY_L2_TIMEOUT   seconds for the guest to boot and for each later step (default 180)
+#   WAN_RATE           the link's rate limit (default 200mbit)
+set -euo pipefail
+here=${BASH_SOURCE[0]%/*}
+[ "$here" != "${BASH_SOURCE[0]}" ] || here=.
+cd "$here/../.."
+BUILD=$(realpath "${BUILD:-build}")
+limit=${FERRY_L2_TIMEOUT:-180}
+rate=${WAN_RATE:-200mbit}
+eval "$(lab/lab.sh info)"
+. tests/lab/lib.sh
+export FERRY_NET_PREFIX=fwn-
+lab_vm_init t-migrate-wan
+
+cat > "$work/init.sh" <<'EOF2'
+i=0
+echo FERRY-READY
+while true; do i=$((i + 1)); echo "TICK $i"; sleep 0.2; done
+EOF2
+lab/lab.sh mkinitrd "$work/initrd.cpio" "$work/init.sh"
+lab_vm_start a hostA --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --mem 256M \
+    --append "$LAB_LINUX_APPEND"
+wait_for "$limit" "$work/con-a" '^FERRY-READY' || lab_die "the guest did not come up on A"
+last_tick() { grep -ao 'TICK [0-9]*' "$work/con-$1" | tail -n1 | cut -d' ' -f2; }
+
+lab_hop_args=(--compress off)
+results=()
+# wan_hop SRC DST HOST IP DELAY_MS: shape, measure iperf3, migrate, check.
+wan_hop() {
+    local src=$1 dst=$2 host=$3 ip=$4 delay=$5 ref out mig_mbps rtt note t0
+    "$topo" netem both "${delay}ms" "$rate" > /dev/null
+    ref=$("$topo" iperf 8 | sed -nE 's/^migration network: ([0-9.]+) Mbit\/s.*/\1/p')
+    [ -n "$ref" ] || lab_die "iperf3 over the shaped path gave no rate"
+    t0=$(last_tick "$src")
+    lab_hop "$src" "$dst" "$host" "$ip"
+    out=$work/mig-$src$dst.out
+    [ "$(jq -r .verify_result "$out")" = match ] || lab_fail "$src -> $dst: verify_result $(jq -r .verify_result "$out")"
+    mig_mbps=$(jq -r '.data_bytes * 8 / .total_ms / 1000' "$out")
+    rtt=$(jq -r .rtt_ms "$out")
+    note=$(jq -r '.tcp_window // ""' "$out")
+    awk "BEGIN{exit !($rtt >= $((2 * delay)) * 0.9)}" || lab_fail "$src -> $dst: the source measured an RTT of $rtt ms on a $((2 * delay)) ms path"
+    awk "BEGIN{exit !($mig_mbps >= 0.8 * $ref)}" ||
+        lab_fail "$src -> $dst: migration moved pages at $mig_mbps Mbit/s, under 0.8 x iperf3's $ref Mbit/s"
+    wait_for 30 "$work/con-$dst" "^TICK $((t0 + 5))\$" || lab_die "the guest's ticks did not go on on $dst (last before: $t0)"
+    grep -aq 'FERRY-READY' "$work/con-$dst" && lab_fail "the guest restarted on $dst"
+    results+=("$((2 * delay)) ms RTT, $rate: iperf3 $ref Mbit/s, migration $(printf %.0f "$mig_mbps") Mbit/s of pages ($(awk "BEGIN{printf \"%.2f\", $mig_mbps / $ref}")x), downtime $(jq -r .downtime_ms "$out") ms, total $(jq -r .total_ms "$out") ms, rtt seen $rtt ms${note:+; window: $note}")
+}
+wan_hop a b hostB 10.99.0.2 75
+wan_hop b c hostA 10.99.0.1 150
+"$topo" netem both off > /dev/null
+for r in "${results[@]}"; do echo "migrate-wan: $r"; done
+"$cli" -S "$work/c.sock" vm quit > /dev/null || lab_fail "ferry vm quit failed"
+[ ${#lab_errors[@]} -eq 0 ] || exit 1
