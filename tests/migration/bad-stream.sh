@@ -33,6 +33,7 @@ state-garbage     | ack | [Ss]tate|[Ss]ection
 second-hello      | ack | unexpected HELLO message
 ack-from-source   | ack | unexpected ACK message
 eof-after-hello   | ack | connection closed by peer
+stray-join        | any | connection closed by peer|stray connection: not a stream of this migration
 '
 
 port=7840 n=0 results=()
@@ -52,6 +53,11 @@ while IFS='|' read -r c ack re; do
     if grep -q "^reply: ACK rejected" "$TMP/$c.tool" || [ "$ack" = ack ]; then
         grep -qE "^reply: ACK rejected: .*($re)" "$TMP/$c.tool" ||
             { show "$TMP/$c.tool" "migtool ($c)"; fail "$c: the destination did not send ACK(rejected) naming the problem"; }
+    fi
+    if [ "$c" = stray-join ]; then   # the stray refused, the real stream accepted
+        grep -q '^reply: ACK rejected: stray connection: not a stream of this migration' "$TMP/$c.tool" &&
+            [ "$(grep -c '^reply: ACK ready' "$TMP/$c.tool")" = 2 ] ||
+            { show "$TMP/$c.tool" "migtool ($c)"; fail "$c: the stray JOIN was not refused, or the right one not accepted"; }
     fi
     results+=("$c")
     port=$((port + 1)) n=$((n + 1))

@@ -119,6 +119,10 @@ static int frame(int fd, uint16_t type, const void *p, uint32_t len)
 
 /* The configuration a real 64 MiB, 1-vCPU micro-guest source would send:
  * this host's supported CPUID, optionally with all of leaf 7.0 ebx set. */
+#define SESSION "migtool session!"     /* 16 bytes: HELLO's session, in hex below */
+static int hello_streams = 1;
+static const char *dest_addr;           /* for the extra streams of stray-join */
+
 static char *config_json(bool all_leaf7_ebx)
 {
     char err[256];
@@ -153,7 +157,7 @@ static char *config_json(bool all_leaf7_ebx)
     json_object_object_add(o, "cpuid", arr);
     json_object *mig = json_object_new_object();
     json_object_object_add(mig, "session", json_object_new_string("6d6967746f6f6c2073657373696f6e21"));
-    json_object_object_add(mig, "streams", json_object_new_int(1));
+    json_object_object_add(mig, "streams", json_object_new_int(hello_streams));
     json_object_object_add(mig, "verify", json_object_new_string("after"));
     json_object_object_add(o, "migration", mig);
     char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
@@ -237,7 +241,7 @@ static const char *const cases[] = {
     "flip", "truncated", "truncated-header", "version", "oversized", "oversized-max", "garbage",
     "outside-ram", "outside-ram-wrap", "unaligned", "complete-nostate", "cpuid", "bad-type",
     "bad-flags", "bad-json", "state-garbage", "second-hello", "ack-from-source",
-    "eof-after-hello", "batch-count", NULL,
+    "eof-after-hello", "batch-count", "stray-join", NULL,
 };
 
 static int play(int fd, const char *c)
@@ -332,6 +336,24 @@ static int play(int fd, const char *c)
         hello_ok(fd);
         ack_encode(&b, ACK_RESUMED, "");
         r = frame(fd, MSG_ACK, b.data, (uint32_t)b.len);
+    } else if (!strcmp(c, "stray-join")) {
+        /* a HELLO for 2 streams; a JOIN from another session is refused, the
+         * right one accepted; then stream 0 ends */
+        hello_streams = 2;
+        hello_ok(fd);
+        char err[256];
+        for (int k = 0; k < 2; k++) {
+            int sfd = net_connect(dest_addr, NULL, 5000, err, sizeof(err));
+            if (sfd < 0)
+                die2("%s", err);
+            b.len = 0;
+            join_encode(&b, (const uint8_t *)(k == 0 ? "another session!" : SESSION), 1);
+            if (frame(sfd, MSG_JOIN, b.data, (uint32_t)b.len) == 0)
+                print_reply(sfd);
+            if (k == 0)
+                close(sfd);   /* the accepted one stays open until the end */
+        }
+        shutdown(fd, SHUT_WR);
     } else if (!strcmp(c, "eof-after-hello")) {
         hello_ok(fd);
         shutdown(fd, SHUT_WR);
@@ -345,6 +367,7 @@ static int play(int fd, const char *c)
 static int cmd_send(const char *addr, const char *c)
 {
     char err[256];
+    dest_addr = addr;
     int fd = net_connect(addr, NULL, 5000, err, sizeof(err));
     if (fd < 0)
         die2("%s", err);
