@@ -31,7 +31,7 @@ progress a 15 1
 # 1. verify=strict
 incoming d1 7880
 proxy p1 7881 7880 corrupt-final-any
-migrate a 7881 '"verify":"strict"'
+migrate a 7881 '"verify":"strict","compress":"off"'   # the proxy reads raw pages
 wait_phase a 60 failed || fail "corrupted page with verify=strict: the migration ended '$(ms phase)' ($(ms error)), expected failed"
 wait "$PROXY_PID"
 gpa=$(sed -nE 's/^proxy: corrupted .* page (0x[0-9a-f]+) .*/\1/p' "$TMP/p1.log")
@@ -51,7 +51,7 @@ seq=$(console_sequence a) || fail "source console: $seq"
 # 3. verify=after: the alarm after the hand-over (run before 2, which ends the source)
 incoming d3 7884
 proxy p3 7885 7884 corrupt-final-any
-migrate a 7885
+migrate a 7885 '"compress":"off"'
 wait_phase a 60 completed || fail "verify=after: the migration ended '$(ms phase)' ($(ms error)), expected completed"
 wait "$PROXY_PID"
 gpa3=$(sed -nE 's/^proxy: corrupted .* page (0x[0-9a-f]+) .*/\1/p' "$TMP/p3.log")
@@ -76,7 +76,7 @@ progress a2 15 1
 # 2. verify off
 incoming d2 7882
 proxy p2 7883 7882 corrupt-final
-migrate a2 7883 '"verify":false'
+migrate a2 7883 '"verify":false,"compress":"off"'
 wait_phase a2 60 completed || fail "verify off: the migration ended '$(ms phase)' ($(ms error)), expected completed"
 wait "$PROXY_PID"
 gpa2=$(sed -nE 's/^proxy: corrupted working-set page (0x[0-9a-f]+) .*/\1/p' "$TMP/p2.log")
