@@ -29,7 +29,7 @@ static uint64_t now_ns(void)
 
 /* ---- opening the streams --------------------------------------------- */
 
-static int read_ack(struct chan *c, char *reason, size_t rlen, char *err, size_t errlen)
+int sender_read_ack(struct chan *c, char *reason, size_t rlen, char *err, size_t errlen)
 {
     struct msg m = { 0 };
     uint32_t status;
@@ -77,7 +77,7 @@ static int open_one(struct sender *s, int i, const char *hello_json, char *err, 
     if (r < 0)
         return -1;
     char reason[200] = "";
-    int ack = read_ack(&st->ch, reason, sizeof(reason), err, errlen);
+    int ack = sender_read_ack(&st->ch, reason, sizeof(reason), err, errlen);
     if (ack == ACK_READY)
         return 0;
     if (ack == ACK_REJECTED)
@@ -188,7 +188,7 @@ static int sync_one(struct stream *st)
         snprintf(st->err, sizeof(st->err), "connection to destination lost while sending SYNC: %.150s", st->ch.err);
         return -1;
     }
-    int ack = read_ack(&st->ch, reason, sizeof(reason), st->err, sizeof(st->err));
+    int ack = sender_read_ack(&st->ch, reason, sizeof(reason), st->err, sizeof(st->err));
     if (ack == ACK_READY)
         return 0;
     if (ack >= 0)

@@ -54,6 +54,9 @@ struct sender {
 /* Open the streams: stream 0 sends HELLO (hello_json), the others JOIN; each
  * waits for the destination's ACK. 0, or -1 with a reason. */
 int sender_open(struct sender *s, const char *hello_json, char *err, size_t errlen);
+/* Read the destination's ACK on c: its status, or -1 with a reason (an
+ * ABORT is reported as "destination aborted: ..."). */
+int sender_read_ack(struct chan *c, char *reason, size_t rlen, char *err, size_t errlen);
 /* Start the stream threads. */
 int sender_start(struct sender *s, char *err, size_t errlen);
 /* Send the pages in the dirty log over all streams; with final, each stream

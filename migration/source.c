@@ -137,7 +137,7 @@ static void auto_compress(struct engine *e)
 
 static void tick(struct sender *s)
 {
-    struct engine *e = (struct engine *)s;
+    struct engine *e = (struct engine *)s;   /* the sender is the engine's first member */
     publish(e);
     auto_compress(e);
 }
@@ -156,20 +156,7 @@ static int send_ctl(struct engine *e, uint16_t type, const void *p, size_t len, 
 
 static int read_ack(struct engine *e, char *reason, size_t rlen, char *err, size_t errlen)
 {
-    struct msg m = { 0 };
-    uint32_t status;
-    if (msg_read(&e->s.st[0].ch, &m, err, errlen) < 0)
-        return -1;
-    int r = -1;
-    if (m.type == MSG_ABORT) {
-        char why[200];
-        msg_text(&m, 0, why, sizeof(why));
-        snprintf(err, errlen, "destination aborted: %s", why);
-    } else if (ack_decode(&m, &status, reason, rlen, err, errlen) == 0) {
-        r = (int)status;
-    }
-    msg_free(&m);
-    return r;
+    return sender_read_ack(&e->s.st[0].ch, reason, rlen, err, errlen);
 }
 
 /* HELLO's JSON: the VM's configuration plus this migration's session. */
