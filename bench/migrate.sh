@@ -15,7 +15,7 @@
 # FULL=1: the whole matrix (REPEATS default 3).
 #
 # Env: FERRY_VMM, FERRY_CLI, GUEST_DIR (set by meson), FULL, REPEATS, MEM (1G),
-# WS_MIB (768), PORT (7950).
+# WS_MIB (768), PORT (7950), ONLY (a regex on the case labels, e.g. 'lz4|auto').
 set -u -o pipefail
 : "${FERRY_VMM:?}" "${GUEST_DIR:?}"
 FERRY_CLI=${FERRY_CLI:-$(dirname "$FERRY_VMM")/../cli/ferry}
@@ -24,6 +24,7 @@ if [ "$FULL" = 1 ]; then REPEATS=${REPEATS:-3}; else REPEATS=${REPEATS:-2}; fi
 MEM=${MEM:-1G}
 WS_MIB=${WS_MIB:-768}
 PORT=${PORT:-7950}
+ONLY=${ONLY:-.}
 TMP=$(mktemp -d /tmp/ferry-bench.XXXXXX)
 PIDS=()   # our background processes; runs in $(...) subshells append theirs to $TMP/pids
 cleanup() {
@@ -100,7 +101,7 @@ print(json.dumps(st))
 EOF
 
 # one_run STREAMS TLS(1|0) VERIFY COMPRESS RATE N -> "down_ms total_ms r0_Bps data_bytes
-# bytes_sent gap_us wire/data rtt_ms codec tcp_window_note", or a one-line error and status 1 (run in $(...))
+# bytes_sent gap_us wire/data rtt_ms codec pause_ms(stop/last/state/verify/dest) tcp_window_note", or a one-line error and status 1 (run in $(...))
 one_run() {
     local streams=$1 tls=$2 verify=$3 compress=$4 rate=$5 n=$6
     local port=$((PORT + n % 90)) dst_out=$TMP/dst.$n src_out=$TMP/src.$n
@@ -140,7 +141,7 @@ one_run() {
     esac
     local gap
     gap=$(grep -o 'max_gap_us=[0-9]*' "$dst_out" | head -1 | cut -d= -f2)
-    jq -r --arg gap "${gap:-0}" '"\(.downtime_ms) \(.total_ms) \(.r0_Bps) \(.data_bytes) \(.bytes_sent) \($gap) \(.compression_ratio) \(.rtt_ms) \(.compression) \(.tcp_window // "-")"' <<<"$st"
+    jq -r --arg gap "${gap:-0}" '"\(.downtime_ms) \(.total_ms) \(.r0_Bps) \(.data_bytes) \(.bytes_sent) \($gap) \(.compression_ratio) \(.rtt_ms) \(.compression) \(.pause_breakdown_us | [.stop_vcpus, .last_pages, .state, .verify, .destination] | map(. / 1000 | floor) | join("/")) \(.tcp_window // "-")"' <<<"$st"
 }
 
 # ---- cases ------------------------------------------------------------------
@@ -155,6 +156,7 @@ run_case() {  # run_case STREAMS TLS VERIFY COMPRESS DIRTY_PCT [REPEATS]
     local label
     label="${streams}s $([ "$tls" = 1 ] && echo tls || echo plain) $verify dirty${p}%"
     [ "$compress" != off ] && label+=" $compress"
+    [[ $label =~ $ONLY ]] || return 0
     local rate=$((RAW1 * p / 100 / 4096))
     [ "$rate" -gt 0 ] || rate=1   # rate=0 would mean "unpaced" to the dirtier
     local i out d=() tot=() r0=() gap=() cr=() rtt=() ok=0
@@ -164,11 +166,11 @@ run_case() {  # run_case STREAMS TLS VERIFY COMPRESS DIRTY_PCT [REPEATS]
             echo "FAIL $label run $i: $out" >&2
             ERRORS+=("$label run $i: $out"); FAILED=1; continue
         fi
-        read -r dd tt rr db bs gg cc rt codec note <<<"$out"
+        read -r dd tt rr db bs gg cc rt codec pb note <<<"$out"
         d+=("$dd"); tot+=("$tt"); r0+=("$rr"); gap+=("$gg"); cr+=("$cc"); rtt+=("$rt"); ok=$((ok + 1))
-        printf '  %s run %d: down %s ms, total %s ms, r0 %.0f MB/s, %.0f MiB of pages, %.0f MiB sent (%s), gap %s us, rtt %s ms%s\n' \
+        printf '  %s run %d: down %s ms, total %s ms, r0 %.0f MB/s, %.0f MiB of pages, %.0f MiB sent (%s), gap %s us, rtt %s ms, pause stop/last/state/verify/dest %s ms%s\n' \
             "$label" "$i" "$dd" "$tt" "$(calc "$rr/1e6")" "$(calc "$db/1048576")" "$(calc "$bs/1048576")" \
-            "$codec" "$gg" "$rt" "$([ "$note" != - ] && echo "; $note")" >&2
+            "$codec" "$gg" "$rt" "$pb" "$([ "$note" != - ] && echo "; $note")" >&2
     done
     if [ $ok -eq 0 ]; then
         ROWS+=("$(printf "$FMT" "$label" "0/$reps" - - - - - - - - -)")
