@@ -49,6 +49,16 @@ done
 [ -x "$FERRY_CLI" ] || die "ferry CLI not found at $FERRY_CLI (set FERRY_CLI)"
 "$FERRY_CLI" tls init "$TMP/tls" >/dev/null 2>&1 || die "ferry tls init $TMP/tls failed"
 
+# The machine's CPU use by others, % of all cores over 1 s while this bench idles:
+# the cores are shared (other builds and VMs) and every number below depends on it.
+busy() {
+    local a b
+    a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+    awk -v a="${a[*]:1}" -v b="${b[*]:1}" 'BEGIN{n=split(a,x);split(b,y);for(i=1;i<=n;i++)t+=y[i]-x[i];
+        idle=(y[4]-x[4])+(y[5]-x[5]); printf "%.0f", t>0 ? 100*(t-idle)/t : 0}'
+}
+BUSY0=$(busy)
+
 # ---- reference rates, measured now ------------------------------------------
 iperf() {  # iperf P -> raw loopback TCP bytes/s with P parallel streams
     iperf3 -s -1 -p $((PORT + 99)) >/dev/null 2>&1 &
@@ -67,6 +77,7 @@ CIPHER=$(taskset -c 0 openssl speed -evp aes-128-gcm -seconds 2 2>/dev/null |
 [ -n "$CIPHER" ] || die "openssl speed -evp aes-128-gcm failed"
 printf 'machine: %s, %s cores, %s\n' "$(uname -m)" "$(nproc)" \
     "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+printf 'background CPU use by other processes: %s%% of %s cores (1 s, before the bench)\n' "$BUSY0" "$(nproc)"
 printf 'raw loopback TCP (iperf3, 3 s): -P 1 %.0f MB/s, -P 2 %.0f MB/s\n' "$(calc "$RAW1/1e6")" "$(calc "$RAW2/1e6")"
 printf 'AES-128-GCM on one core (openssl speed, 16 KiB blocks): %.0f MB/s\n' "$(calc "$CIPHER/1e6")"
 
@@ -214,8 +225,10 @@ fi
 
 # ---- report -----------------------------------------------------------------
 echo
-printf 'Reference: iperf3 loopback -P 1 %.0f MB/s, -P 2 %.0f MB/s; AES-128-GCM one core %.0f MB/s; %s cores\n' \
+printf 'Reference: iperf3 loopback -P 1 %.0f MB/s, -P 2 %.0f MB/s; AES-128-GCM one core %.0f MB/s; %s cores,\n' \
     "$(calc "$RAW1/1e6")" "$(calc "$RAW2/1e6")" "$(calc "$CIPHER/1e6")" "$(nproc)"
+printf 'busy with other processes %s%% before and %s%% after the bench (1 s each); load average %s\n' \
+    "$BUSY0" "$(busy)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "$HDR"
 echo "$HDR" | sed 's/[^|]/-/g'
