@@ -55,7 +55,7 @@ busy() {
     local a b
     a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
     awk -v a="${a[*]:1}" -v b="${b[*]:1}" 'BEGIN{n=split(a,x);split(b,y);for(i=1;i<=n;i++)t+=y[i]-x[i];
-        idle=(y[4]-x[4])+(y[5]-x[5]); printf "%.0f", t>0 ? 100*(t-idle)/t : 0}'
+        idle=(y[4]-x[4])+(y[5]-x[5]); printf "%.0f", (t > 0) ? 100*(t-idle)/t : 0}'
 }
 BUSY0=$(busy)
 
