@@ -106,13 +106,14 @@ while time.time() < deadline:
     if st.get("phase") in ("completed", "failed", "cancelled", "in-doubt"):
         break
 else:
-    st = {"phase": "timeout", "error": "no end of migration in %d s" % (deadline - time.time())}
+    st = {"phase": "timeout", "error": "no end of migration within %d s" % (args.get("max_time_s", 60) + 60)}
 st["r0_Bps"] = r0 or 0
 print(json.dumps(st))
 EOF
 
 # one_run STREAMS TLS(1|0) VERIFY COMPRESS RATE N -> "down_ms total_ms r0_Bps data_bytes
-# bytes_sent gap_us wire/data rtt_ms codec pause_ms(stop/last/state/verify/dest) tcp_window_note", or a one-line error and status 1 (run in $(...))
+# bytes_sent gap_us wire/data rtt_ms codec pause_ms(stop/last/state/verify/dest)
+# tcp_window_note", or a one-line error and status 1 (it runs in $(...))
 one_run() {
     local streams=$1 tls=$2 verify=$3 compress=$4 rate=$5 n=$6
     local port=$((PORT + n % 90)) dst_out=$TMP/dst.$n src_out=$TMP/src.$n
@@ -134,7 +135,8 @@ one_run() {
     done
     local args st
     args="{\"uri\":\"127.0.0.1:$port\",\"streams\":$streams,\"verify\":\"$verify\",\"compress\":\"$compress\",\"max_time_s\":60}"
-    st=$(python3 "$TMP/drive.py" "$TMP/a.sock" "$args") || { echo "control socket: driver failed"; stop; return 1; }
+    st=$(python3 "$TMP/drive.py" "$TMP/a.sock" "$args" 2>"$TMP/drive.err") ||
+        { echo "control socket: $(tail -1 "$TMP/drive.err")"; stop; return 1; }
     local phase vres
     phase=$(jq -r .phase <<<"$st")
     if [ "$phase" != completed ]; then
