@@ -15,7 +15,7 @@
 # FULL=1: the whole matrix (REPEATS default 3).
 #
 # Env: FERRY_VMM, FERRY_CLI, GUEST_DIR (set by meson), FULL, REPEATS, MEM (1G),
-# WS_MIB (768), PORT (7950).
+# WS_MIB (768), PORT (7950), ONLY (a regex on the case labels, e.g. 'lz4|auto').
 set -u -o pipefail
 : "${FERRY_VMM:?}" "${GUEST_DIR:?}"
 FERRY_CLI=${FERRY_CLI:-$(dirname "$FERRY_VMM")/../cli/ferry}
@@ -24,6 +24,7 @@ if [ "$FULL" = 1 ]; then REPEATS=${REPEATS:-3}; else REPEATS=${REPEATS:-2}; fi
 MEM=${MEM:-1G}
 WS_MIB=${WS_MIB:-768}
 PORT=${PORT:-7950}
+ONLY=${ONLY:-.}
 TMP=$(mktemp -d /tmp/ferry-bench.XXXXXX)
 PIDS=()   # our background processes; runs in $(...) subshells append theirs to $TMP/pids
 cleanup() {
@@ -48,6 +49,16 @@ done
 [ -x "$FERRY_CLI" ] || die "ferry CLI not found at $FERRY_CLI (set FERRY_CLI)"
 "$FERRY_CLI" tls init "$TMP/tls" >/dev/null 2>&1 || die "ferry tls init $TMP/tls failed"
 
+# The machine's CPU use by others, % of all cores over 1 s while this bench idles:
+# the cores are shared (other builds and VMs) and every number below depends on it.
+busy() {
+    local a b
+    a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+    awk -v a="${a[*]:1}" -v b="${b[*]:1}" 'BEGIN{n=split(a,x);split(b,y);for(i=1;i<=n;i++)t+=y[i]-x[i];
+        idle=(y[4]-x[4])+(y[5]-x[5]); printf "%.0f", (t > 0) ? 100*(t-idle)/t : 0}'
+}
+BUSY0=$(busy)
+
 # ---- reference rates, measured now ------------------------------------------
 iperf() {  # iperf P -> raw loopback TCP bytes/s with P parallel streams
     iperf3 -s -1 -p $((PORT + 99)) >/dev/null 2>&1 &
@@ -66,6 +77,7 @@ CIPHER=$(taskset -c 0 openssl speed -evp aes-128-gcm -seconds 2 2>/dev/null |
 [ -n "$CIPHER" ] || die "openssl speed -evp aes-128-gcm failed"
 printf 'machine: %s, %s cores, %s\n' "$(uname -m)" "$(nproc)" \
     "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+printf 'background CPU use by other processes: %s%% of %s cores (1 s, before the bench)\n' "$BUSY0" "$(nproc)"
 printf 'raw loopback TCP (iperf3, 3 s): -P 1 %.0f MB/s, -P 2 %.0f MB/s\n' "$(calc "$RAW1/1e6")" "$(calc "$RAW2/1e6")"
 printf 'AES-128-GCM on one core (openssl speed, 16 KiB blocks): %.0f MB/s\n' "$(calc "$CIPHER/1e6")"
 
@@ -94,13 +106,14 @@ while time.time() < deadline:
     if st.get("phase") in ("completed", "failed", "cancelled", "in-doubt"):
         break
 else:
-    st = {"phase": "timeout", "error": "no end of migration in %d s" % (deadline - time.time())}
+    st = {"phase": "timeout", "error": "no end of migration within %d s" % (args.get("max_time_s", 60) + 60)}
 st["r0_Bps"] = r0 or 0
 print(json.dumps(st))
 EOF
 
 # one_run STREAMS TLS(1|0) VERIFY COMPRESS RATE N -> "down_ms total_ms r0_Bps data_bytes
-# bytes_sent gap_us wire/data rtt_ms codec tcp_window_note", or a one-line error and status 1 (run in $(...))
+# bytes_sent gap_us wire/data rtt_ms codec pause_ms(stop/last/state/verify/dest)
+# tcp_window_note", or a one-line error and status 1 (it runs in $(...))
 one_run() {
     local streams=$1 tls=$2 verify=$3 compress=$4 rate=$5 n=$6
     local port=$((PORT + n % 90)) dst_out=$TMP/dst.$n src_out=$TMP/src.$n
@@ -122,7 +135,8 @@ one_run() {
     done
     local args st
     args="{\"uri\":\"127.0.0.1:$port\",\"streams\":$streams,\"verify\":\"$verify\",\"compress\":\"$compress\",\"max_time_s\":60}"
-    st=$(python3 "$TMP/drive.py" "$TMP/a.sock" "$args") || { echo "control socket: driver failed"; stop; return 1; }
+    st=$(python3 "$TMP/drive.py" "$TMP/a.sock" "$args" 2>"$TMP/drive.err") ||
+        { echo "control socket: $(tail -1 "$TMP/drive.err")"; stop; return 1; }
     local phase vres
     phase=$(jq -r .phase <<<"$st")
     if [ "$phase" != completed ]; then
@@ -140,7 +154,7 @@ one_run() {
     esac
     local gap
     gap=$(grep -o 'max_gap_us=[0-9]*' "$dst_out" | head -1 | cut -d= -f2)
-    jq -r --arg gap "${gap:-0}" '"\(.downtime_ms) \(.total_ms) \(.r0_Bps) \(.data_bytes) \(.bytes_sent) \($gap) \(.compression_ratio) \(.rtt_ms) \(.compression) \(.tcp_window // "-")"' <<<"$st"
+    jq -r --arg gap "${gap:-0}" '"\(.downtime_ms) \(.total_ms) \(.r0_Bps) \(.data_bytes) \(.bytes_sent) \($gap) \(.compression_ratio) \(.rtt_ms) \(.compression) \(.pause_breakdown_us | [.stop_vcpus, .last_pages, .state, .verify, .destination] | map(. / 1000 | floor) | join("/")) \(.tcp_window // "-")"' <<<"$st"
 }
 
 # ---- cases ------------------------------------------------------------------
@@ -155,6 +169,7 @@ run_case() {  # run_case STREAMS TLS VERIFY COMPRESS DIRTY_PCT [REPEATS]
     local label
     label="${streams}s $([ "$tls" = 1 ] && echo tls || echo plain) $verify dirty${p}%"
     [ "$compress" != off ] && label+=" $compress"
+    [[ $label =~ $ONLY ]] || return 0
     local rate=$((RAW1 * p / 100 / 4096))
     [ "$rate" -gt 0 ] || rate=1   # rate=0 would mean "unpaced" to the dirtier
     local i out d=() tot=() r0=() gap=() cr=() rtt=() ok=0
@@ -164,11 +179,11 @@ run_case() {  # run_case STREAMS TLS VERIFY COMPRESS DIRTY_PCT [REPEATS]
             echo "FAIL $label run $i: $out" >&2
             ERRORS+=("$label run $i: $out"); FAILED=1; continue
         fi
-        read -r dd tt rr db bs gg cc rt codec note <<<"$out"
+        read -r dd tt rr db bs gg cc rt codec pb note <<<"$out"
         d+=("$dd"); tot+=("$tt"); r0+=("$rr"); gap+=("$gg"); cr+=("$cc"); rtt+=("$rt"); ok=$((ok + 1))
-        printf '  %s run %d: down %s ms, total %s ms, r0 %.0f MB/s, %.0f MiB of pages, %.0f MiB sent (%s), gap %s us, rtt %s ms%s\n' \
+        printf '  %s run %d: down %s ms, total %s ms, r0 %.0f MB/s, %.0f MiB of pages, %.0f MiB sent (%s), gap %s us, rtt %s ms, pause stop/last/state/verify/dest %s ms%s\n' \
             "$label" "$i" "$dd" "$tt" "$(calc "$rr/1e6")" "$(calc "$db/1048576")" "$(calc "$bs/1048576")" \
-            "$codec" "$gg" "$rt" "$([ "$note" != - ] && echo "; $note")" >&2
+            "$codec" "$gg" "$rt" "$pb" "$([ "$note" != - ] && echo "; $note")" >&2
     done
     if [ $ok -eq 0 ]; then
         ROWS+=("$(printf "$FMT" "$label" "0/$reps" - - - - - - - - -)")
@@ -212,8 +227,10 @@ fi
 
 # ---- report -----------------------------------------------------------------
 echo
-printf 'Reference: iperf3 loopback -P 1 %.0f MB/s, -P 2 %.0f MB/s; AES-128-GCM one core %.0f MB/s; %s cores\n' \
+printf 'Reference: iperf3 loopback -P 1 %.0f MB/s, -P 2 %.0f MB/s; AES-128-GCM one core %.0f MB/s; %s cores,\n' \
     "$(calc "$RAW1/1e6")" "$(calc "$RAW2/1e6")" "$(calc "$CIPHER/1e6")" "$(nproc)"
+printf 'busy with other processes %s%% before and %s%% after the bench (1 s each); load average %s\n' \
+    "$BUSY0" "$(busy)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "$HDR"
 echo "$HDR" | sed 's/[^|]/-/g'
