@@ -70,6 +70,11 @@ void testdev_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool
     }
     pthread_mutex_unlock(&t->lock);
 
+    if (is_write && offset == FERRY_TESTDEV_SLEEP) {
+        /* outside the lock; a signal (a pause, a kick) ends it early */
+        uint64_t ns = v < FERRY_TESTDEV_SLEEP_MAX_NS ? v : FERRY_TESTDEV_SLEEP_MAX_NS;
+        nanosleep(&(struct timespec){ .tv_nsec = (long)ns }, NULL);
+    }
     if (is_write && offset == FERRY_TESTDEV_EXIT)
         t->exit(t->opaque, (int)(v & 0xff));
     if (!is_write)

@@ -42,5 +42,7 @@ struct ferry_guest_info {
 #define FERRY_TESTDEV_RESULT   0x10  /* W: a value to report (logged as "testdev: result N") */
 #define FERRY_TESTDEV_TIME_NS  0x18  /* R: host CLOCK_MONOTONIC in ns (also a timestamp event) */
 #define FERRY_TESTDEV_STAMP    0x20  /* W: a guest TSC stamp, recorded by the VMM (downtime check) */
+#define FERRY_TESTDEV_SLEEP    0x28  /* W: idle this vCPU for up to N ns (at most 1 ms): a CPL3 guest's HLT */
+#define FERRY_TESTDEV_SLEEP_MAX_NS 1000000ull
 
 #endif

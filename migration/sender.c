@@ -56,6 +56,9 @@ static int open_one(struct sender *s, int i, const char *hello_json, char *err, 
     st->ch = CHAN_PLAIN(net_connect(mg->p.uri, via, CONNECT_TIMEOUT_MS, err, errlen));
     if (st->ch.fd < 0)
         return -1;
+    /* the SYN/SYN-ACK sample: later ones include the TLS handshake's work */
+    if (i == 0)
+        s->rtt_us = net_rtt_us(st->ch.fd);
     /* a destination that stops reading must not hold the VM (or a cancel)
      * hostage: a send blocked this long fails */
     struct timeval tv = { .tv_sec = SEND_TIMEOUT_S };

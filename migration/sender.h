@@ -49,6 +49,7 @@ struct sender {
     atomic_int codec;                 /* enum page_codec for the next messages */
     atomic_uint_fast64_t scanned;     /* round 0 progress, pages */
     uint8_t session[SESSION_ID_LEN];
+    int rtt_us;                       /* stream 0's TCP handshake round trip */
 };
 
 /* Open the streams: stream 0 sends HELLO (hello_json), the others JOIN; each

@@ -208,7 +208,7 @@ static int connect_all(struct engine *e, char *err, size_t errlen)
     free(hello);
     if (r < 0)
         return -1;
-    int rtt = net_rtt_us(e->s.st[0].ch.fd);
+    int rtt = e->s.rtt_us;
     char note[320] = "";
     for (int i = 0; i < e->s.n; i++)
         net_size_window(e->s.st[i].ch.fd, true, (mg->p.bandwidth ? mg->p.bandwidth : PLAN_RATE) / (uint64_t)e->s.n,

@@ -34,6 +34,7 @@ void rt_exit(uint64_t status)
 void rt_result(uint64_t value) { tdev_write(FERRY_TESTDEV_RESULT, value); }
 uint64_t rt_time_ns(void) { return tdev_read(FERRY_TESTDEV_TIME_NS); }
 void rt_stamp(uint64_t tsc) { tdev_write(FERRY_TESTDEV_STAMP, tsc); }
+void rt_sleep_ns(uint64_t ns) { tdev_write(FERRY_TESTDEV_SLEEP, ns); }
 
 /* Called by start.S on every vCPU once .bss is ready. */
 __attribute__((noreturn)) void rt_main(struct ferry_guest_info *info, uint64_t cpu);

@@ -39,6 +39,8 @@ __attribute__((noreturn)) void rt_exit(uint64_t status);
 void rt_result(uint64_t value);
 uint64_t rt_time_ns(void);
 void rt_stamp(uint64_t tsc);
+/* Give the vCPU's core back for up to ns (at most 1 ms): what HLT would do. */
+void rt_sleep_ns(uint64_t ns);
 /* Print one line (a trailing newline is dropped; embedded newlines split it). */
 void rt_puts(const char *s);
 __attribute__((format(printf, 1, 2))) void rt_printf(const char *fmt, ...);
