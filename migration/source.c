@@ -27,6 +27,7 @@
 #include "vmm/vm.h"
 
 #define ACK_TIMEOUT_S 60              /* for the destination's answers at switchover */
+#define DOWNTIME_AIM_MS 5ull          /* the first pause target (see precopy) */
 #define PLAN_RATE (1250000000ull)     /* 10 Gbit/s: the rate a window is sized for without a cap */
 
 struct engine {
@@ -249,7 +250,14 @@ static int precopy(struct engine *e, char *err, size_t errlen)
             mg->s.predicted_downtime_ms = predicted;
             mg->s.elapsed_ms = (t_sync - t_start) / 1000000;
             pthread_mutex_unlock(&mg->lock);
-            if (predicted <= (double)p->downtime_ms) {
+            /* Aim at a pause of a few ms first; a guest that dirties too
+             * fast for that gets the target doubled every 3 rounds, up to
+             * downtime_ms: short pauses where the link allows them, and
+             * convergence where it does not. */
+            double target = (double)p->downtime_ms;
+            if (round / 3 < 4 && (double)(DOWNTIME_AIM_MS << (round / 3)) < target)
+                target = (double)(DOWNTIME_AIM_MS << (round / 3));
+            if (predicted <= target) {
                 if (drained)
                     return 0;
                 /* Before pausing, let the destination take in what the
