@@ -28,6 +28,8 @@ static void usage(FILE *f)
           "  -a, --append STRING   kernel command line (micro-guests: their arguments)\n"
           "  -m, --mem SIZE        guest RAM, e.g. 512M or 2G (default 256M)\n"
           "      --mem-path FILE   back guest RAM with FILE (shared mapping) instead of anonymous memory\n"
+          "      --prealloc        fault all guest RAM in at start (with --incoming: when the VM's size\n"
+          "                        is known, before its pages arrive)\n"
           "  -c, --cpus N          number of vCPUs (default 1)\n"
           "      --disk PATH[,readonly]  raw disk image (or block device) as a virtio-blk disk\n"
           "                        (/dev/vda, /dev/vdb, ...; up to 4)\n"
@@ -140,7 +142,7 @@ int main(int argc, char **argv)
         { "mem-path", required_argument, NULL, 'P' }, { "cpus", required_argument, NULL, 'c' },
         { "console", required_argument, NULL, 'C' }, { "incoming", required_argument, NULL, 'I' }, { "control", required_argument, NULL, 'S' },
         { "disk", required_argument, NULL, 'D' }, { "net", required_argument, NULL, 'N' },
-        { "tls-dir", required_argument, NULL, 'T' }, { "insecure", no_argument, NULL, 'X' },
+        { "prealloc", no_argument, NULL, 'A' }, { "tls-dir", required_argument, NULL, 'T' }, { "insecure", no_argument, NULL, 'X' },
         { "verbose", no_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' }, { 0 },
     };
     struct vm_config cfg = { .mem_size = 256ull << 20, .ncpus = 1, .console = "stdio" };
@@ -159,6 +161,7 @@ int main(int argc, char **argv)
         case 'I': incoming = optarg; break;
         case 'T': tls_dir = optarg; break;
         case 'X': insecure = true; break;
+        case 'A': cfg.mem_prealloc = true; break;
         case 'D': parse_disk(&cfg, optarg); break;
         case 'N': parse_net(&cfg, optarg); break;
         case 'v': log_threshold = LOG_DEBUG; break;

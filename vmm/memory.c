@@ -80,6 +80,24 @@ int gmem_init(struct guest_mem *m, uint64_t size, const char *path, char *err, s
     return 0;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23    /* Linux 5.14 */
+#endif
+
+int gmem_prealloc(struct guest_mem *m, char *err, size_t errlen)
+{
+    if (madvise(m->base, m->ram_size, MADV_POPULATE_WRITE) == 0)
+        return 0;
+    if (errno != EINVAL) {
+        snprintf(err, errlen, "cannot preallocate %llu MiB of guest memory: %s",
+                 (unsigned long long)(m->ram_size >> 20), strerror(errno));
+        return -1;
+    }
+    for (uint64_t off = 0; off < m->ram_size; off += 4096)   /* older kernels */
+        ((volatile uint8_t *)m->base)[off] = 0;
+    return 0;
+}
+
 void gmem_init_fake(struct guest_mem *m, uint64_t size, uint8_t *buf)
 {
     memset(m, 0, sizeof(*m));

@@ -48,5 +48,9 @@ void gmem_mark_dirty(struct guest_mem *m, uint64_t gpa, uint64_t len);
 
 /* A guest_mem over caller-provided buffers, for unit tests. */
 void gmem_init_fake(struct guest_mem *m, uint64_t size, uint8_t *buf);
+/* Fault all of RAM in now (the kernel zeroes each page on first touch; a
+ * destination that does it before the migration does not do it while pages
+ * arrive). 0, or -1 with a reason (not enough memory). */
+int gmem_prealloc(struct guest_mem *m, char *err, size_t errlen);
 
 #endif

@@ -81,6 +81,7 @@ struct vm_nic {
 struct vm_config {
     uint64_t mem_size;
     const char *mem_path;
+    bool mem_prealloc;        /* fault all RAM in at creation (--prealloc) */
     int ncpus;
     const char *kernel, *initrd, *cmdline;
     const char *console;      /* "stdio", "file:PATH", "none" */
