@@ -25,6 +25,7 @@
 
 #define JOIN_TIMEOUT_MS 10000         /* for the other streams after HELLO */
 #define DIGEST_TIMEOUT_S 120          /* for the source's digest after the hand-over */
+#define PEER_TIMEOUT_S 30             /* for a new connection's handshake and first message */
 
 struct receiver;
 
@@ -170,12 +171,22 @@ static void peer_name(int fd, char *out, size_t len)
     snprintf(out, len, "%s", host);
 }
 
+static void set_timeout(int fd, int secs)
+{
+    struct timeval tv = { .tv_sec = secs };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
 /* Accept one connection and set up TLS on it. */
 static int accept_chan(struct receiver *r, struct chan *c, int timeout_ms, char *err, size_t errlen)
 {
     *c = CHAN_PLAIN(net_accept(r->lfd, timeout_ms, err, errlen));
     if (c->fd < 0)
         return -1;
+    /* a peer that connects and says nothing must not hold the destination;
+     * once it introduced itself, TCP keepalive watches it (net.c) */
+    set_timeout(c->fd, PEER_TIMEOUT_S);
     if (r->tls && !(c->ssl = tls_handshake(r->tls, c->fd, true, err, errlen))) {
         chan_close(c);
         return -1;
@@ -221,6 +232,7 @@ static int accept_joins(struct receiver *r, char *err, size_t errlen)
             continue;
         }
         struct rstream *s = &r->s[idx];
+        set_timeout(c.fd, 0);    /* a stream may idle for a whole round */
         s->ch = c;
         send_ack(&s->ch, ACK_READY, "");
         if (pthread_create(&s->thread, NULL, stream_thread, s) != 0) {
@@ -507,6 +519,7 @@ static int run(struct receiver *r, const struct vm_config *cfg, int (*start)(str
         r->s[i].rx = (struct pages_rx){ .mem = &r->vm->mem, .hash = r->hash };
     if (rc < 0)
         goto reject;
+    set_timeout(c->fd, 0);
     send_ack(c, ACK_READY, "");
     if (accept_joins(r, err, errlen) < 0 || receive(r, err, errlen) < 0)
         goto reject;

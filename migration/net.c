@@ -57,8 +57,14 @@ static struct addrinfo *resolve(const char *addr, int passive, char *err, size_t
  * raises them only where the bandwidth-delay product needs more. */
 static void tune(int fd)
 {
-    int one = 1;
+    int one = 1, idle = 30, intvl = 5, cnt = 6;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* a peer that vanished (power loss, a cut link) is noticed within about
+     * a minute, while a live one may stay silent as long as it likes */
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
 
 /* Bind fd to the local address via (a migration NIC's address; port 0). */
