@@ -5,7 +5,7 @@
 #  1. during pre-copy (throttled, so round 0 lasts);
 #  2. during the switchover (VM paused on the source, final pages, state and
 #     digest on the wire, or COMPLETE sent and the ACK awaited). A 2 GiB VM
-#     with verify on makes the window a few hundred ms; migrate-status is
+#     with verify=strict (the digest in the pause) makes the window a few hundred ms; migrate-status is
 #     polled every 5 ms and the destination killed as soon as it reads
 #     "switchover".
 . "$(dirname "$0")/lib.sh"
@@ -33,7 +33,7 @@ seq=$(console_sequence a) || fail "source console: $seq"
 boot b 2G "$DIRTIER"
 progress b 15 1
 incoming d2 7821
-migrate b 7821 '"verify":true'
+migrate b 7821 '"verify":"strict"'   # the in-pause digest of 2 GiB keeps the window open
 "$PYTHON" "$MIGCTL" kill-at "$TMP/b.sock" 60 switchover "${VM_PID[d2]}" >"$TMP/kill2.json" 2>"$TMP/kill2.err"
 krc=$?
 [ $krc = 3 ] && fail "switchover kill: never saw phase switchover before '$(jget "$(cat "$TMP/kill2.json")" result.phase)' (the window was missed)"
