@@ -22,7 +22,7 @@ static const struct config *cfg;
 static void reply_json(struct evhttp_request *req, int code, json_object *o)
 {
     struct evbuffer *buf = evbuffer_new();
-    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
     evbuffer_add(buf, text, strlen(text));
     evbuffer_add(buf, "\n", 1);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");

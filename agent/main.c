@@ -160,14 +160,18 @@ static int config_load(const char *path, struct config *c, char *err, size_t err
 }
 
 /* evhttp makes each connection's bufferevent here: a TLS server side on
- * the shared context. Idle keep-alive connections give their buffers back
- * (SSL_MODE_RELEASE_BUFFERS is set per connection, the context stays as
- * common/tls.c made it). */
+ * the shared context, adjusted per connection (the context stays as
+ * common/tls.c made it for the blocking migration streams):
+ * - no read-ahead: bytes OpenSSL pulled off the socket beyond the current
+ *   record are invisible to libevent, which waits for the socket to become
+ *   readable again, so a request could stall until the client sends more;
+ * - idle keep-alive connections give their buffers back. */
 static struct bufferevent *tls_bevcb(struct event_base *base, void *arg)
 {
     SSL *ssl = SSL_new(arg);
     if (!ssl)
         return NULL;
+    SSL_set_read_ahead(ssl, 0);
     SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
     return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                           BEV_OPT_CLOSE_ON_FREE);

@@ -37,8 +37,8 @@ static void child_fail(int fd, int step)
  * process group (a terminal's ^C, systemd with KillMode=process) reaches
  * it. Its pid and, on failure, why it did not exec come back on a
  * close-on-exec pipe: EOF without a failure means exec succeeded. */
-int proc_spawn(char *const argv[], const char *logpath, const cpu_set_t *affinity, pid_t *pid,
-               char *err, size_t errlen)
+int proc_spawn(char *const argv[], const char *outpath, const char *logpath,
+               const cpu_set_t *affinity, pid_t *pid, char *err, size_t errlen)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0) {
@@ -67,8 +67,10 @@ int proc_spawn(char *const argv[], const char *logpath, const cpu_set_t *affinit
         if (affinity && sched_setaffinity(0, sizeof(*affinity), affinity) < 0)
             child_fail(p[1], 2);
         int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        int out = open(outpath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
         int log = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-        if (null < 0 || log < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
+        if (null < 0 || out < 0 || log < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0 ||
+            dup2(log, 2) < 0)
             child_fail(p[1], 3);
         /* ferryd's own sockets (the HTTPS listener) must not live on in the
          * VMM, or a restarted ferryd could not bind its port again. */

@@ -270,7 +270,7 @@ int vms_create(json_object *in, json_object **out, char *err, size_t errlen)
         goto fail;
     }
     snprintf(path, sizeof(path), "%s/spec.json", dir);
-    const char *text = json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PRETTY);
+    const char *text = json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
     if (write_file_atomic(path, text, strlen(text), err, errlen) < 0) {
         rc = -EIO;
         rmdir(dir);
@@ -330,9 +330,11 @@ static int build_argv(struct vmrec *v, char **argv, char bufs[][4200], char *err
     snprintf(bufs[b], sizeof(bufs[b]), "%dM", json_object_get_int(a));
     argv[n++] = "--mem";
     argv[n++] = bufs[b++];
-    snprintf(bufs[b], sizeof(bufs[b]), "file:%s/console.log", v->dir);
+    /* stdio, not file:PATH: micro-guests print through the test device to
+     * stdout, so the VMM's stdout (console.log, O_APPEND) carries both that
+     * and the UART; stdin is /dev/null. */
     argv[n++] = "--console";
-    argv[n++] = bufs[b++];
+    argv[n++] = "stdio";
     argv[n++] = "--control";
     argv[n++] = v->control;
     if (json_object_object_get_ex(v->spec, "disks", &a))
@@ -424,13 +426,14 @@ int vms_start(const char *name, json_object **out, char *err, size_t errlen)
     }
     cpu_set_t aff;
     bool have_aff;
-    char *argv[64], bufs[16][4200], path[4200];
+    char *argv[64], bufs[16][4200], path[4200], logpath[4200];
     int rc = check_supported(v, &aff, &have_aff, err, errlen);
     if (rc < 0 || (rc = build_argv(v, argv, bufs, err, errlen)) < 0)
         return rc;
     pid_t pid;
-    vm_path(v, "vmm.log", path, sizeof(path));
-    if (proc_spawn(argv, path, have_aff ? &aff : NULL, &pid, err, errlen) < 0)
+    vm_path(v, "console.log", path, sizeof(path));
+    vm_path(v, "vmm.log", logpath, sizeof(logpath));
+    if (proc_spawn(argv, path, logpath, have_aff ? &aff : NULL, &pid, err, errlen) < 0)
         return -EIO;
     v->pid = pid;
     v->starttime = proc_starttime(pid);
