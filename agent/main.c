@@ -9,7 +9,7 @@
  * against local state: no locks around the VM table. */
 #include <errno.h>
 #include <getopt.h>
-#include <netdb.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +19,8 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
+#include <event2/util.h>
 #include <openssl/ssl.h>
 
 #include "agent/ferryd.h"
@@ -177,22 +179,26 @@ static struct bufferevent *tls_bevcb(struct event_base *base, void *arg)
                                           BEV_OPT_CLOSE_ON_FREE);
 }
 
-/* "HOST:PORT" or "[V6]:PORT" */
-static int bind_listen(struct evhttp *http, const char *listen, char *err, size_t errlen)
+/* "IP:PORT" or "[IPV6]:PORT". Numeric on purpose: no resolver at start
+ * (getaddrinfo's AI_ADDRCONFIG refuses 127.0.0.1 on a host whose only
+ * interface is loopback, e.g. in a fresh network namespace). */
+static int bind_listen(struct event_base *base, struct evhttp *http, const char *listen,
+                       char *err, size_t errlen)
 {
-    char host[256];
-    const char *colon = strrchr(listen, ':');
-    int port = colon ? atoi(colon + 1) : 0;
-    size_t hl = colon ? (size_t)(colon - listen) : 0;
-    if (hl >= 2 && listen[0] == '[' && listen[hl - 1] == ']')
-        listen++, hl -= 2;
-    if (!colon || port <= 0 || port > 65535 || hl == 0 || hl >= sizeof(host)) {
-        snprintf(err, errlen, "config.listen: '%s' is not HOST:PORT", listen);
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (evutil_parse_sockaddr_port(listen, (struct sockaddr *)&ss, &len) < 0 ||
+        ((struct sockaddr_in *)&ss)->sin_port == 0) {
+        snprintf(err, errlen, "config.listen: '%s' is not IP:PORT", listen);
         return -1;
     }
-    snprintf(host, sizeof(host), "%.*s", (int)hl, listen);
-    if (!evhttp_bind_socket_with_handle(http, host, (uint16_t)port)) {
+    struct evconnlistener *l = evconnlistener_new_bind(
+        base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE, -1,
+        (struct sockaddr *)&ss, len);
+    if (!l || !evhttp_bind_listener(http, l)) {
         snprintf(err, errlen, "cannot listen on %s: %s", listen, strerror(errno));
+        if (l)
+            evconnlistener_free(l);
         return -1;
     }
     return 0;
@@ -255,7 +261,7 @@ int main(int argc, char **argv)
     }
     evhttp_set_bevcb(http, tls_bevcb, ctx);
     api_register(http, &cfg);
-    if (bind_listen(http, cfg.listen, err, sizeof(err)) < 0)
+    if (bind_listen(base, http, cfg.listen, err, sizeof(err)) < 0)
         goto fail;
     struct event *sigs[2] = { evsignal_new(base, SIGTERM, on_signal, base),
                               evsignal_new(base, SIGINT, on_signal, base) };
