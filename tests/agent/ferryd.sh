@@ -65,11 +65,15 @@ cat >"$TMP/ferryd.json" <<EOF
 }
 EOF
 
+# ip netns exec execs the command: $! is ferryd's pid.
 start_ferryd() {
-    in_ns "$FERRYD" --config "$TMP/ferryd.json" >>"$TMP/ferryd.log" 2>&1 &
+    ip netns exec "$NS" "$FERRYD" --config "$TMP/ferryd.json" >>"$TMP/ferryd.log" 2>&1 &
     FERRYD_PID=$!
     wait_for 10 in_ns curl -s -o /dev/null "${CURL_TLS[@]}" "$URL/v1/host" ||
         ffail "ferryd does not answer"
+    kill -0 "$FERRYD_PID" 2>/dev/null || ffail "ferryd exited"
+    [ "$(readlink "/proc/$FERRYD_PID/exe")" = "$(readlink -f "$FERRYD")" ] ||
+        ffail "pid $FERRYD_PID is not ferryd"
 }
 
 # ffail MESSAGE: fail with ferryd's log.
@@ -173,11 +177,14 @@ check 0.name vm1 "list"
 # ---- kill -9 ferryd: the VM runs on, a new ferryd adopts it ----
 kill -KILL "$FERRYD_PID"
 wait "$FERRYD_PID" 2>/dev/null
+[ -e "/proc/$FERRYD_PID" ] && ffail "ferryd survived kill -9"
 FERRYD_PID=
+[ "$(grep -c 'serving HTTPS' "$TMP/ferryd.log")" = 1 ] || ffail "not exactly one ferryd started"
 p1=$(last_pass "$CONSOLE")
 wait_for 10 pass_above "$CONSOLE" "$p1" || ffail "the guest stopped with ferryd"
 p2=$(last_pass "$CONSOLE")
 start_ferryd
+[ "$(grep -c 'serving HTTPS' "$TMP/ferryd.log")" = 2 ] || ffail "the new ferryd does not serve"
 grep -q "VM vm1: adopted running ferry-vmm pid $pid" "$TMP/ferryd.log" || ffail "no adoption logged"
 expect 200 GET /v1/vms/vm1
 check state running "after restart"
