@@ -424,6 +424,12 @@ int vms_start(const char *name, json_object **out, char *err, size_t errlen)
         snprintf(err, errlen, "VM '%s' is running already (pid %d)", name, v->pid);
         return -EBUSY;
     }
+    /* The stored spec again, against today's configuration: a datastore
+     * or port group may have gone, or spec.json been edited by hand. */
+    json_object *valid = spec_validate(v->spec, cfg, err, errlen);
+    if (!valid)
+        return -ENXIO;
+    json_object_put(valid);
     cpu_set_t aff;
     bool have_aff;
     char *argv[64], bufs[16][4200], path[4200], logpath[4200];

@@ -243,11 +243,16 @@ expect 200 GET /v1/vms/nokernel
 check state stopped "after a failed start"
 expect 200 DELETE /v1/vms/nokernel
 
-# ---- affinity and a NIC on the port group's bridge ----
-VM3='{"name":"vm3","memory_mib":64,"boot":{"kernel":"'$DIRTIER'","cmdline":"mib=4"},"cpu_affinity":[0],"nics":[{"portgroup":"vm-net","mac":"52:54:00:aa:bb:01"}]}'
+# ---- affinity, a disk on a datastore, a NIC on the port group's bridge ----
+truncate -s 1M "$TMP/ds2/vm3 disk.img"
+VM3='{"name":"vm3","memory_mib":64,"boot":{"kernel":"'$DIRTIER'","cmdline":"mib=4"},"cpu_affinity":[0],
+      "disks":[{"datastore":"ds2","path":"vm3 disk.img","readonly":true}],
+      "nics":[{"portgroup":"vm-net","mac":"52:54:00:aa:bb:01"}]}'
 expect 201 POST /v1/vms "$VM3"
 expect 200 POST /v1/vms/vm3/start
 pid3=$(field pid)
+check vmm.disks.0.path "$TMP/ds2/vm3 disk.img" "disk"
+check vmm.disks.0.readonly true "disk"
 check vmm.nics.0.mac 52:54:00:aa:bb:01 "NIC"
 tap=$(field vmm.nics.0.tap)
 in_ns ip -o link show "$tap" | grep -q "master brvm0" || ffail "tap $tap is not on brvm0"
