@@ -292,4 +292,12 @@ refused --cert "$TMP/other/cert.pem" --key "$TMP/other/key.pem"
 in_ns curl -s -m 5 "http://127.0.0.1:$PORT/v1/host" >/dev/null 2>&1 && ffail "plain HTTP was served"
 # and the server is still fine
 expect 200 GET /v1/host
+
+# SIGTERM: a clean exit (and no sanitizer report in an ASan build)
+kill -TERM "$FERRYD_PID"
+wait "$FERRYD_PID"
+st=$?
+FERRYD_PID=
+[ "$st" = 0 ] || ffail "ferryd exited $st on SIGTERM"
+sanitizer_clean "$TMP/ferryd.log" || ffail "sanitizer report from ferryd"
 exit 0
