@@ -88,10 +88,13 @@ bool bridge_exists(const char *name);
 /* ---- proc.c ---- */
 
 /* Start argv[0] fully detached from ferryd (own session, re-parented to
- * init), stdout to outpath, stderr to logpath (both truncated), pinned to
- * affinity when given. */
-int proc_spawn(char *const argv[], const char *outpath, const char *logpath,
-               const cpu_set_t *affinity, pid_t *pid, char *err, size_t errlen);
+ * init), stdout to out, stderr to log (both truncated), pinned to affinity
+ * when given; the pid file ("PID STARTTIME") is written before the exec. */
+struct spawn_files {
+    const char *out, *log, *pid;
+};
+int proc_spawn(char *const argv[], const struct spawn_files *files, const cpu_set_t *affinity,
+               pid_t *pid, unsigned long long *starttime, char *err, size_t errlen);
 unsigned long long proc_starttime(pid_t pid);
 bool proc_is_vmm(pid_t pid, unsigned long long starttime, const char *control);
 /* One control-socket command; *result (when asked) is the reply's result. */

@@ -32,28 +32,33 @@ static void child_fail(int fd, int step)
     _exit(127);
 }
 
+static ssize_t read_msg(int fd, struct spawn_msg *m)
+{
+    ssize_t n;
+    while ((n = read(fd, m, sizeof(*m))) < 0 && errno == EINTR)
+        ;
+    return n;   /* messages are smaller than PIPE_BUF: each arrives whole */
+}
+
 /* Double fork with setsid: the VMM is re-parented to init (or a subreaper),
  * in a session of its own, so neither ferryd's exit nor a signal to its
  * process group (a terminal's ^C, systemd with KillMode=process) reaches
- * it. Its pid and, on failure, why it did not exec come back on a
- * close-on-exec pipe: EOF without a failure means exec succeeded. */
-int proc_spawn(char *const argv[], const char *outpath, const char *logpath,
-               const cpu_set_t *affinity, pid_t *pid, char *err, size_t errlen)
+ * it. Its pid, and why it did not exec, come back on a close-on-exec pipe.
+ * It execs only once its pid file is on disk (a byte on the `go` pipe): if
+ * ferryd dies before, the pipe's EOF ends it, so no VMM runs that a
+ * restarted ferryd could not find. */
+int proc_spawn(char *const argv[], const struct spawn_files *files, const cpu_set_t *affinity,
+               pid_t *pid, unsigned long long *starttime, char *err, size_t errlen)
 {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) < 0) {
+    int p[2], go[2];
+    if (pipe2(p, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
         return -1;
     }
     pid_t mid = fork();
-    if (mid < 0) {
-        snprintf(err, errlen, "fork: %s", strerror(errno));
-        close(p[0]);
-        close(p[1]);
-        return -1;
-    }
     if (mid == 0) {
         close(p[0]);
+        close(go[1]);
         if (setsid() < 0)
             child_fail(p[1], 0);
         pid_t g = fork();
@@ -63,12 +68,15 @@ int proc_spawn(char *const argv[], const char *outpath, const char *logpath,
             struct spawn_msg m = { -1, 0, g };
             _exit(write(p[1], &m, sizeof(m)) == sizeof(m) ? 0 : 1);
         }
+        char c;
+        if (read(go[0], &c, 1) != 1)
+            _exit(0);
         /* Affinity before exec: the VMM's vCPU threads inherit it. */
         if (affinity && sched_setaffinity(0, sizeof(*affinity), affinity) < 0)
             child_fail(p[1], 2);
         int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        int out = open(outpath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-        int log = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+        int out = open(files->out, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+        int log = open(files->log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
         if (null < 0 || out < 0 || log < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0 ||
             dup2(log, 2) < 0)
             child_fail(p[1], 3);
@@ -82,31 +90,39 @@ int proc_spawn(char *const argv[], const char *outpath, const char *logpath,
         execv(argv[0], argv);
         child_fail(p[1], 4);
     }
+    int fork_errno = errno;
     close(p[1]);
-    while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
-        ;
-    struct spawn_msg m, fail = { -1, ECHILD, 0 };
-    pid_t g = 0;
-    ssize_t n;
-    /* messages are smaller than PIPE_BUF: each arrives whole */
-    while ((n = read(p[0], &m, sizeof(m))) != 0) {
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n != sizeof(m))
-            break;
-        if (m.step < 0)
-            g = m.pid;
-        else
-            fail = m;
+    close(go[0]);
+    struct spawn_msg m = { 1, fork_errno, 0 };
+    if (mid > 0) {
+        while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        if (read_msg(p[0], &m) != sizeof(m))
+            m = (struct spawn_msg){ 1, ECHILD, 0 };
     }
+    char pidtext[64];
+    if (m.step < 0) {
+        *pid = m.pid;
+        *starttime = proc_starttime(m.pid);
+        int n = snprintf(pidtext, sizeof(pidtext), "%d %llu\n", (int)m.pid, *starttime);
+        if (write_file_atomic(files->pid, pidtext, (size_t)n, err, errlen) < 0) {
+            close(go[1]);   /* EOF: the child exits without exec */
+            close(p[0]);
+            return -1;
+        }
+        if (write(go[1], "x", 1) != 1 || read_msg(p[0], &m) != 0) {
+            if (m.step < 0)
+                m = (struct spawn_msg){ 4, EPIPE, 0 };
+            unlink(files->pid);
+        }
+    }
+    close(go[1]);
     close(p[0]);
-    if (g <= 0 || fail.step >= 0) {
-        int step = fail.step >= 0 && fail.step < 5 ? fail.step : 1;
-        snprintf(err, errlen, "cannot start %s: %s: %s", argv[0], spawn_steps[step],
-                 strerror(fail.err));
+    if (m.step >= 0) {
+        snprintf(err, errlen, "cannot start %s: %s: %s", argv[0],
+                 spawn_steps[m.step >= 0 && m.step < 5 ? m.step : 1], strerror(m.err));
         return -1;
     }
-    *pid = g;
     return 0;
 }
 

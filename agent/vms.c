@@ -432,26 +432,21 @@ int vms_start(const char *name, json_object **out, char *err, size_t errlen)
     json_object_put(valid);
     cpu_set_t aff;
     bool have_aff;
-    char *argv[64], bufs[16][4200], path[4200], logpath[4200];
+    char *argv[64], bufs[16][4200];
     int rc = check_supported(v, &aff, &have_aff, err, errlen);
     if (rc < 0 || (rc = build_argv(v, argv, bufs, err, errlen)) < 0)
         return rc;
+    char console[4200], log[4200], pidfile[4200];
+    vm_path(v, "console.log", console, sizeof(console));
+    vm_path(v, "vmm.log", log, sizeof(log));
+    vm_path(v, "vmm.pid", pidfile, sizeof(pidfile));
+    struct spawn_files files = { console, log, pidfile };
     pid_t pid;
-    vm_path(v, "console.log", path, sizeof(path));
-    vm_path(v, "vmm.log", logpath, sizeof(logpath));
-    if (proc_spawn(argv, path, logpath, have_aff ? &aff : NULL, &pid, err, errlen) < 0)
-        return -EIO;
-    v->pid = pid;
-    v->starttime = proc_starttime(pid);
-    char pidtext[64];
-    int n = snprintf(pidtext, sizeof(pidtext), "%d %llu\n", (int)pid, v->starttime);
-    vm_path(v, "vmm.pid", path, sizeof(path));
-    if (write_file_atomic(path, pidtext, (size_t)n, err, errlen) < 0) {
-        /* a VMM ferryd could not find again after a restart must not run */
-        kill(pid, SIGKILL);
-        v->pid = 0;
+    if (proc_spawn(argv, &files, have_aff ? &aff : NULL, &pid, &v->starttime, err, errlen) < 0) {
+        remove_taps(v);
         return -EIO;
     }
+    v->pid = pid;
     /* Wait (blocking the loop, briefly) until the VM answers or its VMM
      * exits, so the reply says which. */
     uint64_t deadline = now_ms() + START_TIMEOUT_MS;
