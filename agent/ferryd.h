@@ -1,7 +1,8 @@
 /* ferryd, the host agent: declarations shared by its modules.
- * main.c (options, config, event loop), api.c (HTTP routes), vms.c (VM
- * lifecycle), spec.c (VM spec validation), host.c (host facts),
- * datastore.c (datastore markers), util.c (JSON, files, logging). */
+ * main.c (options, event loop, TLS), config.c, api.c (HTTP routes), vms.c
+ * (VM lifecycle), proc.c (ferry-vmm processes, taps), spec.c (VM spec
+ * validation), host.c (host facts), datastore.c (datastore markers),
+ * util.c (JSON, files, logging). */
 #ifndef FERRY_AGENT_FERRYD_H
 #define FERRY_AGENT_FERRYD_H
 
@@ -14,7 +15,7 @@
 
 #define ERRLEN 256
 
-/* ---- configuration (main.c) ---- */
+/* ---- configuration (config.c) ---- */
 
 struct mig_iface {            /* the vMotion vmknic analogue */
     char *address, *nic;
@@ -40,6 +41,8 @@ struct config {
     int ndss;
 };
 
+/* Load and check FILE (datastores are not opened yet); err has no file name. */
+int config_load(const char *path, struct config *c, char *err, size_t errlen);
 const struct datastore *config_datastore(const struct config *c, const char *name);
 const struct network *config_network(const struct config *c, const char *name);
 

@@ -114,22 +114,17 @@ json_object *json_parse_strict(const char *buf, size_t len, char *err, size_t er
         snprintf(err, errlen, "malformed JSON: NUL byte or too long");
         return NULL;
     }
+    /* strict mode also refuses anything but whitespace after the value */
     json_tokener *tok = json_tokener_new();
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     json_object *o = json_tokener_parse_ex(tok, buf, (int)len);
     enum json_tokener_error e = json_tokener_get_error(tok);
-    size_t used = json_tokener_get_parse_end(tok);
     json_tokener_free(tok);
     if (!o && e == json_tokener_continue)
         snprintf(err, errlen, "malformed JSON: unexpected end of input");
     else if (!o)
         snprintf(err, errlen, "malformed JSON: %s", json_tokener_error_desc(e));
-    else if (strspn(buf + used, " \t\r\n") != len - used)
-        snprintf(err, errlen, "malformed JSON: trailing characters after the value");
-    else
-        return o;
-    json_object_put(o);
-    return NULL;
+    return o;
 }
 
 int write_file_atomic(const char *path, const char *data, size_t len, char *err, size_t errlen)
