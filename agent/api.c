@@ -10,8 +10,12 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "agent/ferryd.h"
 
@@ -19,8 +23,43 @@
 
 static const struct config *cfg;
 
+/* The client's certificate CN: who asked, for the log of changes. */
+static void peer_cn(struct evhttp_request *req, char *out, size_t outlen)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    struct bufferevent *bev = conn ? evhttp_connection_get_bufferevent(conn) : NULL;
+    SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+    X509 *cert = ssl ? SSL_get1_peer_certificate(ssl) : NULL;
+    snprintf(out, outlen, "?");
+    if (cert)
+        X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, out, (int)outlen);
+    X509_free(cert);
+}
+
+static const char *method_name(enum evhttp_cmd_type m)
+{
+    switch (m) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    default: return "other";
+    }
+}
+
 static void reply_json(struct evhttp_request *req, int code, json_object *o)
 {
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
+        char cn[128];
+        peer_cn(req, cn, sizeof(cn));
+        json_object *e = NULL;
+        json_object_object_get_ex(o, "error", &e);
+        agent_log("%s %s by %s: %d%s%s", method_name(m), evhttp_request_get_uri(req), cn, code,
+                  e ? " " : "", e ? json_object_get_string(e) : "");
+    }
+
     struct evbuffer *buf = evbuffer_new();
     const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
     evbuffer_add(buf, text, strlen(text));
