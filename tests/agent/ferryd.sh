@@ -190,6 +190,11 @@ expect 200 GET /v1/vms/vm1
 check state running "after restart"
 check pid "$pid" "after restart"
 wait_for 10 pass_above "$CONSOLE" "$p2" || ffail "the adopted guest's counter stays at $p2"
+# the power state is the VMM's own
+ctl "$STATE/vms/vm1/control.sock" '{"cmd":"pause"}' >/dev/null || ffail "cannot pause vm1"
+expect 200 GET /v1/vms/vm1
+check state paused "paused through its control socket"
+ctl "$STATE/vms/vm1/control.sock" '{"cmd":"resume"}' >/dev/null || ffail "cannot resume vm1"
 
 # ---- bad input: the right code, nothing changes ----
 snapshot() {
