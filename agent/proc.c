@@ -51,8 +51,14 @@ int proc_spawn(char *const argv[], const struct spawn_files *files, const cpu_se
                pid_t *pid, unsigned long long *starttime, char *err, size_t errlen)
 {
     int p[2], go[2];
-    if (pipe2(p, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0) {
+    if (pipe2(p, O_CLOEXEC) < 0) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    if (pipe2(go, O_CLOEXEC) < 0) {
+        snprintf(err, errlen, "pipe: %s", strerror(errno));
+        close(p[0]);
+        close(p[1]);
         return -1;
     }
     pid_t mid = fork();
@@ -120,7 +126,7 @@ int proc_spawn(char *const argv[], const struct spawn_files *files, const cpu_se
     close(p[0]);
     if (m.step >= 0) {
         snprintf(err, errlen, "cannot start %s: %s: %s", argv[0],
-                 spawn_steps[m.step >= 0 && m.step < 5 ? m.step : 1], strerror(m.err));
+                 spawn_steps[m.step < 5 ? m.step : 1], strerror(m.err));
         return -1;
     }
     return 0;

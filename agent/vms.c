@@ -6,6 +6,7 @@
  * stderr). The files are the truth: ferryd keeps no state a restart could
  * lose, and never stops a VM because it (re)started. Per-VM state lives in
  * struct vmrec, where the migration legs (incoming, outgoing) will go. */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -82,13 +83,16 @@ static uint64_t now_ms(void)
     return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
 }
 
-/* Tap of the VM's NIC i: at most 15 characters (IFNAMSIZ), unique per VM
- * through its UUID, the same on every host (ferry-vmm's incoming side
- * looks for the source's tap name by default). */
+/* Tap of the VM's NIC i: at most 15 characters (IFNAMSIZ), derived from
+ * the whole UUID (a hash: given UUIDs may share a prefix), so it is the
+ * same on every host (ferry-vmm's incoming side looks for the source's tap
+ * name by default). */
 static void tap_name(const struct vmrec *v, size_t i, char out[16])
 {
-    const char *uuid = spec_str(v->spec, "uuid");
-    snprintf(out, 16, "fy%.8sn%u", uuid, (unsigned)(i % 10));
+    uint32_t h = 2166136261u;   /* FNV-1a */
+    for (const char *p = spec_str(v->spec, "uuid"); *p; p++)
+        h = (h ^ (uint8_t)tolower((unsigned char)*p)) * 16777619u;
+    snprintf(out, 16, "fy%08xn%u", h, (unsigned)(i % 10));
 }
 
 static void remove_taps(const struct vmrec *v)
