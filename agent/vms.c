@@ -145,8 +145,11 @@ static struct vmrec *vmrec_new(const char *name, json_object *spec)
     if ((size_t)snprintf(v->control, sizeof(v->control), "%s/control.sock", v->dir) >= sizeof(v->control))
         agent_log("VM %s: control socket path too long", name);
     v->spec = spec;
-    v->next = vms;
-    vms = v;
+    struct vmrec **pp = &vms;   /* sorted by name: a stable listing */
+    while (*pp && strcmp((*pp)->name, name) < 0)
+        pp = &(*pp)->next;
+    v->next = *pp;
+    *pp = v;
     return v;
 }
 
