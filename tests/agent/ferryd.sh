@@ -29,6 +29,7 @@ URL=https://h1:$PORT
 FERRYD_PID=
 
 # Every VMM the test's ferryd started (their pid files), and ferryd itself.
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
     local f pid
     [ -n "$FERRYD_PID" ] && kill -KILL "$FERRYD_PID" 2>/dev/null
@@ -46,7 +47,9 @@ in_ns() { ip netns exec "$NS" "$@"; }
 
 ip netns add "$NS" || fail "cannot create network namespace $NS"
 in_ns ip link set lo up
-in_ns ip link add brvm0 type bridge && in_ns ip link set brvm0 up || fail "cannot create bridge"
+if ! in_ns ip link add brvm0 type bridge || ! in_ns ip link set brvm0 up; then
+    fail "cannot create bridge"
+fi
 
 "$FERRY_CLI" tls init "$TMP/tls" --cn h1 >/dev/null || fail "ferry tls init"
 "$FERRY_CLI" tls init "$TMP/other" --cn h1 >/dev/null || fail "ferry tls init (other CA)"
@@ -199,6 +202,7 @@ ctl "$STATE/vms/vm1/control.sock" '{"cmd":"resume"}' >/dev/null || ffail "cannot
 # ---- bad input: the right code, nothing changes ----
 snapshot() {
     api GET /v1/vms
+    # shellcheck disable=SC2001  # a regex
     echo "$BODY" | sed 's/"state":"[a-z]*"//g'
     (cd "$STATE/vms" && ls -R)
 }
@@ -236,7 +240,7 @@ after=$(snapshot)
 [ "$before" = "$after" ] || ffail "bad input changed something: $before -> $after"
 
 # ---- what ferry-vmm cannot do is stored, and refused at start ----
-expect 201 POST /v1/vms '{"name":"cd","memory_mib":64,"boot":{"kernel":"'$DIRTIER'"},"cdrom":{"host_path":"/srv/x.iso"},"shared_disks":[{"datastore":"ds1","path":"quorum.img"}],"memory_reservation_mib":32}'
+expect 201 POST /v1/vms '{"name":"cd","memory_mib":64,"boot":{"kernel":"'"$DIRTIER"'"},"cdrom":{"host_path":"/srv/x.iso"},"shared_disks":[{"datastore":"ds1","path":"quorum.img"}],"memory_reservation_mib":32}'
 check spec.cdrom.host_path /srv/x.iso "cdrom stored"
 expect 409 POST /v1/vms/cd/start
 check error "cdrom is not supported by ferry-vmm yet" "cdrom"
