@@ -127,6 +127,7 @@ check() {
 last_pass() {
     grep -oE '^dirtier pass=[0-9]+' "$1" 2>/dev/null | tail -1 | cut -d= -f2
 }
+# shellcheck disable=SC2317  # called through wait_for
 pass_above() { local p; p=$(last_pass "$1"); [ -n "$p" ] && [ "$p" -gt "$2" ]; }
 
 start_ferryd
@@ -281,6 +282,7 @@ expect 200 DELETE /v1/vms/vm3
 expect 200 POST /v1/vms/vm1/stop
 check state stopped "stop"
 # gone, or a zombie init has not reaped yet (empty command line)
+# shellcheck disable=SC2317  # called through wait_for
 vmm_gone() { [ -z "$(tr -d '\0' <"/proc/$1/cmdline" 2>/dev/null)" ]; }
 wait_for 5 vmm_gone "$pid" || ffail "ferry-vmm $pid still runs after stop"
 expect 409 POST /v1/vms/vm1/stop
