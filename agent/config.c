@@ -140,3 +140,28 @@ int config_load(const char *path, struct config *c, char *err, size_t errlen)
     json_object_put(root);
     return rc;
 }
+
+void config_free(struct config *c)
+{
+    for (int i = 0; c->migs && i < c->nmigs; i++) {
+        free(c->migs[i].address);
+        free(c->migs[i].nic);
+    }
+    for (int i = 0; c->nets && i < c->nnets; i++) {
+        free(c->nets[i].name);
+        free(c->nets[i].bridge);
+    }
+    for (int i = 0; c->dss && i < c->ndss; i++) {
+        free(c->dss[i].name);
+        free(c->dss[i].path);
+    }
+    free(c->migs);
+    free(c->nets);
+    free(c->dss);
+    free(c->host_name);
+    free(c->listen);
+    free(c->state_dir);
+    free(c->tls_dir);
+    free(c->ferry_vmm);
+    memset(c, 0, sizeof(*c));
+}

@@ -41,8 +41,10 @@ struct config {
     int ndss;
 };
 
-/* Load and check FILE (datastores are not opened yet); err has no file name. */
+/* Load and check FILE (datastores are not opened yet); err has no file name.
+ * c starts zeroed; config_free it also after a failure. */
 int config_load(const char *path, struct config *c, char *err, size_t errlen);
+void config_free(struct config *c);
 const struct datastore *config_datastore(const struct config *c, const char *name);
 const struct network *config_network(const struct config *c, const char *name);
 

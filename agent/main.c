@@ -139,6 +139,7 @@ int main(int argc, char **argv)
     evhttp_free(http);
     event_base_free(base);
     SSL_CTX_free(ctx);
+    config_free(&cfg);
     return 0;
 fail:
     agent_log("%s", err);

@@ -170,7 +170,6 @@ static int load(const char *text, struct config *c, char *err, size_t errlen)
     assert_true(fd >= 0);
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
-    memset(c, 0, sizeof(*c));
     int rc = config_load(path, c, err, errlen);
     unlink(path);
     return rc;
@@ -179,7 +178,7 @@ static int load(const char *text, struct config *c, char *err, size_t errlen)
 static void test_config(void **state)
 {
     char err[ERRLEN];
-    struct config c;
+    struct config c = { 0 };
     assert_int_equal(load("{\"host_name\":\"h\",\"listen\":\"127.0.0.1:1\",\"state_dir\":\"/s\","
                           "\"tls_dir\":\"/t\",\"networks\":[{\"name\":\"n\",\"bridge\":\"br0\"}],"
                           "\"datastores\":[{\"name\":\"d\",\"path\":\"/d\"}],"
@@ -190,6 +189,7 @@ static void test_config(void **state)
     assert_null(config_datastore(&c, "n"));
     assert_string_equal(config_network(&c, "n")->bridge, "br0");
     assert_int_equal(c.migs[0].speed_mbps, 1000);
+    config_free(&c);
     static const char *const bad[][2] = {
         { "{\"listen\":\"x\",\"state_dir\":\"/s\"}", "config.tls_dir: required" },
         { "{\"listen\":\"x\",\"state_dir\":\"s\",\"tls_dir\":\"/t\"}", "config.state_dir: 's' must be an absolute path" },
@@ -199,9 +199,11 @@ static void test_config(void **state)
         { "{\"listen\":\"x\",\"state_dir\":\"/s\",\"tls_dir\":\"/t\",\"migration_interfaces\":[{\"address\":\"a\","
           "\"nic\":\"n\",\"speed_mbps\":0}]}", "config.migration_interfaces[0].speed_mbps: must be between 1" },
     };
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (load(bad[i][0], &c, err, sizeof(err)) == 0 || !strstr(err, bad[i][1]))
             fail_msg("%s: %s", bad[i][0], err);
+        config_free(&c);
+    }
 }
 
 int main(void)
