@@ -21,7 +21,7 @@
 
 #define CONSOLE_MAX (1 << 20)    /* GET .../console returns the log's last MiB */
 
-static const struct config *cfg;
+static struct config *cfg;   /* host_facts may open a datastore that appeared */
 
 /* The client's certificate CN: who asked, for the log of changes. */
 static void peer_cn(struct evhttp_request *req, char *out, size_t outlen)
@@ -215,7 +215,7 @@ static void route(struct evhttp_request *req, void *arg)
     }
 }
 
-void api_register(struct evhttp *http, const struct config *c)
+void api_register(struct evhttp *http, struct config *c)
 {
     cfg = c;
     evhttp_set_max_body_size(http, 1 << 20);

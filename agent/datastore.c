@@ -80,14 +80,17 @@ int datastore_open(struct datastore *d, char *err, size_t errlen)
     return create_marker(d, path, err, errlen);
 }
 
-json_object *datastore_json(const struct datastore *d)
+json_object *datastore_json(struct datastore *d)
 {
+    char err[ERRLEN];
+    if (!d->uuid[0] && datastore_open(d, err, sizeof(err)) == 0)
+        agent_log("datastore %s: accessible now, uuid %s", d->name, d->uuid);
     json_object *o = json_object_new_object();
     json_object_object_add(o, "name", json_object_new_string(d->name));
     json_object_object_add(o, "path", json_object_new_string(d->path));
     json_object_object_add(o, "uuid", json_object_new_string(d->uuid));
     struct statvfs sv;
-    bool ok = statvfs(d->path, &sv) == 0;
+    bool ok = d->uuid[0] && statvfs(d->path, &sv) == 0;
     json_object_object_add(o, "accessible", json_object_new_boolean(ok));
     json_object_object_add(o, "capacity_bytes",
                            ok ? json_object_new_int64((int64_t)(sv.f_blocks * sv.f_frsize)) : NULL);

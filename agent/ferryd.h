@@ -81,13 +81,15 @@ bool uuid_valid(const char *s);
 
 /* Check the directory and read its UUID, creating the marker when missing. */
 int datastore_open(struct datastore *d, char *err, size_t errlen);
-json_object *datastore_json(const struct datastore *d);
+/* Its facts; a datastore that was inaccessible is opened again first (it
+ * may have been mounted since). */
+json_object *datastore_json(struct datastore *d);
 
 /* ---- host.c ---- */
 
 /* Probe what does not change while ferryd runs (CPU, KVM's CPUID). */
 int host_init(char *err, size_t errlen);
-json_object *host_facts(const struct config *c);
+json_object *host_facts(struct config *c);
 bool bridge_exists(const char *name);
 
 /* ---- proc.c ---- */
@@ -133,6 +135,6 @@ int vms_console_path(const char *name, const char **path, char *err, size_t errl
 /* ---- api.c ---- */
 
 struct evhttp;
-void api_register(struct evhttp *http, const struct config *c);
+void api_register(struct evhttp *http, struct config *c);
 
 #endif

@@ -208,7 +208,7 @@ static json_object *nics_json(void)
     return a;
 }
 
-json_object *host_facts(const struct config *c)
+json_object *host_facts(struct config *c)
 {
     json_object *o = json_object_new_object();
     json_object_object_add(o, "name", json_object_new_string(c->host_name));

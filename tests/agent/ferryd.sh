@@ -64,7 +64,7 @@ cat >"$TMP/ferryd.json" <<EOF
   "migration_interfaces": [{"address": "10.77.0.1", "nic": "lo", "speed_mbps": 10000}],
   "networks": [{"name": "vm-net", "bridge": "brvm0"}, {"name": "dmz", "bridge": "brnone"}],
   "datastores": [{"name": "ds1", "path": "$TMP/ds1"}, {"name": "ds1-again", "path": "$TMP/ds1"},
-                 {"name": "ds2", "path": "$TMP/ds2"}]
+                 {"name": "ds2", "path": "$TMP/ds2"}, {"name": "late", "path": "$TMP/late"}]
 }
 EOF
 
@@ -153,7 +153,13 @@ nets = {n["name"]: n["bridge_exists"] for n in h["networks"]}
 assert nets == {"vm-net": True, "dmz": False}, nets
 assert h["memory"]["total_bytes"] >= h["memory"]["available_bytes"] > 0
 assert any(n["name"] == "brvm0" and n["bridge"] for n in h["nics"]), h["nics"]
+assert not ds["late"]["accessible"] and ds["late"]["uuid"] == "", ds["late"]
 PY
+# a datastore mounted after ferryd started is found at the next look
+mkdir "$TMP/late"
+expect 200 GET /v1/host
+python3 -c 'import json,sys; d=[d for d in json.loads(sys.argv[1])["datastores"] if d["name"]=="late"][0]; assert d["accessible"] and len(d["uuid"])==36, d' "$BODY" ||
+    ffail "datastore 'late' not picked up: $BODY"
 
 # ---- a running VM ----
 DIRTIER=$(guest dirtier)
