@@ -61,7 +61,8 @@ static void reply_json(struct evhttp_request *req, int code, json_object *o)
     }
 
     struct evbuffer *buf = evbuffer_new();
-    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    const char *text =
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
     evbuffer_add(buf, text, strlen(text));
     evbuffer_add(buf, "\n", 1);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
@@ -89,10 +90,8 @@ static void reply_result(struct evhttp_request *req, int rc, int ok_code, json_o
     switch (-rc) {
     case EINVAL: code = 400; break;
     case ENOENT: code = 404; break;
-    case EEXIST: case EBUSY:   /* duplicate, or the VM's power state forbids it */
-        code = 409; break;
-    case ENOTSUP: case ENXIO: case ENOMEM:   /* this host cannot run the spec (now) */
-        code = 409; break;
+    /* a duplicate, the VM's power state, or what this host cannot run (now) */
+    case EEXIST: case EBUSY: case ENOTSUP: case ENXIO: case ENOMEM: code = 409; break;
     default: code = 500; break;
     }
     reply_error(req, code, err);

@@ -66,7 +66,8 @@ static int config_lists(json_object *root, struct config *c, char *err, size_t e
     for (int i = 0; i < c->nmigs; i++) {
         const char *addr = NULL, *nic = NULL;
         int64_t speed = 0;
-        if (!(o = config_item(migs, (size_t)i, "migration_interfaces", mig_keys, what, sizeof(what), err, errlen)) ||
+        if (!(o = config_item(migs, (size_t)i, "migration_interfaces", mig_keys, what,
+                              sizeof(what), err, errlen)) ||
             json_get_string(o, "address", what, true, &addr, err, errlen) < 0 ||
             json_get_string(o, "nic", what, true, &nic, err, errlen) < 0 ||
             json_get_int(o, "speed_mbps", what, true, 1, 10000000, &speed, err, errlen) < 0)
