@@ -6,7 +6,8 @@
 #   - a dirtier micro-guest is created, started (running, with a pid) and
 #     its console advances;
 #   - kill -9 of ferryd does not stop it: a restarted ferryd re-adopts the
-#     same pid, and the guest's pass counter kept advancing meanwhile;
+#     same pid, and the guest's pass counter kept advancing meanwhile; a VM
+#     whose VMM died meanwhile is reported stopped;
 #   - CPU affinity is applied, a NIC gets a tap on its port group's bridge;
 #   - stop, delete; bad input gets the right code and changes nothing;
 #   - clients without a certificate or with one from another CA are refused.
@@ -185,6 +186,10 @@ expect 200 GET /v1/vms
 check 0.name vm1 "list"
 
 # ---- kill -9 ferryd: the VM runs on, a new ferryd adopts it ----
+# vm2's VMM dies while no ferryd runs: the new one reports it stopped
+expect 201 POST /v1/vms '{"name":"vm2","memory_mib":32,"boot":{"kernel":"'"$DIRTIER"'","cmdline":"mib=1"}}'
+expect 200 POST /v1/vms/vm2/start
+pid2=$(field pid)
 kill -KILL "$FERRYD_PID"
 wait "$FERRYD_PID" 2>/dev/null
 [ -e "/proc/$FERRYD_PID" ] && ffail "ferryd survived kill -9"
@@ -193,6 +198,7 @@ FERRYD_PID=
 p1=$(last_pass "$CONSOLE")
 wait_for 10 pass_above "$CONSOLE" "$p1" || ffail "the guest stopped with ferryd"
 p2=$(last_pass "$CONSOLE")
+kill -KILL "$pid2"
 start_ferryd
 [ "$(grep -c 'serving HTTPS' "$TMP/ferryd.log")" = 2 ] || ffail "the new ferryd does not serve"
 grep -q "VM vm1: adopted running ferry-vmm pid $pid" "$TMP/ferryd.log" || ffail "no adoption logged"
@@ -200,6 +206,11 @@ expect 200 GET /v1/vms/vm1
 check state running "after restart"
 check pid "$pid" "after restart"
 wait_for 10 pass_above "$CONSOLE" "$p2" || ffail "the adopted guest's counter stays at $p2"
+grep -q "VM vm2: its ferry-vmm is gone, VM is stopped" "$TMP/ferryd.log" || ffail "vm2's end not logged"
+expect 200 GET /v1/vms/vm2
+check state stopped "a VM whose VMM died"
+check pid null "a VM whose VMM died"
+expect 200 DELETE /v1/vms/vm2
 # the power state is the VMM's own
 ctl "$STATE/vms/vm1/control.sock" '{"cmd":"pause"}' >/dev/null || ffail "cannot pause vm1"
 expect 200 GET /v1/vms/vm1
