@@ -74,11 +74,15 @@ static char *read_line(struct cli_conn *c, char *err, size_t errlen)
             c->cap = cap;
         }
         struct pollfd p = { .fd = c->fd, .events = POLLIN };
-        int r = poll(&p, 1, CLI_TIMEOUT_MS);
+        int tmo = c->timeout_ms ? c->timeout_ms : CLI_TIMEOUT_MS;
+        int r = poll(&p, 1, tmo);
         if (r < 0 && errno == EINTR)
             continue;  /* a signal: the caller looks at its flags after the reply */
         if (r == 0) {
-            snprintf(err, errlen, "no reply from %s after %d s", c->path, CLI_TIMEOUT_MS / 1000);
+            if (tmo % 1000)
+                snprintf(err, errlen, "no reply from %s after %d ms", c->path, tmo);
+            else
+                snprintf(err, errlen, "no reply from %s after %d s", c->path, tmo / 1000);
             return NULL;
         }
         ssize_t n = r < 0 ? -1 : recv(c->fd, c->buf + c->len, c->cap - c->len, 0);

@@ -16,6 +16,7 @@ struct cli_conn {
     char path[108];
     char *buf;                       /* bytes read past the last reply */
     size_t len, cap;
+    int timeout_ms;                  /* for one reply; 0 = CLI_TIMEOUT_MS (set after cli_connect) */
 };
 
 /* 0, or -1 with "cannot connect to PATH: reason" in err. */

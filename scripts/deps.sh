@@ -2,7 +2,7 @@
 # Install the Debian packages Ferry needs to build and test (idempotent).
 set -euo pipefail
 PKGS="gcc meson ninja-build pkg-config acpica-tools libjson-c-dev libxxhash-dev libcmocka-dev
-      libclang-rt-14-dev libssl-dev openssl liblz4-dev libzstd-dev socat iproute2 python3
+      libclang-rt-14-dev libssl-dev openssl liblz4-dev libzstd-dev libevent-dev curl socat iproute2 python3
       qemu-system-x86 qemu-utils busybox-static cpio kmod xz-utils iperf3"
 missing=()
 for p in $PKGS; do
