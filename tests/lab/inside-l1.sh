@@ -18,7 +18,8 @@ if [ ! -c /dev/kvm ]; then
 fi
 
 # Every migration in the lab is TLS: ferry-vmm takes /etc/ferry/tls by default.
-if [ ! -e /etc/ferry/tls/ca.pem ] && ! "$BUILD/cli/ferry" tls init /etc/ferry/tls --cn ferry-lab >/dev/null; then
+if [ ! -e /etc/ferry/tls/ca.pem ] &&
+    ! { mkdir -p /etc/ferry && "$BUILD/cli/ferry" tls init /etc/ferry/tls --cn ferry-lab >/dev/null; }; then
     echo "FAIL lab: cannot make the migration credentials (ferry tls init /etc/ferry/tls)"
     exit 1
 fi
