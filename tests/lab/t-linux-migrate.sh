@@ -173,7 +173,7 @@ listening() {   # listening NAME: ferry-vmm NAME --incoming listens; its port in
     local l
     [ -e "$work/$1.err" ] || return 1
     while IFS= read -r l; do
-        if [[ $l =~ waiting\ for\ an\ incoming\ migration\ .*\(port\ ([0-9]+)\) ]]; then
+        if [[ $l =~ waiting\ for\ an\ incoming\ migration\ .*\(port\ ([0-9]+)[,)] ]]; then
             port=${BASH_REMATCH[1]}
             return 0
         fi
