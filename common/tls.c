@@ -6,6 +6,8 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,16 +240,50 @@ static int verify_cb(int ok, X509_STORE_CTX *sc)
     return ok;
 }
 
-/* AES-GCM on AES-NI is several times faster than ChaCha20; without AES
- * instructions it is the other way round. The server's preference decides,
- * so the receiving CPU picks (both are offered either way). */
+/* Nanoseconds to seal 256 KiB in 16 KiB records with c (the second of two
+ * tries: the first pays for lazy initialisation). */
+static uint64_t aead_ns(const EVP_CIPHER *c)
+{
+    static const unsigned char key[32], iv[12], in[16384];
+    static unsigned char out[16384 + 64];
+    uint64_t best = UINT64_MAX;
+    for (int k = 0; k < 2; k++) {
+        EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
+        struct timespec t0, t1;
+        int len = 0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        bool ok = x && EVP_EncryptInit_ex(x, c, NULL, key, iv) == 1;
+        for (int i = 0; ok && i < 16; i++)
+            ok = EVP_EncryptUpdate(x, out, &len, in, (int)sizeof(in)) == 1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        EVP_CIPHER_CTX_free(x);
+        uint64_t ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000ull + (uint64_t)(t1.tv_nsec - t0.tv_nsec);
+        if (ok && ns < best)
+            best = ns;
+    }
+    return best;
+}
+
+static const char *preferred_suites;
+
+/* AES-GCM on AES-NI is several times faster than ChaCha20-Poly1305, and
+ * without AES instructions it is the other way round; so is it where AES is
+ * emulated (QEMU's TCG: 26 against 184 MB/s). Both are measured once, on
+ * this CPU, and the faster goes first; the server's preference decides, so
+ * the receiving CPU picks (both are offered either way). */
+static void pick_suites(void)
+{
+    bool chacha = aead_ns(EVP_chacha20_poly1305()) < aead_ns(EVP_aes_128_gcm());
+    preferred_suites = chacha
+        ? "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384"
+        : "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+}
+
 static const char *ciphersuites(void)
 {
-#if defined(__x86_64__) || defined(__i386__)
-    if (!__builtin_cpu_supports("aes"))
-        return "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384";
-#endif
-    return "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+    static pthread_once_t picked = PTHREAD_ONCE_INIT;
+    pthread_once(&picked, pick_suites);
+    return preferred_suites;
 }
 
 static bool ctx_policy(SSL_CTX *ctx)
