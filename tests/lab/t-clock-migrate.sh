@@ -76,7 +76,12 @@ sleep 3
 lab_console b "echo tsc > \$cs/current_clocksource; echo FERRY-CS2 \$(cat \$cs/current_clocksource)"
 wait_for 60 "$work/con-b" '^FERRY-CS2' || lab_die "the guest does not answer on B"
 cs2=$(grep -m1 '^FERRY-CS2' "$work/con-b" | tr -d '\r')
-[ "$cs2" = "FERRY-CS2 tsc" ] || lab_fail "the guest did not switch to the TSC clocksource: '$cs2'"
+if [ "$cs2" != "FERRY-CS2 tsc" ]; then
+    lab_console b 'dmesg | grep -iE "tsc|clocksource|watchdog" | tail -n 6 | sed "s/^/FERRY-DMESG2 /"; echo FERRY-DMESG2-END'
+    wait_for 30 "$work/con-b" '^FERRY-DMESG2-END' || true
+    grep '^FERRY-DMESG2 ' "$work/con-b" | tr -d '\r' | sed 's/^FERRY-DMESG2/clock-migrate: guest dmesg:/'
+    lab_fail "the guest did not switch to the TSC clocksource: '$cs2'"
+fi
 sleep 3
 lab_hop b c hostA 10.99.0.1
 kill -0 "$wpid" 2>/dev/null || lab_die "the clock watcher's connection ended at B -> A"

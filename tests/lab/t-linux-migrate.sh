@@ -169,11 +169,12 @@ has_line() {    # has_line NAME LINE: NAME's console showed LINE
     return 1
 }
 port=""
+listen_re='waiting for an incoming migration .*[(]port ([0-9]+)[,)]'
 listening() {   # listening NAME: ferry-vmm NAME --incoming listens; its port in $port
     local l
     [ -e "$work/$1.err" ] || return 1
     while IFS= read -r l; do
-        if [[ $l =~ waiting\ for\ an\ incoming\ migration\ .*\(port\ ([0-9]+)[,)] ]]; then
+        if [[ $l =~ $listen_re ]]; then
             port=${BASH_REMATCH[1]}
             return 0
         fi

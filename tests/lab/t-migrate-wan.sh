@@ -40,19 +40,21 @@ lab_hop_args=(--compress off)
 results=()
 # wan_hop SRC DST HOST IP DELAY_MS: shape, measure iperf3, migrate, check.
 wan_hop() {
-    local src=$1 dst=$2 host=$3 ip=$4 delay=$5 ref out mig_mbps rtt note t0
+    local src=$1 dst=$2 host=$3 ip=$4 delay=$5 ref out mig_mbps rtt note t_src
     "$topo" netem both "${delay}ms" "$rate" > /dev/null
     ref=$("$topo" iperf 8 | sed -nE 's/^migration network: ([0-9.]+) Mbit\/s.*/\1/p')
     [ -n "$ref" ] || lab_die "iperf3 over the shaped path gave no rate"
-    t0=$(last_tick "$src")
     lab_hop "$src" "$dst" "$host" "$ip"
+    t_src=$(last_tick "$src")
     out=$work/mig-$src$dst.out
     [ "$(jq -r .verify_result "$out")" = match ] || lab_fail "$src -> $dst: verify_result $(jq -r .verify_result "$out")"
     mig_mbps=$(jq -r .throughput_mbps "$out")     # page data per second of the last long round: round 0
     rtt=$(jq -r .rtt_ms "$out")
     note=$(jq -r '.tcp_window // ""' "$out")
     awk "BEGIN{exit !($rtt >= $((2 * delay)) * 0.9)}" || lab_fail "$src -> $dst: the source measured an RTT of $rtt ms on a $((2 * delay)) ms path"
-    wait_for 30 "$work/con-$dst" "^TICK $((t0 + 5))\$" || lab_die "the guest's ticks did not go on on $dst (last before: $t0)"
+    # (console lines end in \r\n)
+    wait_for 30 "$work/con-$dst" "^TICK $((t_src + 5))([^0-9]|$)" ||
+        lab_die "the guest's ticks did not go on on $dst (the last on $src: $t_src)"
     grep -aq 'FERRY-READY' "$work/con-$dst" && lab_fail "the guest restarted on $dst"
     results+=("$((2 * delay)) ms RTT, $rate: iperf3 $ref Mbit/s, migration $(printf %.0f "$mig_mbps") Mbit/s of pages in round 0 ($(awk "BEGIN{printf \"%.2f\", $mig_mbps / $ref}")x), downtime $(jq -r .downtime_ms "$out") ms, total $(jq -r .total_ms "$out") ms, rtt seen $rtt ms${note:+; window: $note}")
 }
