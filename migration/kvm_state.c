@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/ioctl.h>
 
 #include "migration/kvm_state.h"
@@ -81,6 +82,12 @@ int vcpu_state_get(int fd, const struct msr_list *l, struct vcpu_kvm_state *s,
  * before XSAVE; events and MP state last so nothing overwrites them. */
 int vcpu_state_set(int fd, const struct vcpu_kvm_state *s, char *err, size_t errlen)
 {
+    return vcpu_state_set_moved(fd, s, 0, 0, err, errlen);
+}
+
+int vcpu_state_set_moved(int fd, const struct vcpu_kvm_state *s, uint64_t since_realtime, uint32_t khz,
+                         char *err, size_t errlen)
+{
     TRY(fd, KVM_SET_SREGS, &s->sregs, "KVM_SET_SREGS");
     TRY(fd, KVM_SET_REGS, &s->regs, "KVM_SET_REGS");
     if (s->xcrs.nr_xcrs)  /* none on CPUs without XSAVE, where KVM refuses the call */
@@ -89,6 +96,16 @@ int vcpu_state_set(int fd, const struct vcpu_kvm_state *s, char *err, size_t err
     struct kvm_msr_entry msrs[KVM_STATE_MAX_MSRS];
     uint32_t n = s->nmsrs < KVM_STATE_MAX_MSRS ? s->nmsrs : KVM_STATE_MAX_MSRS;
     memcpy(msrs, s->msrs, n * sizeof(msrs[0]));
+    if (since_realtime) {
+        /* the time in flight read just before the TSC is written: each
+         * ioctl between the two would leave the TSC that much behind kvmclock */
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        uint64_t ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+        for (uint32_t i = 0; i < n && ns > since_realtime; i++)
+            if (msrs[i].index == MSR_IA32_TSC)
+                msrs[i].data = tsc_advance(msrs[i].data, ns - since_realtime, khz);
+    }
     if (msrs_io(fd, KVM_SET_MSRS, msrs, n, "KVM_SET_MSRS", err, errlen) < 0)
         return -1;
     TRY(fd, KVM_SET_LAPIC, &s->lapic, "KVM_SET_LAPIC");
@@ -147,13 +164,6 @@ int vm_state_set(int fd, const struct vm_kvm_state *s, char *err, size_t errlen)
     }
     TRY(fd, KVM_SET_CLOCK, &c, "KVM_SET_CLOCK");
     return 0;
-}
-
-uint64_t clock_in_flight_ns(const struct kvm_clock_data *saved, uint64_t now_ns)
-{
-    if (!(saved->flags & KVM_CLOCK_REALTIME) || now_ns < saved->realtime)
-        return 0;
-    return now_ns - saved->realtime;
 }
 
 uint64_t tsc_advance(uint64_t tsc, uint64_t ns, uint32_t khz)

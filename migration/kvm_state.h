@@ -47,6 +47,10 @@ int msr_list_build(int kvm_fd, int vcpu_fd, struct msr_list *l, char *err, size_
 int vcpu_state_get(int vcpu_fd, const struct msr_list *l, struct vcpu_kvm_state *s,
                    char *err, size_t errlen);
 int vcpu_state_set(int vcpu_fd, const struct vcpu_kvm_state *s, char *err, size_t errlen);
+/* The same, with the TSC moved on by the wall time since since_realtime (ns,
+ * CLOCK_REALTIME; 0: as saved) at khz, measured just before it is written. */
+int vcpu_state_set_moved(int fd, const struct vcpu_kvm_state *s, uint64_t since_realtime, uint32_t khz,
+                         char *err, size_t errlen);
 int vm_state_get(int vm_fd, int vcpu0_fd, struct vm_kvm_state *s, char *err, size_t errlen);
 int vm_state_set(int vm_fd, const struct vm_kvm_state *s, char *err, size_t errlen);
 
@@ -57,12 +61,13 @@ int vm_state_set(int vm_fd, const struct vm_kvm_state *s, char *err, size_t errl
  * falls behind by every pause and its deadline timers drift from kvmclock.
  * The TSC is restored as an absolute value, so hosts whose TSCs differ (other
  * boot times, other offsets) need nothing more; a different TSC frequency is
- * set with KVM_SET_TSC_KHZ (vcpu_tsc_khz_set), which needs TSC scaling. */
-
-/* Nanoseconds between the source's save and now_ns (CLOCK_REALTIME here);
- * 0 when the source sent no wall-clock time or the hosts' clocks disagree so
- * far that the result would be negative. */
-uint64_t clock_in_flight_ns(const struct kvm_clock_data *saved, uint64_t now_ns);
+ * set with KVM_SET_TSC_KHZ (vcpu_tsc_khz_set), which needs TSC scaling.
+ * Both ends take the TSC at kvmclock's instant: the source moves each saved
+ * TSC on to the moment it read kvmclock (sections_save), the destination
+ * measures the time in flight just before it writes the TSC
+ * (vcpu_state_set_moved): each ioctl's worth of difference would otherwise
+ * put TSC and kvmclock apart, and Linux's clocksource watchdog marks the TSC
+ * unstable at a fraction of a millisecond. */
 /* The TSC value `ns` nanoseconds after `tsc` at `khz` kHz. */
 uint64_t tsc_advance(uint64_t tsc, uint64_t ns, uint32_t khz);
 /* Moves the MSR_IA32_TSC entry of `s` on by `ns` at `khz` (no-op without one). */

@@ -130,33 +130,56 @@ static const struct vmstate_field vm_fields[] = {
 };
 const struct vmstate_desc vmstate_vm = { "vm", 3, 1, vm_fields, sizeof(struct vm_kvm_state) };
 
+static uint64_t realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 int sections_save(struct vm *vm, struct buf *out, char *err, size_t errlen)
 {
+    /* The vCPUs first, then kvmclock, and each TSC moved on to the clock's
+     * instant: the destination advances both from that one instant, and a
+     * TSC read earlier than kvmclock by the ioctls between them (0.65 ms in
+     * the loaded lab) would put the guest's TSC and kvmclock that far apart,
+     * which Linux's clocksource watchdog calls an unstable TSC. */
+    struct cpu_section *cs = calloc((size_t)vm->ncpus, sizeof(*cs));
+    uint64_t *t_read = calloc((size_t)vm->ncpus, sizeof(*t_read));
     struct vm_kvm_state vs;
-    if (vm_state_get(vm->fd, vm->vcpus[0].fd, &vs, err, errlen) < 0)
-        return -1;
-    if (vmstate_save(&vmstate_vm, &vs, out) < 0)
-        goto nomem;
-    struct cpu_section *cs = malloc(sizeof(*cs));
-    if (!cs)
+    int rc = -1;
+    if (!cs || !t_read)
         goto nomem;
     for (int i = 0; i < vm->ncpus; i++) {
-        cs->id = (uint32_t)i;
-        if (vcpu_state_get(vm->vcpus[i].fd, &vm->msrs, &cs->s, err, errlen) < 0) {
-            free(cs);
-            return -1;
-        }
-        if (vmstate_save(&vmstate_cpu, cs, out) < 0) {
-            free(cs);
-            goto nomem;
-        }
+        cs[i].id = (uint32_t)i;
+        if (vcpu_state_get(vm->vcpus[i].fd, &vm->msrs, &cs[i].s, err, errlen) < 0)
+            goto out;
+        t_read[i] = realtime_ns();   /* the MSRs are the last thing vcpu_state_get reads */
     }
+    if (vm_state_get(vm->fd, vm->vcpus[0].fd, &vs, err, errlen) < 0)
+        goto out;
+    for (int i = 0; i < vm->ncpus; i++)
+        if ((vs.clock.flags & KVM_CLOCK_REALTIME) && vs.clock.realtime > t_read[i])
+            vcpu_state_advance_tsc(&cs[i].s, vs.clock.realtime - t_read[i], vs.tsc_khz);
+    if (vmstate_save(&vmstate_vm, &vs, out) < 0)
+        goto nomem;
+    for (int i = 0; i < vm->ncpus; i++)
+        if (vmstate_save(&vmstate_cpu, &cs[i], out) < 0)
+            goto nomem;
+    rc = 0;
+    goto out;
+nomem:
+    snprintf(err, errlen, "cannot encode VM state: out of memory");
+out:
     free(cs);
+    free(t_read);
+    if (rc < 0)
+        return -1;
     for (int i = 0; i < vm->nmig_devs; i++) {
         const struct mig_device *d = &vm->mig_devs[i];
         void *st = calloc(1, d->state_size);
         if (!st)
-            goto nomem;
+            goto dev_nomem;
         int r = d->save(d->opaque, st, err, errlen);
         if (r == 0 && vmstate_save(d->desc, st, out) < 0) {
             snprintf(err, errlen, "cannot encode state section '%s'", d->desc->name);
@@ -167,7 +190,7 @@ int sections_save(struct vm *vm, struct buf *out, char *err, size_t errlen)
             return -1;
     }
     return 0;
-nomem:
+dev_nomem:
     snprintf(err, errlen, "cannot encode VM state: out of memory");
     return -1;
 }
@@ -260,26 +283,15 @@ out:
  * vm_state_set moves on by the same time (see migration/kvm_state.h). */
 static int cpus_apply(struct vm *vm, const struct staged_state *st, char *err, size_t errlen)
 {
-    struct vcpu_kvm_state *s = malloc(sizeof(*s));
-    if (!s) {
-        snprintf(err, errlen, "cannot restore vCPU state: out of memory");
-        return -1;
-    }
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    uint64_t flight = clock_in_flight_ns(&st->vm.clock, (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec);
-    int rc = 0;
-    for (int i = 0; i < vm->ncpus && rc == 0; i++) {
+    /* 0 (no move) when the source sent no wall time, or the clocks disagree */
+    uint64_t since = (st->vm.clock.flags & KVM_CLOCK_REALTIME) ? st->vm.clock.realtime : 0;
+    for (int i = 0; i < vm->ncpus; i++) {
         int fd = vm->vcpus[i].fd;
-        rc = vcpu_tsc_khz_set(fd, st->vm.tsc_khz, err, errlen);
-        if (rc == 0) {
-            *s = st->cpu[i].s;
-            vcpu_state_advance_tsc(s, flight, vcpu_tsc_khz(fd));   /* the rate just set */
-            rc = vcpu_state_set(fd, s, err, errlen);
-        }
+        if (vcpu_tsc_khz_set(fd, st->vm.tsc_khz, err, errlen) < 0 ||
+            vcpu_state_set_moved(fd, &st->cpu[i].s, since, vcpu_tsc_khz(fd), err, errlen) < 0)   /* the rate just set */
+            return -1;
     }
-    free(s);
-    return rc;
+    return 0;
 }
 
 int sections_apply(struct vm *vm, const struct staged_state *st, char *err, size_t errlen)

@@ -28,16 +28,6 @@ static void test_tsc_advance(void **state)
                      (1ull << 40) + 3600ull * 5000000000ull);
 }
 
-static void test_clock_in_flight(void **state)
-{
-    (void)state;
-    struct kvm_clock_data c = { .clock = 5, .flags = KVM_CLOCK_REALTIME, .realtime = 1000000000ull };
-    assert_int_equal(clock_in_flight_ns(&c, 1250000000ull), 250000000ull);
-    assert_int_equal(clock_in_flight_ns(&c, 999999999ull), 0);  /* destination's clock behind */
-    c.flags = 0;                                                  /* a source without realtime */
-    assert_int_equal(clock_in_flight_ns(&c, 1250000000ull), 0);
-}
-
 static void test_advance_moves_only_tsc(void **state)
 {
     (void)state;
@@ -163,7 +153,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tsc_advance),
-        cmocka_unit_test(test_clock_in_flight),
         cmocka_unit_test(test_advance_moves_only_tsc),
         cmocka_unit_test(test_vm_section_keeps_clock),
         cmocka_unit_test(test_restore_keeps_tsc_deadline),
