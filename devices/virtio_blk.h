@@ -64,6 +64,7 @@ struct disk_id {
 int disk_open(const char *path, bool readonly, struct disk_id *id, char *err, size_t errlen);
 
 struct virtio_blk_req;
+struct blk_move;
 
 struct virtio_blk {
     struct virtio_pci vp;
@@ -84,6 +85,8 @@ struct virtio_blk {
     uint16_t npending;             /* executed, not yet completed (VM paused) */
     struct virtio_blk_req *reqs;   /* the thread's batch */
 
+    struct blk_move *move;         /* the current or last disk move (blk_move.h); set with the
+                                      request thread held */
     struct vmstate_desc section;   /* vmstate_virtio_blk, named after the device */
     uint64_t nreqs, nerrors;       /* statistics */
 };
