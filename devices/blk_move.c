@@ -553,6 +553,21 @@ static int mirror_pass(struct blk_move *m)
     return stopping(m) ? -1 : skipped;
 }
 
+/* fsync the directory holding path (best effort: a crash of ferry-vmm does
+ * not need it, a power loss does). */
+static void sync_dir(const char *path)
+{
+    char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = 0;
+    int dfd = dir ? open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    free(dir);
+}
+
 /* Under hold_device with an empty bitmap: make the new image the disk's. */
 static int do_switch(struct blk_move *m)
 {
@@ -564,15 +579,7 @@ static int do_switch(struct blk_move *m)
     }
     /* the rename is the switch record: make it durable before the guest's
      * next write lands only in the new image */
-    char *dir = strdup(m->target), *slash = dir ? strrchr(dir, '/') : NULL;
-    if (slash)
-        *(slash == dir ? slash + 1 : slash) = 0;
-    int dfd = dir ? open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    free(dir);
+    sync_dir(m->target);
     char *path = realpath(m->target, NULL);
     if (!path)
         path = strdup(m->target);
@@ -642,6 +649,7 @@ static int run(struct blk_move *m)
             set_error(m, "cannot sync %s: %s", m->partial, strerror(errno));
             return -1;
         }
+        sync_dir(m->target);   /* commit what is pending now, not with the device held */
         if (stopping(m))
             return -1;
         hold_device(b);
