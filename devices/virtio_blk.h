@@ -16,7 +16,12 @@
  * "disks" (size + content fingerprint) make sure it is the same file: a size
  * mismatch refuses the VM at once; a fingerprint mismatch may be the guest
  * writing the disk meanwhile, so it is checked again against the fingerprint
- * the source takes at the switchover (disk quiet) and refused then. */
+ * the source takes at the switchover (disk quiet) and refused then.
+ *
+ * Disk move (blk_move.h): while a move runs, the request thread tells it
+ * about every write (dirty bitmap, or a mirror write to the new image before
+ * the request completes); the move swaps fd and path with the thread held
+ * between two batches (vp.lock, !busy). */
 #ifndef FERRY_VIRTIO_BLK_H
 #define FERRY_VIRTIO_BLK_H
 
