@@ -274,16 +274,15 @@ static int next_chunk(struct blk_move *m, struct gen *g, uint64_t *off, size_t *
     if (g->off >= g->end) {
         if (g->end >= m->size)
             return 0;
-        off_t d = lseek(m->src_fd, (off_t)g->end, SEEK_DATA);
+        off_t d = lseek(m->src_fd, (off_t)g->end, SEEK_DATA), h;
         if (d < 0 && errno == ENXIO)
             return 0;
-        if (d < 0) {
-            set_error(m, "cannot look for data in %s: %s", m->source, strerror(errno));
-            return -1;
-        }
-        off_t h = lseek(m->src_fd, d, SEEK_HOLE);
-        if (h < 0)
+        if (d < 0) {   /* no SEEK_DATA here (a block device): all of it is data */
+            d = (off_t)g->end;
             h = (off_t)m->size;
+        } else if ((h = lseek(m->src_fd, d, SEEK_HOLE)) < 0) {
+            h = (off_t)m->size;
+        }
         g->off = (uint64_t)d;
         g->end = (uint64_t)h < m->size ? (uint64_t)h : m->size;
         if (g->off >= g->end)
@@ -446,19 +445,25 @@ static int copy_pass(struct blk_move *m, struct gen *g, bool fresh)
 
 /* ---- the device side ----------------------------------------------------- */
 
-/* Run fn with the device's request thread held: vp.lock taken and no batch
- * being executed (the next one starts only after we unlock), so nothing
- * reads b->fd or b->move meanwhile. */
+/* Hold the device's request thread between two batches: no request being
+ * executed, none taken until release_device, so nothing reads b->fd or
+ * b->move meanwhile. vp.lock itself is not kept: the vCPUs' accesses to the
+ * device's registers must not wait for our file system calls. */
 static void hold_device(struct virtio_blk *b)
 {
     pthread_mutex_lock(&b->vp.lock);
+    b->held = true;
     while (b->busy)
         pthread_cond_wait(&b->vp.cond, &b->vp.lock);
+    pthread_mutex_unlock(&b->vp.lock);
 }
 
 static void release_device(struct virtio_blk *b)
 {
+    pthread_mutex_lock(&b->vp.lock);
+    b->held = false;
     pthread_mutex_unlock(&b->vp.lock);
+    io_thread_wake(&b->io);   /* requests kicked meanwhile */
 }
 
 int blk_move_write_begin(struct blk_move *m, uint64_t off, uint64_t len, bool data)

@@ -364,6 +364,12 @@ static bool process(struct virtio_blk *b)
         if (!vm_gate_enter(&b->gate))
             return false;
         pthread_mutex_lock(&vp->lock);
+        if (b->held) {
+            /* a disk move is switching images: its release wakes us */
+            pthread_mutex_unlock(&vp->lock);
+            vm_gate_leave(&b->gate);
+            return true;
+        }
         uint16_t n = take(b);
         bool more = false;
         if (!n)

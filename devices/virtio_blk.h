@@ -87,6 +87,7 @@ struct virtio_blk {
     atomic_bool unflushed;         /* written since the last flush */
     /* under vp.lock */
     bool busy;                     /* the thread executes requests it took */
+    bool held;                     /* a disk move holds the thread: take nothing */
     uint16_t npending;             /* executed, not yet completed (VM paused) */
     struct virtio_blk_req *reqs;   /* the thread's batch */
 
