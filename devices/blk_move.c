@@ -585,6 +585,9 @@ static int do_switch(struct blk_move *m)
     /* the rename is the switch record: make it durable before the guest's
      * next write lands only in the new image */
     sync_dir(m->target);
+    if (m->p.test_switch_ms)   /* tests: a window for kill -9 between the record and the swap */
+        nanosleep(&(struct timespec){ .tv_sec = (time_t)(m->p.test_switch_ms / 1000),
+                                      .tv_nsec = (long)(m->p.test_switch_ms % 1000) * 1000000L }, NULL);
     char *path = realpath(m->target, NULL);
     if (!path)
         path = strdup(m->target);

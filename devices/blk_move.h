@@ -51,6 +51,7 @@ struct blk_move_params {
     bool no_uring;            /* pread/pwrite even when io_uring works (benchmark) */
     uint64_t bandwidth;       /* bytes/s, 0 = no cap */
     uint64_t test_hold_ms;    /* tests: stay in the mirror phase this long */
+    uint64_t test_switch_ms;  /* tests: sleep this long in the switch, after the rename */
 };
 
 struct blk_move_info {

@@ -114,6 +114,7 @@ int cmd_move_disk(void *ctx, json_object *args, json_object *res, char *err, siz
     }
     const struct { const char *k; uint64_t *u; uint64_t max; } nums[] = {
         { "bandwidth_mbps", &p.bandwidth, 10000000 }, { "test_hold_ms", &p.test_hold_ms, 600000 },
+        { "test_switch_ms", &p.test_switch_ms, 60000 },
     };
     for (size_t k = 0; k < sizeof(nums) / sizeof(nums[0]); k++) {
         if (!json_object_object_get_ex(args, nums[k].k, &v))

@@ -7,8 +7,8 @@
 #                         show it, the old image stays consistent, holes stay holes
 #   move-disk.sh cancel   cancel during the copy and during the mirror phase; migrate is
 #                         refused while a move runs
-#   move-disk.sh kill     kill -9 of ferry-vmm during the copy, the mirror phase and after
-#                         the switch: which image is authoritative, and it is consistent
+#   move-disk.sh kill     kill -9 of ferry-vmm during the copy, the mirror phase, the switch
+#                         and after it: which image is authoritative, and it is consistent
 #   move-disk.sh enospc   destination on a full tmpfs: clean abort, VM on the old image
 #   move-disk.sh bad      bad input: no disk, unknown disk, same file, existing target,
 #                         read-only target, a second move
@@ -171,6 +171,17 @@ kill)
     [ -e "$TMP/b2.img" ] && fail "killed in the mirror phase, yet $TMP/b2.img exists"
     check "$TMP/a2.img" "$(last_writes)" "the old image after kill -9 during the mirror phase"
     echo "move-disk kill in mirror: authoritative: the old image (no $TMP/b2.img), consistent"
+    # in the switch, after the rename (the record), before the fd swap: the
+    # guest's requests wait meanwhile
+    start_vm k4 "$TMP/a4.img"
+    req "{\"cmd\":\"move-disk\",\"args\":{\"disk\":\"vda\",\"to\":\"$TMP/b4.img\",\"test_switch_ms\":20000}}" >/dev/null
+    wait_for 20 test -e "$TMP/b4.img" || vfail "no switch: $(mstatus)"
+    phase_is mirror || vfail "not in the switch: $(mstatus)"
+    kill_vm
+    check "$TMP/b4.img" "$(last_writes)" "the new image after kill -9 in the switch"
+    check "$TMP/a4.img" "$(last_writes)" "the old image after kill -9 in the switch"
+    cmp -s "$TMP/a4.img" "$TMP/b4.img" || fail "killed in the switch: the images differ"
+    echo "move-disk kill in switch: authoritative: the new image ($TMP/b4.img exists), identical to the old"
     # after the switch
     start_vm k3 "$TMP/a3.img"
     out=$(ferry vm move-disk vda --to "$TMP/b3.img" --json 2>&1) || vfail "move-disk failed: $out"
