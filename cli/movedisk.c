@@ -52,8 +52,13 @@ static void move_line(json_object *s, int width, char *buf, size_t len)
         bar[n + 1] = ']';
         bar[n + 2] = 0;
     }
-    snprintf(buf, len, "%s %s pass %.0f %s %3.0f%%  %.0f/%.0f MiB  %.0f MiB/s  dirty %.0f  mirrored %.0f  %.1f s",
-             jstr(s, "disk"), ph, jnum(s, "pass"), bar, pct, jnum(s, "bytes_copied") / MIB, total / MIB,
+    /* the bulk pass against the data; what dirty passes copied again after it */
+    double again = jnum(s, "bytes_copied") - pass0;
+    char recopy[48] = "";
+    if (again >= MIB)
+        snprintf(recopy, sizeof(recopy), " +%.0f MiB again", again / MIB);
+    snprintf(buf, len, "%s %s pass %.0f %s %3.0f%%  %.0f/%.0f MiB%s  %.0f MiB/s  dirty %.0f  mirrored %.0f  %.1f s",
+             jstr(s, "disk"), ph, jnum(s, "pass"), bar, pct, pass0 / MIB, total / MIB, recopy,
              jnum(s, "rate_mbps") / 8 * 1e6 / MIB, jnum(s, "dirty_blocks"), jnum(s, "mirrored_writes"),
              jnum(s, "elapsed_ms") / 1000);
     if (width > 0 && strlen(buf) >= (size_t)width)

@@ -613,10 +613,6 @@ static int run(struct blk_move *m)
 {
     struct virtio_blk *b = m->b;
     m->tb_base_ns = now_ns();
-    uint64_t total = data_bytes(m);
-    pthread_mutex_lock(&m->lock);
-    m->total = total;
-    pthread_mutex_unlock(&m->lock);
 
     struct gen g = { .dirty = false };
     if (copy_pass(m, &g, true) < 0)
@@ -835,6 +831,7 @@ int blk_move_start(struct virtio_blk *b, const struct blk_move_params *p, char *
         unlink(m->partial);
         goto fail;
     }
+    m->total = data_bytes(m);   /* a walk over the extents: quick, and the progress needs it */
     m->uring = !p->no_uring && io_uring_queue_init(2 * MOVE_QD, &m->ring, 0) == 0;
     m->phase = MOVE_COPY;
     m->t0_ns = m->rate_t_ns = now_ns();
