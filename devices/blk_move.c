@@ -17,6 +17,7 @@
 #include "vmm/log.h"
 
 #define MIRROR_THRESHOLD (4ull << 20)   /* dirty bytes small enough to finish in the mirror phase */
+#define MIRROR_RUN (256u << 10)          /* mirror-phase copy unit: what a colliding guest write waits for */
 
 enum { MODE_OFF, MODE_TRACK, MODE_MIRROR };
 
@@ -93,7 +94,7 @@ static uint64_t count_dirty(struct blk_move *m)
 
 /* The first dirty block at or after *blk and the run of dirty blocks that
  * follows (up to one chunk): [*lo, *hi). false when none is left. */
-static bool next_run(struct blk_move *m, uint64_t *blk, uint64_t *lo, uint64_t *hi)
+static bool next_run(struct blk_move *m, uint64_t *blk, uint64_t *lo, uint64_t *hi, uint64_t max)
 {
     uint64_t i = *blk;
     while (i < m->nblocks) {
@@ -110,7 +111,7 @@ static bool next_run(struct blk_move *m, uint64_t *blk, uint64_t *lo, uint64_t *
         return false;
     }
     uint64_t j = i + 1;
-    while (j < m->nblocks && j - i < MOVE_CHUNK / MOVE_BLOCK && test_bit(m, j))
+    while (j < m->nblocks && j - i < max && test_bit(m, j))
         j++;
     *lo = i;
     *hi = j;
@@ -263,7 +264,7 @@ static int next_chunk(struct blk_move *m, struct gen *g, uint64_t *off, size_t *
 {
     if (g->dirty) {
         uint64_t lo, hi;
-        if (!next_run(m, &g->blk, &lo, &hi))
+        if (!next_run(m, &g->blk, &lo, &hi, MOVE_CHUNK / MOVE_BLOCK))
             return 0;
         clear(m, lo, hi);
         *off = lo * MOVE_BLOCK;
@@ -472,10 +473,12 @@ int blk_move_write_begin(struct blk_move *m, uint64_t off, uint64_t len, bool da
         return -1;
     uint64_t lo = off / MOVE_BLOCK, hi = (off + len - 1) / MOVE_BLOCK + 1;
     pthread_mutex_lock(&m->lock);
-    /* the copier may be writing older data over these blocks right now:
-     * have it copy them again afterwards */
-    if (lo < m->copy_hi && m->copy_lo < hi)
-        mark(m, lo, hi);
+    /* The copier may be copying older data of these blocks right now: wait
+     * for that one copy (at most MIRROR_RUN bytes), so that our write lands
+     * on the new image after it. Marking the blocks for another copy instead
+     * would never converge under a guest that keeps rewriting them. */
+    while (lo < m->copy_hi && m->copy_lo < hi)
+        pthread_cond_wait(&m->cond, &m->lock);
     m->wr_lo = lo;
     m->wr_hi = hi;
     pthread_mutex_unlock(&m->lock);
@@ -497,6 +500,7 @@ void blk_move_write_end(struct blk_move *m, uint64_t off, uint64_t len, int mirr
     }
     pthread_mutex_lock(&m->lock);
     m->wr_lo = m->wr_hi = 0;
+    pthread_cond_broadcast(&m->cond);   /* the copier may wait for this write */
     m->mirrored++;
     if (!src_ok)   /* the source may hold part of it: not mirrored, so copy it again */
         mark(m, lo, hi);
@@ -524,38 +528,40 @@ void blk_move_flush(struct blk_move *m)
 
 /* ---- mirror phase -------------------------------------------------------- */
 
-/* Copy the dirty blocks with the guest mirroring: a run the guest is
- * writing right now is left for the next scan. Returns the runs skipped,
- * or -1. */
+/* Copy the dirty blocks with the guest mirroring. The run being copied and
+ * the guest's mirrored write in flight exclude each other: the copier waits
+ * for a write to the run to finish before it reads, a guest write to the run
+ * waits for the copy (blk_move_write_begin; at most MIRROR_RUN bytes, from
+ * the page cache mostly). So each dirty block is copied once and the phase
+ * converges whatever the guest does. 0, or -1. */
 static int mirror_pass(struct blk_move *m)
 {
     uint64_t blk = 0, lo, hi;
-    int skipped = 0;
-    while (!stopping(m) && next_run(m, &blk, &lo, &hi)) {
+    while (!stopping(m) && next_run(m, &blk, &lo, &hi, MIRROR_RUN / MOVE_BLOCK)) {
+        uint64_t off = lo * MOVE_BLOCK, end = hi * MOVE_BLOCK < m->size ? hi * MOVE_BLOCK : m->size;
+        size_t len = (size_t)(end - off);
+        if (!throttle(m, len))   /* before taking the run: the guest must not wait for the cap */
+            return -1;
         pthread_mutex_lock(&m->lock);
-        if (lo < m->wr_hi && m->wr_lo < hi) {
-            pthread_mutex_unlock(&m->lock);
-            skipped++;
-            continue;
-        }
+        while (lo < m->wr_hi && m->wr_lo < hi)
+            pthread_cond_wait(&m->cond, &m->lock);
         m->copy_lo = lo;
         m->copy_hi = hi;
         clear(m, lo, hi);
         pthread_mutex_unlock(&m->lock);
-        uint64_t off = lo * MOVE_BLOCK, end = hi * MOVE_BLOCK < m->size ? hi * MOVE_BLOCK : m->size;
-        size_t len = (size_t)(end - off);
-        int r = throttle(m, len) ? 0 : -1;
-        if (!r && (r = io_full(m->src_fd, m->bufs, len, off, false)) < 0)
+        int r = io_full(m->src_fd, m->bufs, len, off, false);
+        if (r < 0)
             set_error(m, "cannot read %s: %s", m->source, strerror(errno));
-        if (!r)
+        else
             r = put_chunk(m, m->bufs, off, len, false);
         pthread_mutex_lock(&m->lock);
         m->copy_lo = m->copy_hi = 0;
+        pthread_cond_broadcast(&m->cond);   /* a guest write waiting for this run */
         pthread_mutex_unlock(&m->lock);
         if (r < 0)
             return -1;
     }
-    return stopping(m) ? -1 : skipped;
+    return stopping(m) ? -1 : 0;
 }
 
 /* fsync the directory holding path (best effort: a crash of ferry-vmm does
@@ -639,11 +645,10 @@ static int run(struct blk_move *m)
     pthread_mutex_unlock(&m->lock);
     uint64_t hold_until = now_ns() + m->p.test_hold_ms * 1000000ull;
     for (;;) {
-        int skipped = mirror_pass(m);
-        if (skipped < 0)
+        if (mirror_pass(m) < 0)
             return -1;
-        if (skipped || now_ns() < hold_until) {
-            if (!sleep_until(m, now_ns() + (skipped ? 100000ull : 10000000ull)))
+        if (now_ns() < hold_until) {
+            if (!sleep_until(m, now_ns() + 10000000ull))
                 return -1;
             continue;
         }

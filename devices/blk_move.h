@@ -11,7 +11,8 @@
  *            until few are left (or MOVE_MAX_PASSES).
  *   mirror   every guest write goes to both images before it completes, so
  *            the dirty set only shrinks; the remaining dirty blocks are
- *            copied, the new image is synced.
+ *            copied (a guest write and the copy of the same 256 KiB run
+ *            exclude each other), the new image is synced.
  *   switch   with the device's request thread held (vp.lock, no batch being
  *            executed, bitmap empty) the partial file is renamed to TARGET
  *            and the device's fd and path are swapped: no request is lost or
