@@ -5,8 +5,8 @@
 #   move-disk.sh live     move (bandwidth-capped), then again with --delete-source: every
 #                         block reads back from the new image, the VM's fd and status
 #                         show it, the old image stays consistent, holes stay holes
-#   move-disk.sh cancel   cancel during the copy and during the mirror phase; migrate is
-#                         refused while a move runs
+#   move-disk.sh cancel   cancel during the copy and during the mirror phase, quit during
+#                         the copy; migrate is refused while a move runs
 #   move-disk.sh kill     kill -9 of ferry-vmm during the copy, the mirror phase, the switch
 #                         and after it: which image is authoritative, and it is consistent
 #   move-disk.sh enospc   destination on a full tmpfs: clean abort, VM on the old image
@@ -148,8 +148,13 @@ cancel)
     [ -e "$TMP/b.img" ] || [ -e "$TMP/b.img.ferry-partial" ] && vfail "cancel left the new image behind"
     expect_on "$TMP/a.img"
     out=$(ferry vm move-disk-cancel 2>&1) && vfail "a second cancel succeeded: $out"
+    # the VM quits in the middle of a move: as a cancel
+    req "{\"cmd\":\"move-disk\",\"args\":{\"disk\":\"vda\",\"to\":\"$TMP/b.img\",\"bandwidth_mbps\":80}}" >/dev/null
+    wait_for 10 copied_some || vfail "the copy does not start: $(mstatus)"
     quit_vm
-    check "$TMP/a.img" "$(last_writes)" "the old image after two cancels"
+    [ -e "$TMP/b.img" ] || [ -e "$TMP/b.img.ferry-partial" ] && vfail "quit during a move left the new image behind"
+    expect_line "$ERR" "move to .* cancelled; the disk stays on $TMP/a.img"
+    check "$TMP/a.img" "$(last_writes)" "the old image after two cancels and a quit"
     echo "move-disk cancel: authoritative image: the old one ($TMP/a.img), all $BLOCKS blocks valid"
     ;;
 kill)
