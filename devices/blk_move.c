@@ -40,6 +40,8 @@ struct blk_move {
 
     pthread_mutex_t lock;        /* everything below */
     pthread_cond_t cond;         /* cancel wakes sleeps */
+    pthread_cond_t range_cond;   /* the copy run and a mirrored write waiting for each other */
+    int range_waiters;           /* signal range_cond only when someone waits: per guest write */
     uint64_t copy_lo, copy_hi;   /* blocks [lo, hi) the copier copies in the mirror phase */
     uint64_t wr_lo, wr_hi;       /* blocks of the guest's mirrored write in flight */
     int mirror_err;              /* first error of a mirrored write or flush */
@@ -477,8 +479,11 @@ int blk_move_write_begin(struct blk_move *m, uint64_t off, uint64_t len, bool da
      * for that one copy (at most MIRROR_RUN bytes), so that our write lands
      * on the new image after it. Marking the blocks for another copy instead
      * would never converge under a guest that keeps rewriting them. */
-    while (lo < m->copy_hi && m->copy_lo < hi)
-        pthread_cond_wait(&m->cond, &m->lock);
+    while (lo < m->copy_hi && m->copy_lo < hi) {
+        m->range_waiters++;
+        pthread_cond_wait(&m->range_cond, &m->lock);
+        m->range_waiters--;
+    }
     m->wr_lo = lo;
     m->wr_hi = hi;
     pthread_mutex_unlock(&m->lock);
@@ -500,7 +505,8 @@ void blk_move_write_end(struct blk_move *m, uint64_t off, uint64_t len, int mirr
     }
     pthread_mutex_lock(&m->lock);
     m->wr_lo = m->wr_hi = 0;
-    pthread_cond_broadcast(&m->cond);   /* the copier may wait for this write */
+    if (m->range_waiters)   /* the copier waits for this write */
+        pthread_cond_broadcast(&m->range_cond);
     m->mirrored++;
     if (!src_ok)   /* the source may hold part of it: not mirrored, so copy it again */
         mark(m, lo, hi);
@@ -543,8 +549,11 @@ static int mirror_pass(struct blk_move *m)
         if (!throttle(m, len))   /* before taking the run: the guest must not wait for the cap */
             return -1;
         pthread_mutex_lock(&m->lock);
-        while (lo < m->wr_hi && m->wr_lo < hi)
-            pthread_cond_wait(&m->cond, &m->lock);
+        while (lo < m->wr_hi && m->wr_lo < hi) {
+            m->range_waiters++;
+            pthread_cond_wait(&m->range_cond, &m->lock);
+            m->range_waiters--;
+        }
         m->copy_lo = lo;
         m->copy_hi = hi;
         clear(m, lo, hi);
@@ -556,7 +565,8 @@ static int mirror_pass(struct blk_move *m)
             r = put_chunk(m, m->bufs, off, len, false);
         pthread_mutex_lock(&m->lock);
         m->copy_lo = m->copy_hi = 0;
-        pthread_cond_broadcast(&m->cond);   /* a guest write waiting for this run */
+        if (m->range_waiters)   /* a guest write waits for this run */
+            pthread_cond_broadcast(&m->range_cond);
         pthread_mutex_unlock(&m->lock);
         if (r < 0)
             return -1;
@@ -744,6 +754,7 @@ static void move_free(struct blk_move *m)
     free(m->bufs);
     pthread_mutex_destroy(&m->lock);
     pthread_cond_destroy(&m->cond);
+    pthread_cond_destroy(&m->range_cond);
     free(m);
 }
 
@@ -802,6 +813,7 @@ int blk_move_start(struct virtio_blk *b, const struct blk_move_params *p, char *
     m->src_fd = m->dst_fd = -1;
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->cond, NULL);
+    pthread_cond_init(&m->range_cond, NULL);
     m->size = b->id.size;
     m->nblocks = (m->size + MOVE_BLOCK - 1) / MOVE_BLOCK;
     m->nwords = (m->nblocks + 63) / 64;
