@@ -172,7 +172,7 @@ static int rw_full(int fd, struct iovec *iov, int cnt, uint64_t off, bool write)
     return 0;
 }
 
-/* *doff, *dlen: the range it changed (0 bytes when none), for a disk move. */
+/* *moff, *mlen: the range it changed (0 bytes when none), for a disk move. */
 static uint8_t do_discard(struct virtio_blk *b, const struct virtq_elem *e, bool zeroes, uint64_t *moff,
                           uint64_t *mlen)
 {
