@@ -29,6 +29,16 @@ int cli_open(struct cli_conn *c, const char *sock);
 int cmd_migrate(struct cli_conn *c, const struct migrate_opts *o);
 int cmd_migrate_cancel(struct cli_conn *c);
 
+/* movedisk.c: vm move-disk DISK --to PATH, move-disk-status, move-disk-cancel */
+struct move_opts {
+    const char *to;
+    long long bandwidth_mbps;         /* -1: no cap */
+    bool force, delete_source, json;
+};
+int cmd_move_disk(struct cli_conn *c, const char *disk, const struct move_opts *o);
+int cmd_move_disk_status(struct cli_conn *c, const char *disk, bool json);
+int cmd_move_disk_cancel(struct cli_conn *c, const char *disk);
+
 /* shutdown.c: power button, then `quit` after timeout_s */
 int cmd_shutdown(struct cli_conn *c, long long timeout_s);
 

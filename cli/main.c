@@ -48,6 +48,17 @@ static const char usage_text[] =
     "                              Ctrl-C cancels the migration (the VM keeps running here)\n"
     "  vm migrate-status [--json]  progress or outcome of the current or last migration\n"
     "  vm migrate-cancel           stop the migration in progress and wait for the outcome\n"
+    "  vm move-disk DISK --to PATH [options]\n"
+    "                              move a running VM's disk (vda, vdb, ... or its index) to a\n"
+    "                              new image at PATH, live; show the progress\n"
+    "      --bandwidth-mbps N      copy at most N Mbit/s (default: no cap)\n"
+    "      --delete-source         delete the old image after the switch\n"
+    "      --force                 replace an existing PATH\n"
+    "      --json                  print the final move-disk-status as one JSON line\n"
+    "                              Ctrl-C cancels the move (the VM stays on the old image)\n"
+    "  vm move-disk-status [DISK] [--json]\n"
+    "                              progress or outcome of the current or last disk move\n"
+    "  vm move-disk-cancel [DISK]  stop the disk move and wait for the outcome\n"
     "  vm cmd 'JSON'               send one raw request line, print the reply line\n"
     "\n"
     "Credentials:\n"
@@ -166,7 +177,7 @@ static int raw_cmd(struct cli_conn *c, const char *line)
 }
 
 enum { O_TIMEOUT = 255, O_TO, O_DOWNTIME, O_BW, O_MAXTIME, O_MAXROUNDS, O_FORCE, O_NOVERIFY, O_JSON, O_KEEP,
-       O_STREAMS, O_VIA, O_COMPRESS, O_VERIFY };
+       O_STREAMS, O_VIA, O_COMPRESS, O_VERIFY, O_DELSRC };
 
 int main(int argc, char **argv)
 {
@@ -180,6 +191,7 @@ int main(int argc, char **argv)
         { "keep-source", no_argument, NULL, O_KEEP }, { "streams", required_argument, NULL, O_STREAMS },
         { "via", required_argument, NULL, O_VIA }, { "compress", required_argument, NULL, O_COMPRESS },
         { "verify", required_argument, NULL, O_VERIFY },
+        { "delete-source", no_argument, NULL, O_DELSRC },
         { "timeout", required_argument, NULL, O_TIMEOUT }, { 0 },
     };
     if (argc > 1 && !strcmp(argv[1], "tls"))   /* no socket, options of its own */
@@ -188,8 +200,8 @@ int main(int argc, char **argv)
     struct migrate_opts mo = { .downtime_ms = -1, .bandwidth_mbps = -1, .max_time_s = -1, .max_rounds = -1,
                                .streams = -1 };
     long long timeout_s = -1;
-    bool help = false, migrate_opt = false;
-    char first_migrate_opt[32] = "";
+    bool help = false, migrate_opt = false, delete_source = false;
+    char first_migrate_opt[32] = "", first_nonmove_opt[32] = "";
     int c, li = -1;
     char optname[32];
     opterr = 0;
@@ -205,6 +217,7 @@ int main(int argc, char **argv)
         case 'S': sock = optarg; break;
         case 'h': help = true; break;
         case O_JSON: mo.json = true; break;
+        case O_DELSRC: delete_source = true; break;
         case O_TIMEOUT:
             if (parse_num(name, optarg, &timeout_s))
                 return EXIT_USAGE;
@@ -221,6 +234,9 @@ int main(int argc, char **argv)
             if (!migrate_opt)
                 snprintf(first_migrate_opt, sizeof(first_migrate_opt), "%s", name);
             migrate_opt = true;
+            /* --to, --bandwidth-mbps and --force are move-disk's too */
+            if (c != O_TO && c != O_BW && c != O_FORCE && !first_nonmove_opt[0])
+                snprintf(first_nonmove_opt, sizeof(first_nonmove_opt), "%s", name);
             long long *num = c == O_DOWNTIME ? &mo.downtime_ms : c == O_BW ? &mo.bandwidth_mbps
                            : c == O_MAXTIME ? &mo.max_time_s : c == O_MAXROUNDS ? &mo.max_rounds
                            : c == O_STREAMS ? &mo.streams : NULL;
@@ -249,21 +265,36 @@ int main(int argc, char **argv)
         return usage_error("unknown command '%s'", w[0]);
     const char *sub = w[1];
     static const char *known[] = { "status", "pause", "resume", "quit", "shutdown", "migrate",
-                                   "migrate-status", "migrate-cancel", "cmd", NULL };
+                                   "migrate-status", "migrate-cancel", "cmd", "move-disk",
+                                   "move-disk-status", "move-disk-cancel", NULL };
     int k = 0;
     while (known[k] && strcmp(known[k], sub))
         k++;
     if (!known[k])
         return usage_error("unknown command 'vm %s'", sub);
     bool is_cmd = !strcmp(sub, "cmd");
-    if (nw != (is_cmd ? 3 : 2))
+    bool is_move = !strcmp(sub, "move-disk"), move_other = !strncmp(sub, "move-disk-", 10);
+    if (is_move && nw != 3)
+        return nw < 3 ? usage_error("vm move-disk needs the disk to move (vda, vdb, ... or its index)")
+                      : usage_error("unexpected argument '%s'", w[3]);
+    if (move_other && nw > 3)
+        return usage_error("unexpected argument '%s'", w[3]);
+    if (!is_move && !move_other && nw != (is_cmd ? 3 : 2))
         return is_cmd ? usage_error("vm cmd needs exactly one argument: the request line")
                       : usage_error("unexpected argument '%s'", w[2]);
     bool is_migrate = !strcmp(sub, "migrate");
-    if (migrate_opt && !is_migrate)
-        return usage_error("%s is an option of vm migrate only", first_migrate_opt);
-    if (mo.json && strcmp(sub, "status") && strcmp(sub, "migrate-status") && !is_migrate)
+    if (is_move && first_nonmove_opt[0])
+        return usage_error("%s is an option of vm migrate only", first_nonmove_opt);
+    if (migrate_opt && !is_migrate && !is_move)
+        return usage_error("%s is an option of vm migrate%s only", first_migrate_opt,
+                           first_nonmove_opt[0] ? "" : " and vm move-disk");
+    if (delete_source && !is_move)
+        return usage_error("--delete-source is an option of vm move-disk only");
+    if (mo.json && strcmp(sub, "status") && strcmp(sub, "migrate-status") && !is_migrate && !is_move &&
+        strcmp(sub, "move-disk-status"))
         return usage_error("--json is not an option of vm %s", sub);
+    if (is_move && !mo.to)
+        return usage_error("vm move-disk needs --to PATH");
     if (timeout_s >= 0 && strcmp(sub, "shutdown"))
         return usage_error("--timeout is an option of vm shutdown only");
     if (is_migrate && !mo.to)
@@ -275,16 +306,25 @@ int main(int argc, char **argv)
     if (cli_open(&conn, sock) < 0)
         return EXIT_FAILED;
     int rc;
-    if (is_migrate)
+    if (is_migrate) {
         rc = cmd_migrate(&conn, &mo);
-    else if (!strcmp(sub, "shutdown"))
+    } else if (is_move) {
+        struct move_opts mv = { .to = mo.to, .bandwidth_mbps = mo.bandwidth_mbps, .force = mo.force,
+                                .delete_source = delete_source, .json = mo.json };
+        rc = cmd_move_disk(&conn, w[2], &mv);
+    } else if (!strcmp(sub, "move-disk-status")) {
+        rc = cmd_move_disk_status(&conn, nw == 3 ? w[2] : NULL, mo.json);
+    } else if (!strcmp(sub, "move-disk-cancel")) {
+        rc = cmd_move_disk_cancel(&conn, nw == 3 ? w[2] : NULL);
+    } else if (!strcmp(sub, "shutdown")) {
         rc = cmd_shutdown(&conn, timeout_s >= 0 ? timeout_s : 60);
-    else if (!strcmp(sub, "migrate-cancel"))
+    } else if (!strcmp(sub, "migrate-cancel")) {
         rc = cmd_migrate_cancel(&conn);
-    else if (is_cmd)
+    } else if (is_cmd) {
         rc = raw_cmd(&conn, w[2]);
-    else
+    } else {
         rc = simple(&conn, sub, mo.json);
+    }
     cli_close(&conn);
     return rc;
 }

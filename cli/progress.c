@@ -290,7 +290,11 @@ size_t status_summary(json_object *st, char *buf, size_t len)
         get_str(d, "name", name, sizeof(name));
         get_str(d, "path", path, sizeof(path));
         json_object *ro = get(d, "readonly");
-        add(buf, len, &pos, "disk:      %s %s%s\n", name, path, ro && json_object_get_boolean(ro) ? " (read-only)" : "");
+        char move[24] = "", mv[32];
+        get_str(d, "move", move, sizeof(move));
+        snprintf(mv, sizeof(mv), move[0] && strcmp(move, "switched") ? " (move: %s)" : "", move);
+        add(buf, len, &pos, "disk:      %s %s%s%s\n", name, path, ro && json_object_get_boolean(ro) ? " (read-only)" : "",
+            mv);
     }
     arr = get(st, "nics");
     for (size_t i = 0; arr && json_object_is_type(arr, json_type_array) && i < json_object_array_length(arr); i++) {

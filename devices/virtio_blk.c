@@ -14,6 +14,7 @@
 #include <linux/falloc.h>
 #include <xxhash.h>
 
+#include "devices/blk_move.h"
 #include "devices/virtio_blk.h"
 #include "vmm/log.h"
 
@@ -171,8 +172,11 @@ static int rw_full(int fd, struct iovec *iov, int cnt, uint64_t off, bool write)
     return 0;
 }
 
-static uint8_t do_discard(struct virtio_blk *b, const struct virtq_elem *e, bool zeroes)
+/* *moff, *mlen: the range it changed (0 bytes when none), for a disk move. */
+static uint8_t do_discard(struct virtio_blk *b, const struct virtq_elem *e, bool zeroes, uint64_t *moff,
+                          uint64_t *mlen)
 {
+    *moff = *mlen = 0;
     if (b->readonly)
         return VIRTIO_BLK_S_IOERR;
     uint64_t dlen = e->out_bytes - 16;
@@ -190,6 +194,8 @@ static uint8_t do_discard(struct virtio_blk *b, const struct virtq_elem *e, bool
     off_t off = (off_t)(sector * SECTOR), len = (off_t)((uint64_t)nsec * SECTOR);
     if (!len)
         return VIRTIO_BLK_S_OK;
+    *moff = (uint64_t)off;
+    *mlen = (uint64_t)len;
     if (!zeroes)  /* a hint: failing to punch is fine */
         return fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) == 0 ||
                errno == EOPNOTSUPP ? VIRTIO_BLK_S_OK : VIRTIO_BLK_S_IOERR;
@@ -243,7 +249,22 @@ static void execute(struct virtio_blk *b, struct virtio_blk_req *r)
         }
         cnt = wr ? build_iov(e, 0, e->nout, sizeof(hdr), len, iov, &bytes)
                  : build_iov(e, e->nout, e->nin, 0, len, iov, &bytes);
-        if (rw_full(b->fd, iov, cnt, sector * SECTOR, wr) < 0) {
+        /* a disk move: tracked (dirty bitmap) or mirrored to the new image
+         * before the request completes (blk_move.h) */
+        struct blk_move *mv = wr ? b->move : NULL;
+        int mfd = blk_move_write_begin(mv, sector * SECTOR, len, true);
+        struct iovec miov[VIRTQ_MAX_SEGS];
+        if (mfd >= 0)
+            memcpy(miov, iov, (size_t)cnt * sizeof(*iov));   /* rw_full consumes iov */
+        int rr = rw_full(b->fd, iov, cnt, sector * SECTOR, wr);
+        if (mv) {
+            int saved = errno, merr = 0;
+            if (mfd >= 0 && rr == 0 && rw_full(mfd, miov, cnt, sector * SECTOR, true) < 0)
+                merr = errno ? errno : EIO;
+            blk_move_write_end(mv, sector * SECTOR, len, mfd, merr, rr == 0);
+            errno = saved;
+        }
+        if (rr < 0) {
             if (!b->nerrors++)
                 log_warn("%s: %s at sector %llu: %s", b->name, wr ? "write" : "read",
                          (unsigned long long)sector, strerror(errno));
@@ -263,6 +284,8 @@ static void execute(struct virtio_blk *b, struct virtio_blk_req *r)
         if (!b->readonly && fdatasync(b->fd) < 0) {
             atomic_store(&b->unflushed, true);
             r->status = VIRTIO_BLK_S_IOERR;
+        } else if (!b->readonly) {
+            blk_move_flush(b->move);
         }
         break;
     case VIRTIO_BLK_T_GET_ID: {
@@ -278,10 +301,13 @@ static void execute(struct virtio_blk *b, struct virtio_blk_req *r)
         break;
     }
     case VIRTIO_BLK_T_DISCARD:
-    case VIRTIO_BLK_T_WRITE_ZEROES:
-        r->status = do_discard(b, e, type == VIRTIO_BLK_T_WRITE_ZEROES);
+    case VIRTIO_BLK_T_WRITE_ZEROES: {
+        uint64_t doff, dlen;
+        r->status = do_discard(b, e, type == VIRTIO_BLK_T_WRITE_ZEROES, &doff, &dlen);
+        blk_move_write_end(b->move, doff, dlen, -1, 0, true);   /* tracked, never mirrored */
         atomic_store(&b->unflushed, true);
         break;
+    }
     default:
         r->status = VIRTIO_BLK_S_UNSUPP;
         break;
@@ -338,6 +364,12 @@ static bool process(struct virtio_blk *b)
         if (!vm_gate_enter(&b->gate))
             return false;
         pthread_mutex_lock(&vp->lock);
+        if (b->held) {
+            /* a disk move is switching images: its release wakes us */
+            pthread_mutex_unlock(&vp->lock);
+            vm_gate_leave(&b->gate);
+            return true;
+        }
         uint16_t n = take(b);
         bool more = false;
         if (!n)
@@ -491,6 +523,7 @@ fail:
 
 void virtio_blk_destroy(struct virtio_blk *b)
 {
+    blk_move_destroy(b);   /* a move not yet switched leaves the disk on its image */
     io_thread_stop(&b->io, &b->gate);
     virtio_pci_destroy(&b->vp);
     if (b->fd >= 0)

@@ -16,7 +16,12 @@
  * "disks" (size + content fingerprint) make sure it is the same file: a size
  * mismatch refuses the VM at once; a fingerprint mismatch may be the guest
  * writing the disk meanwhile, so it is checked again against the fingerprint
- * the source takes at the switchover (disk quiet) and refused then. */
+ * the source takes at the switchover (disk quiet) and refused then.
+ *
+ * Disk move (blk_move.h): while a move runs, the request thread tells it
+ * about every write (dirty bitmap, or a mirror write to the new image before
+ * the request completes); the move swaps fd and path with the thread held
+ * between two batches (vp.lock, !busy). */
 #ifndef FERRY_VIRTIO_BLK_H
 #define FERRY_VIRTIO_BLK_H
 
@@ -64,6 +69,7 @@ struct disk_id {
 int disk_open(const char *path, bool readonly, struct disk_id *id, char *err, size_t errlen);
 
 struct virtio_blk_req;
+struct blk_move;
 
 struct virtio_blk {
     struct virtio_pci vp;
@@ -81,9 +87,12 @@ struct virtio_blk {
     atomic_bool unflushed;         /* written since the last flush */
     /* under vp.lock */
     bool busy;                     /* the thread executes requests it took */
+    bool held;                     /* a disk move holds the thread: take nothing */
     uint16_t npending;             /* executed, not yet completed (VM paused) */
     struct virtio_blk_req *reqs;   /* the thread's batch */
 
+    struct blk_move *move;         /* the current or last disk move (blk_move.h); set with the
+                                      request thread held */
     struct vmstate_desc section;   /* vmstate_virtio_blk, named after the device */
     uint64_t nreqs, nerrors;       /* statistics */
 };

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "devices/blk_move.h"
 #include "devices/virtio_blk.h"
 #include "devices/virtio_net.h"
 #include "migration/pages.h"
@@ -20,6 +21,9 @@ static void devices_status(struct vm *vm, json_object *res)
         json_object_object_add(d, "name", json_object_new_string(b->name));
         json_object_object_add(d, "path", json_object_new_string(b->path));
         json_object_object_add(d, "readonly", json_object_new_boolean(b->readonly));
+        struct blk_move_info mi;
+        if (blk_move_info(b, &mi))   /* the current or last move-disk */
+            json_object_object_add(d, "move", json_object_new_string(blk_move_phase_name(mi.phase)));
         json_object_array_add(disks, d);
     }
     for (int i = 0; i < VM_MAX_NICS; i++) {
@@ -206,6 +210,11 @@ static int cmd_migrate(void *ctx, json_object *args, json_object *res, char *err
     struct vm *vm = ctx;
     struct mig_params p;
     mig_params_default(&p);
+    const char *moving = vm_disk_moving(vm);
+    if (moving) {
+        snprintf(err, errlen, "disk %s is being moved (move-disk): wait for the move or cancel it first", moving);
+        return -1;
+    }
     json_object *uri;
     if (!json_object_object_get_ex(args, "uri", &uri) || !json_object_is_type(uri, json_type_string) ||
         strlen(json_object_get_string(uri)) >= sizeof(p.uri) || !json_object_get_string(uri)[0]) {
@@ -300,5 +309,8 @@ const struct control_cmd vm_commands[] = {
     { "migrate", cmd_migrate },
     { "migrate-status", cmd_migrate_status },
     { "migrate-cancel", cmd_migrate_cancel },
+    { "move-disk", cmd_move_disk },
+    { "move-disk-status", cmd_move_disk_status },
+    { "move-disk-cancel", cmd_move_disk_cancel },
     { NULL, NULL },
 };
