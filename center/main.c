@@ -78,15 +78,38 @@ static struct bufferevent *tls_bevcb(struct event_base *base, void *arg)
                                           BEV_OPT_CLOSE_ON_FREE);
 }
 
-/* Numeric IP:PORT (port 0: any free one, logged, for tests). */
-static int bind_listen(struct event_base *base, struct evhttp *http, char *err, size_t errlen)
+static struct sockaddr_storage listen_ss;
+static int listen_len;
+
+/* Numeric IP:PORT, checked before anything is created. Port 0 means any
+ * free port (logged; for tests), which libevent's parser refuses, so the
+ * port is parsed here. */
+static int parse_listen(char *err, size_t errlen)
 {
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (evutil_parse_sockaddr_port(cfg.listen, (struct sockaddr *)&ss, &len) < 0) {
+    char host[128];
+    const char *colon = strrchr(cfg.listen, ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || !colon[1] || *end || port < 0 || port > 65535 ||
+        (size_t)(colon - cfg.listen) + 8 > sizeof(host)) {
         snprintf(err, errlen, "--listen: '%s' is not IP:PORT", cfg.listen);
         return -1;
     }
+    snprintf(host, sizeof(host), "%.*s:1", (int)(colon - cfg.listen), cfg.listen);
+    listen_len = sizeof(listen_ss);
+    if (evutil_parse_sockaddr_port(host, (struct sockaddr *)&listen_ss, &listen_len) < 0) {
+        snprintf(err, errlen, "--listen: '%s' is not IP:PORT (numeric)", cfg.listen);
+        return -1;
+    }
+    /* sin_port and sin6_port sit at the same offset */
+    ((struct sockaddr_in *)&listen_ss)->sin_port = htons((uint16_t)port);
+    return 0;
+}
+
+static int bind_listen(struct event_base *base, struct evhttp *http, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss = listen_ss;
+    int len = listen_len;
     struct evconnlistener *l = evconnlistener_new_bind(
         base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE, -1,
         (struct sockaddr *)&ss, len);
@@ -145,8 +168,12 @@ static int token_cmd(char *err, size_t errlen, const char *role, const char *des
 static int serve(char *err, size_t errlen)
 {
     int version;
-    if (mkdir(cfg.state_dir, 0700) < 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %s: %s", cfg.state_dir, strerror(errno));
+    if (parse_listen(err, errlen) < 0)
+        return 1;
+    char hosts[4200];
+    snprintf(hosts, sizeof(hosts), "%s/hosts", cfg.state_dir);
+    if ((mkdir(cfg.state_dir, 0700) < 0 && errno != EEXIST) || (mkdir(hosts, 0700) < 0 && errno != EEXIST)) {
+        snprintf(err, errlen, "cannot create %.900s: %s", hosts, strerror(errno));
         return 1;
     }
     if (tls_setup(err, errlen) < 0)
