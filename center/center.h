@@ -66,6 +66,9 @@ void tasks_kick(void);
 /* 200 cancelled or cancel requested (*out: the task), 404, 409; reason in err. */
 int task_cancel(struct db *db, long long id, json_object **out, char *err, size_t errlen);
 bool task_cancel_flag(long long id);
+/* The manager is shutting down: running tasks stop where they are and are
+ * reconciled at the next start, as after a crash. */
+bool tasks_stopping(void);
 void task_progress(struct db *db, long long id, int percent, const char *phase);
 /* End a running task: success (result), error (error) or cancelled. */
 void task_finish(struct db *db, long long id, const char *state, json_object *result, const char *error);

@@ -34,11 +34,12 @@ static size_t on_data(char *data, size_t size, size_t nmemb, void *arg)
     return len;
 }
 
-/* A user's cancel ends the transfer (also a connect that hangs). */
+/* A user's cancel ends the transfer (also a connect that hangs), and so
+ * does the manager's shutdown: SIGTERM need not wait for a slow host. */
 static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
     long long id = *(long long *)arg;
-    return id && task_cancel_flag(id);
+    return tasks_stopping() || (id && task_cancel_flag(id));
 }
 
 /* The CN in curl's "Subject:CN = esx1" (OpenSSL's one-line form). */

@@ -157,6 +157,11 @@ void task_host_add(struct db *db, long long id, json_object *params)
         task_progress(db, id, 50, "reading the host's VMs");
         vms = ferryd_get(addr, host, "/v1/vms", id, err, sizeof(err));
     }
+    if (tasks_stopping()) {   /* left running: the next start reconciles it */
+        json_object_put(facts);
+        json_object_put(vms);
+        return;
+    }
     if (vms && !json_object_is_type(vms, json_type_array)) {
         snprintf(err, sizeof(err), "%s: GET /v1/vms did not return a list", addr);
         json_object_put(vms);

@@ -81,6 +81,14 @@ bool task_cancel_flag(long long id)
     return found;
 }
 
+bool tasks_stopping(void)
+{
+    pthread_mutex_lock(&lock);
+    bool s = stopping;
+    pthread_mutex_unlock(&lock);
+    return s;
+}
+
 static void cancel_flag_set(long long id, bool on)
 {
     pthread_mutex_lock(&lock);

@@ -16,7 +16,7 @@ if [ -z "${FERRYD:-}" ] || [ ! -x "$FERRYD" ] || [ ! -w /dev/kvm ] || ! command 
 fi
 
 db_setup
-center_start
+center_start --workers 2
 ADMIN=$(sed -n 's/^bootstrap admin token: //p' "$TMP/center.out")
 expect 201 POST /v1/clusters '{"name": "c1"}'
 
@@ -102,7 +102,7 @@ jq_ok '[h["name"] for h in b] == ["h1", "h2"] and all(h["state"] == "connected" 
 expect 200 GET /v1/datastores
 jq_ok 'sorted((len(d["hosts"]), d["shared"]) for d in b) == [(1, False), (1, False), (2, True)]' ||
     fail "datastores: the shared directory is not one shared datastore: $BODY"
-uuid=$(cat "$TMP/shared/.ferry-datastore" | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
+uuid=$(python3 <"$TMP/shared/.ferry-datastore" -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
 jq_ok "[d for d in b if d['shared']][0]['uuid'] == '$uuid'" || fail "shared datastore's uuid: $BODY"
 expect 200 GET /v1/networks
 jq_ok 'len(b) == 1 and b[0]["portgroup"] == "vm-net" and [h["host"] for h in b[0]["hosts"]] == ["h1", "h2"]' ||

@@ -12,7 +12,7 @@ PYTHON=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)')}
 python3() { "$PYTHON" "$@"; }
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ferry-center.XXXXXX")
 chmod 755 "$TMP"
-CENTER_PID= PG_DATA= BG_PIDS=()
+CENTER_PID='' PG_DATA='' BG_PIDS=()
 
 _cleanup() {
     local p
@@ -44,7 +44,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # A private PostgreSQL: its own cluster in $TMP, Unix socket only (in $TMP),
 # run as the postgres user (initdb refuses root). Sets DBURL.
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+PG_BIN=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n 1)
 pg_start() {
     if [ "$(id -u)" -ne 0 ] || [ -z "$PG_BIN" ] || ! id postgres >/dev/null 2>&1; then
         echo "SKIP: $T_NAME needs root and Debian's postgresql package" >&2
