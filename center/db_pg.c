@@ -15,6 +15,7 @@
 
 struct pg {
     PGconn *c;
+    bool in_tx;                 /* between BEGIN and COMMIT/ROLLBACK */
     const char *cache[CACHE];   /* slot i holds statement "s<i>" */
 };
 
@@ -96,10 +97,37 @@ static int prepared(struct pg *p, const char *sql, int n, char *err, size_t errl
     return slot;
 }
 
+/* A server restart or failover breaks the connection: reconnect (the
+ * prepared statements are gone with the old session). */
+static bool revive(struct pg *p)
+{
+    if (PQstatus(p->c) != CONNECTION_BAD)
+        return false;
+    PQreset(p->c);
+    memset(p->cache, 0, sizeof(p->cache));
+    return PQstatus(p->c) == CONNECTION_OK;
+}
+
+static int exec_once(struct pg *p, const char *sql, int n, const char *const *params,
+                     struct db_res **res, char *err, size_t errlen);
+
+/* A statement outside a transaction that failed because the connection
+ * broke is run again once on a new connection; inside a transaction the
+ * transaction is lost, so the error goes to the caller (who rolls back). */
 static int pg_exec(void *h, const char *sql, int n, const char *const *params,
                    struct db_res **res, char *err, size_t errlen)
 {
     struct pg *p = h;
+    revive(p);
+    int rc = exec_once(p, sql, n, params, res, err, errlen);
+    if (rc == -1 && !p->in_tx && revive(p))
+        rc = exec_once(p, sql, n, params, res, err, errlen);
+    return rc;
+}
+
+static int exec_once(struct pg *p, const char *sql, int n, const char *const *params,
+                     struct db_res **res, char *err, size_t errlen)
+{
     int slot = prepared(p, sql, n, err, errlen);
     if (slot < 0)
         return -1;
@@ -143,6 +171,10 @@ static int pg_exec(void *h, const char *sql, int n, const char *const *params,
 static int pg_script(void *h, const char *sql, char *err, size_t errlen)
 {
     struct pg *p = h;
+    if (!strcmp(sql, "COMMIT") || !strcmp(sql, "ROLLBACK"))
+        p->in_tx = false;
+    if (revive(p) && !strncmp(sql, "ROLLBACK", 8))
+        return 0;   /* the transaction died with the old session */
     PGresult *r = PQexec(p->c, sql);
     ExecStatusType st = PQresultStatus(r);
     int ret = 0;
@@ -151,6 +183,8 @@ static int pg_script(void *h, const char *sql, char *err, size_t errlen)
         snprintf(err, errlen, "database: %s", m ? m : PQerrorMessage(p->c));
         ret = -1;
     }
+    if (!ret && !strcmp(sql, "BEGIN"))
+        p->in_tx = true;
     PQclear(r);
     return ret;
 }

@@ -75,6 +75,14 @@ expect 400 GET '/v1/tasks?state=done'
 expect 400 GET '/v1/events?limit=0'
 expect 400 GET '/v1/events?since=x'
 
+# a PostgreSQL restart (failover): the manager reconnects
+if [ "$BACKEND" = pg ]; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w restart >>"$TMP/pg.log" 2>&1 ||
+        fail "pg_ctl restart failed"
+    expect 200 GET /v1/clusters/c1
+    expect 201 POST /v1/clusters '{"name": "c-after-restart"}'
+fi
+
 # --- enrolment: the manager is the hosts' CA -------------------------------
 enrol() {   # enrol NAME: token in ET, the host's identity in $TMP/NAME/
     expect 201 POST /v1/enrolments "{\"host_name\": \"$1\"}"
