@@ -130,10 +130,55 @@ fail:
     reply_error(q, code, "%s", err);
 }
 
+/* POST /v1/hosts/NAME/refresh: a host.refresh task */
+static void host_refresh(struct req *q, const char *name)
+{
+    char err[ERRLEN], ids[24];
+    struct db_res *r;
+    if (q->method != EVHTTP_REQ_POST)
+        return not_allowed(q, "POST");
+    if (json_object_object_length(q->body))
+        return reply_error(q, 400, "refresh takes no parameters");
+    if (DBQ(q->db, &r, err, "SELECT address, state FROM hosts WHERE name = ?", name) < 0)
+        return reply_error(q, 500, "%s", err);
+    if (!r->nrows || !strcmp(db_val(r, 0, 1), "adding")) {
+        reply_error(q, !r->nrows ? 404 : 409, !r->nrows ? "no host named '%.64s'"
+                                                        : "host %.64s is being added", name);
+        db_res_free(r);
+        return;
+    }
+    json_object *params = json_object_new_object();
+    json_object_object_add(params, "host", json_object_new_string(name));
+    json_object_object_add(params, "address", json_object_new_string(db_val(r, 0, 0)));
+    db_res_free(r);
+    long long id = task_create(q->db, "host.refresh", name, params, q->who, err, sizeof(err));
+    json_object_put(params);
+    if (id < 0)
+        return reply_error(q, 500, "%s", err);
+    tasks_kick();
+    fmt_ll(ids, id);
+    if (DBQ(q->db, &r, err, "SELECT " TASK_COLS " FROM tasks WHERE id = ?", ids) < 0)
+        return reply_error(q, 500, "%s", err);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "task", task_row_json(r, 0));
+    db_res_free(r);
+    reply_json(q, 202, o);
+}
+
 void api_hosts(struct req *q, const char *rest)
 {
     char err[ERRLEN];
     struct db_res *r;
+    const char *slash = strchr(rest, '/');
+    if (slash && !strcmp(slash, "/refresh")) {
+        char name[64];
+        if (slash - rest >= (long)sizeof(name))
+            return reply_error(q, 404, "no host named '%.64s'", rest);
+        snprintf(name, sizeof(name), "%.*s", (int)(slash - rest), rest);
+        return host_refresh(q, name);
+    }
+    if (slash)
+        return reply_error(q, 404, "no such endpoint");
     if (*rest) {
         if (q->method != EVHTTP_REQ_GET)
             return not_allowed(q, "GET");

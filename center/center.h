@@ -78,6 +78,7 @@ bool task_should_cancel(struct db *db, long long id);
 /* hosts.c: enrolment and host add, against ferryd */
 int host_enrol_issue(const char *name, json_object **out, char *err, size_t errlen);
 void task_host_add(struct db *db, long long id, json_object *params);
+void task_host_refresh(struct db *db, long long id, json_object *params);
 /* ferry.c: GET https://address/path from a ferryd with the manager's
  * certificate; the peer must present a certificate for cn. */
 json_object *ferryd_get(const char *address, const char *cn, const char *path, long long task_id,

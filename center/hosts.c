@@ -84,9 +84,10 @@ static int store_vm(struct db *db, const char *hid, const char *host, json_objec
     return rc < 0 ? -1 : 0;
 }
 
-/* The host's facts into the inventory, in one transaction. */
+/* The host's facts into the inventory, in one transaction: for an add
+ * (the host is 'adding') or a refresh (it is in the inventory). */
 static int store_facts(struct db *db, const char *host, json_object *facts, json_object *vms,
-                       char *err, size_t errlen)
+                       bool add, char *err, size_t errlen)
 {
     char now[40], hid[24], a[24], b[24];
     struct db_res *r;
@@ -94,16 +95,23 @@ static int store_facts(struct db *db, const char *host, json_object *facts, json
     if (db_begin(db, err, errlen) < 0)
         return -1;
     const char *ftext = json_object_to_json_string_ext(facts, JSON_C_TO_STRING_PLAIN);
-    if (DBQ(db, &r, err, "UPDATE hosts SET state = 'connected', facts = ?, error = NULL, updated = ?"
-                         " WHERE name = ? AND state = 'adding' RETURNING id", ftext, now, host) < 0)
+    if ((add ? DBQ(db, &r, err, "UPDATE hosts SET state = 'connected', facts = ?, error = NULL,"
+                                " updated = ? WHERE name = ? AND state = 'adding' RETURNING id",
+                   ftext, now, host)
+             : DBQ(db, &r, err, "UPDATE hosts SET state = 'connected', facts = ?, error = NULL,"
+                                " updated = ? WHERE name = ? AND state <> 'adding' RETURNING id",
+                   ftext, now, host)) < 0)
         goto fail;
     if (r->nrows != 1) {
         db_res_free(r);
-        snprintf(err, errlen, "host %s was removed while being added", host);
+        snprintf(err, errlen, "host %s was removed meanwhile", host);
         goto fail;
     }
     snprintf(hid, sizeof(hid), "%s", db_val(r, 0, 0));
     db_res_free(r);
+    if (DBQ(db, NULL, err, "DELETE FROM datastores WHERE host_id = ?", hid) < 0 ||
+        DBQ(db, NULL, err, "DELETE FROM networks WHERE host_id = ?", hid) < 0)
+        goto fail;
     json_object *ds = jarr(facts, "datastores"), *nets = jarr(facts, "networks");
     for (size_t i = 0; ds && i < json_object_array_length(ds); i++) {
         json_object *d = json_object_array_get_idx(ds, i), *acc;
@@ -146,44 +154,92 @@ static void add_failed(struct db *db, long long id, const char *host, const char
               "adding host %s %s: %s", host, state, why);
 }
 
-void task_host_add(struct db *db, long long id, json_object *params)
+/* GET /v1/host and /v1/vms from the host; NULL facts with err on failure
+ * (or a cancel). */
+static json_object *fetch(struct db *db, long long id, const char *host, const char *addr,
+                          json_object **vms, char *err, size_t errlen)
 {
-    char err[ERRLEN], phase[400];
-    const char *host = jstr(params, "host"), *addr = jstr(params, "address");
+    char phase[400];
     snprintf(phase, sizeof(phase), "connecting to ferryd at %s", addr);
     task_progress(db, id, 10, phase);
-    json_object *facts = ferryd_get(addr, host, "/v1/host", id, err, sizeof(err)), *vms = NULL;
+    *vms = NULL;
+    json_object *facts = ferryd_get(addr, host, "/v1/host", id, err, errlen);
     if (facts && !task_should_cancel(db, id)) {
         task_progress(db, id, 50, "reading the host's VMs");
-        vms = ferryd_get(addr, host, "/v1/vms", id, err, sizeof(err));
+        *vms = ferryd_get(addr, host, "/v1/vms", id, err, errlen);
     }
-    if (tasks_stopping()) {   /* left running: the next start reconciles it */
+    if (*vms && !json_object_is_type(*vms, json_type_array)) {
+        snprintf(err, errlen, "%s: GET /v1/vms did not return a list", addr);
+        json_object_put(*vms);
+        *vms = NULL;
+    }
+    if (!*vms) {
         json_object_put(facts);
-        json_object_put(vms);
-        return;
+        return NULL;
     }
-    if (vms && !json_object_is_type(vms, json_type_array)) {
-        snprintf(err, sizeof(err), "%s: GET /v1/vms did not return a list", addr);
-        json_object_put(vms);
-        vms = NULL;
-    }
-    if (task_should_cancel(db, id)) {
+    return facts;
+}
+
+static json_object *summary(const char *host, json_object *facts, json_object *vms)
+{
+    json_object *res = json_object_new_object();
+    json_object *ds = jarr(facts, "datastores"), *nets = jarr(facts, "networks");
+    json_object_object_add(res, "host", json_object_new_string(host));
+    json_object_object_add(res, "datastores", json_object_new_int(ds ? (int)json_object_array_length(ds) : 0));
+    json_object_object_add(res, "networks", json_object_new_int(nets ? (int)json_object_array_length(nets) : 0));
+    json_object_object_add(res, "vms", json_object_new_int((int)json_object_array_length(vms)));
+    return res;
+}
+
+void task_host_add(struct db *db, long long id, json_object *params)
+{
+    char err[ERRLEN];
+    const char *host = jstr(params, "host"), *addr = jstr(params, "address");
+    json_object *vms, *facts = fetch(db, id, host, addr, &vms, err, sizeof(err));
+    if (tasks_stopping()) {   /* left running: the next start reconciles it */
+    } else if (task_should_cancel(db, id)) {
         add_failed(db, id, host, "cancelled", "cancelled by a user");
-    } else if (!facts || !vms) {
+    } else if (!facts) {
         add_failed(db, id, host, "error", err);
     } else if (task_progress(db, id, 80, "recording the host's inventory"),
-               store_facts(db, host, facts, vms, err, sizeof(err)) < 0) {
+               store_facts(db, host, facts, vms, true, err, sizeof(err)) < 0) {
         add_failed(db, id, host, "error", err);
     } else {
-        json_object *res = json_object_new_object();
-        json_object *ds = jarr(facts, "datastores"), *nets = jarr(facts, "networks");
-        json_object_object_add(res, "host", json_object_new_string(host));
-        json_object_object_add(res, "datastores", json_object_new_int(ds ? (int)json_object_array_length(ds) : 0));
-        json_object_object_add(res, "networks", json_object_new_int(nets ? (int)json_object_array_length(nets) : 0));
-        json_object_object_add(res, "vms", json_object_new_int((int)json_object_array_length(vms)));
+        json_object *res = summary(host, facts, vms);
         task_finish(db, id, "success", res, NULL);
         json_object_put(res);
         inv_event(db, "info", "host.add", host, id, "host %s at %s added", host, addr);
+    }
+    json_object_put(facts);
+    json_object_put(vms);
+}
+
+/* Read the host again: facts, datastores, port groups, VM power states.
+ * A host that does not answer is marked disconnected (its inventory is
+ * kept: the VMs still run there as far as anyone knows). */
+void task_host_refresh(struct db *db, long long id, json_object *params)
+{
+    char err[ERRLEN], now[40];
+    const char *host = jstr(params, "host"), *addr = jstr(params, "address");
+    json_object *vms, *facts = fetch(db, id, host, addr, &vms, err, sizeof(err));
+    if (tasks_stopping()) {
+    } else if (task_should_cancel(db, id)) {
+        task_finish(db, id, "cancelled", NULL, "cancelled by a user");
+    } else if (!facts) {
+        char e2[ERRLEN];
+        now_iso(now);
+        if (DBQ(db, NULL, e2, "UPDATE hosts SET state = 'disconnected', error = ?, updated = ?"
+                              " WHERE name = ? AND state <> 'adding'", err, now, host) < 0)
+            center_log("host %s: %s", host, e2);
+        task_finish(db, id, "error", NULL, err);
+        inv_event(db, "warning", "host.disconnected", host, id, "host %s: %s", host, err);
+    } else if (task_progress(db, id, 80, "recording the host's inventory"),
+               store_facts(db, host, facts, vms, false, err, sizeof(err)) < 0) {
+        task_finish(db, id, "error", NULL, err);
+    } else {
+        json_object *res = summary(host, facts, vms);
+        task_finish(db, id, "success", res, NULL);
+        json_object_put(res);
     }
     json_object_put(facts);
     json_object_put(vms);

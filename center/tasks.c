@@ -26,6 +26,7 @@ static const struct task_kind {
     void (*run)(struct db *db, long long id, json_object *params);
 } kinds[] = {
     { "host.add", task_host_add },
+    { "host.refresh", task_host_refresh },
 };
 
 json_object *task_row_json(const struct db_res *r, int i)

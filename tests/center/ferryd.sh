@@ -52,7 +52,8 @@ ferryd_start() {
 }
 JSON
     "$FERRYD" --config "$TMP/$name/ferryd.json" >>"$TMP/$name/ferryd.log" 2>&1 &
-    BG_PIDS+=($!)
+    FPID=$!
+    BG_PIDS+=("$FPID")
     wait_for 10 curl -s -o /dev/null --cacert "$tls/ca.pem" --cert "$tls/cert.pem" --key "$tls/key.pem" \
         --resolve "$name:$FPORT:127.0.0.1" "https://$name:$FPORT/v1/host" ||
         { cat "$TMP/$name/ferryd.log" >&2; fail "ferryd $name does not answer"; }
@@ -72,14 +73,18 @@ enrol h2
 ET2=$ET
 ferryd_start h2 "$TMP/h2/tls" "$TMP/shared" "$TMP/local2"
 P2=$FPORT
+P2PID=$FPID
 
-# a VM defined on h1 (stopped), through ferryd's own API with h1's identity
-curl -sS -o "$TMP/vm.out" -w '%{http_code}' --cacert "$TMP/h1/tls/ca.pem" --cert "$TMP/h1/tls/cert.pem" \
-    --key "$TMP/h1/tls/key.pem" --resolve "h1:$P1:127.0.0.1" -H 'Content-Type: application/json' \
-    --data-binary "{\"name\": \"vm1\", \"memory_mib\": 64, \"boot\": {\"kernel\": \"$FERRY_VMM\"},
-                    \"nics\": [{\"portgroup\": \"vm-net\"}]}" \
-    "https://h1:$P1/v1/vms" >"$TMP/vm.code" || fail "cannot define a VM on h1"
-[ "$(cat "$TMP/vm.code")" = 201 ] || fail "ferryd refused the VM: $(cat "$TMP/vm.out")"
+# define_vm NAME: a VM defined on h1 (stopped), through ferryd's own API with h1's identity
+define_vm() {
+    curl -sS -o "$TMP/vm.out" -w '%{http_code}' --cacert "$TMP/h1/tls/ca.pem" --cert "$TMP/h1/tls/cert.pem" \
+        --key "$TMP/h1/tls/key.pem" --resolve "h1:$P1:127.0.0.1" -H 'Content-Type: application/json' \
+        --data-binary "{\"name\": \"$1\", \"memory_mib\": 64, \"boot\": {\"kernel\": \"$FERRY_VMM\"},
+                        \"nics\": [{\"portgroup\": \"vm-net\"}]}" \
+        "https://h1:$P1/v1/vms" >"$TMP/vm.code" || fail "cannot define a VM on h1"
+    [ "$(cat "$TMP/vm.code")" = 201 ] || fail "ferryd refused the VM: $(cat "$TMP/vm.out")"
+}
+define_vm vm1
 
 # the wrong host at an address: h2's enrolment token, h1's address
 add_host "127.0.0.1:$P1" "$ET2"
@@ -111,6 +116,24 @@ expect 200 GET /v1/vms/vm1
 jq_ok 'b["host"] == "h1" and b["power_state"] == "stopped" and len(b["uuid"]) == 36' || fail "vm1: $BODY"
 expect 200 GET /v1/events
 jq_ok 'sum(e["kind"] == "host.add" and e["severity"] == "info" for e in b) == 2' || fail "events: $BODY"
+
+# refresh: a VM defined since appears; a host that went away is disconnected
+define_vm vm2
+expect 202 POST /v1/hosts/h1/refresh
+wait_task "$(field .task.id)" success error
+jq_ok 'b["state"] == "success" and b["result"]["vms"] == 2' || fail "refresh of h1: $BODY"
+expect 200 GET /v1/vms
+jq_ok '[(v["name"], v["host"]) for v in b] == [("vm1", "h1"), ("vm2", "h1")]' || fail "VMs after refresh: $BODY"
+expect 200 GET /v1/datastores
+[ "$(field 'len(b)')" = 3 ] || fail "a refresh duplicated datastores: $BODY"
+expect 404 POST /v1/hosts/nope/refresh
+expect 400 POST /v1/hosts/h1/refresh '{"deep": true}'
+kill -KILL "$P2PID"
+expect 202 POST /v1/hosts/h2/refresh
+wait_task "$(field .task.id)" success error
+[ "$(field .state)" = error ] || fail "refresh of a dead host: $BODY"
+expect 200 GET /v1/hosts/h2
+jq_ok 'b["state"] == "disconnected" and bool(b["error"])' || fail "h2 after its ferryd died: $BODY"
 
 # a host whose certificate another CA signed is refused
 mkdir -p "$TMP/h3"
