@@ -62,7 +62,7 @@ expect 400 POST /v1/clusters '{"name": "c2", "description": 5}'
 expect 400 POST /v1/clusters '{}'
 expect 405 DELETE /v1/clusters
 expect 200 GET /v1/clusters
-jq_ok 'len(b) == 1 and b[0]["name"] == "c1" and b[0]["description"] == "first"' ||
+holds 'len(b) == 1 and b[0]["name"] == "c1" and b[0]["description"] == "first"' ||
     fail "bad input changed the clusters: $BODY"
 expect 200 GET /v1/clusters/c1
 expect 404 GET /v1/clusters/nope
@@ -124,7 +124,7 @@ dead=$(free_port)
 expect 202 POST /v1/hosts "{\"address\": \"127.0.0.1:$dead\", \"cluster\": \"c1\", \"enrolment_token\": \"$ET1\"}"
 T1=$(field .task.id)
 wait_task "$T1" error
-jq_ok '"Connection refused" in b["error"] or "onnect" in b["error"]' || fail "task $T1: unclear error: $BODY"
+holds '"Connection refused" in b["error"] or "onnect" in b["error"]' || fail "task $T1: unclear error: $BODY"
 expect 404 GET /v1/hosts/h1      # a failed add leaves no host
 expect 409 POST "/v1/tasks/$T1/cancel"
 
@@ -168,7 +168,7 @@ center_start --workers 1
 this_start_log | grep -q 'bootstrap' && fail "a restart made another bootstrap token"
 [ "$(grep -c '^bootstrap admin token' "$TMP/center.out")" = 1 ] || fail "bootstrap token printed twice"
 expect 200 GET "/v1/tasks/$T3"
-jq_ok 'b["state"] == "error" and b["error"] == "manager restarted" and bool(b["finished"])' ||
+holds 'b["state"] == "error" and b["error"] == "manager restarted" and bool(b["finished"])' ||
     fail "the task running at kill -9 was not reconciled: $BODY"
 wait_task "$T4" running        # the queued task survived and runs now
 expect 404 GET /v1/hosts/h1    # the interrupted add left no half-added host
@@ -178,10 +178,10 @@ expect 200 GET '/v1/tasks?limit=1000'
 tasks_after=$(field 'sorted((t["id"], t["state"], t["error"]) for t in b if t["id"] not in ('"$T3, $T4"'))')
 [ "$tasks_after" = "$tasks_before" ] || fail "tasks changed across the restart: $tasks_before -> $tasks_after"
 expect 200 GET '/v1/events?limit=1000'
-jq_ok "len(b) > $events_before and any(e['kind'] == 'task.interrupted' and e['task_id'] == $T3 for e in b)" ||
+holds "len(b) > $events_before and any(e['kind'] == 'task.interrupted' and e['task_id'] == $T3 for e in b)" ||
     fail "events lost or no task.interrupted event after the restart: $BODY"
 expect 200 GET '/v1/tasks?state=cancelled'
-jq_ok "sorted(t['id'] for t in b) == [$T2, $T4]" || fail "?state=cancelled lists $BODY"
+holds "sorted(t['id'] for t in b) == [$T2, $T4]" || fail "?state=cancelled lists $BODY"
 # the enrolment token of an interrupted add can be used again
 expect 202 POST /v1/hosts "{\"address\": \"127.0.0.1:$dead\", \"cluster\": \"c1\", \"enrolment_token\": \"$ET1\"}"
 wait_task "$(field .task.id)" error

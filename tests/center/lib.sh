@@ -109,7 +109,7 @@ expect_as() {
     [ "$CODE" = "$want" ] || fail "$1 $2: HTTP $CODE, want $want: $BODY"
     if [ "$want" -ge 400 ]; then
         # a clear one-line error, and only that
-        jq_ok 'list(b) == ["error"] and isinstance(b["error"], str) and b["error"] and "\n" not in b["error"]' ||
+        holds 'list(b) == ["error"] and isinstance(b["error"], str) and b["error"] and "\n" not in b["error"]' ||
             fail "$1 $2: HTTP $CODE without a one-line error: $BODY"
     fi
 }
@@ -129,7 +129,7 @@ else:
     print(eval(expr, {"b": b}))
 PY
 }
-jq_ok() { [ "$(field "$1")" = True ]; }
+holds() { [ "$(field "$1")" = True ]; }
 
 # wait_task ID STATE...: until the task is in one of STATEs (10 s).
 task_in() { api GET "/v1/tasks/$1"; local s; s=$(field .state); shift; for w in "$@"; do [ "$s" = "$w" ] && return 0; done; return 1; }
