@@ -3,7 +3,8 @@
 set -euo pipefail
 PKGS="gcc meson ninja-build pkg-config acpica-tools libjson-c-dev libxxhash-dev libcmocka-dev
       libclang-rt-14-dev libssl-dev openssl liblz4-dev libzstd-dev libevent-dev curl socat iproute2 python3
-      qemu-system-x86 qemu-utils busybox-static cpio kmod xz-utils iperf3 liburing-dev"
+      qemu-system-x86 qemu-utils busybox-static cpio kmod xz-utils iperf3 liburing-dev
+      libsqlite3-dev libpq-dev postgresql libcurl4-openssl-dev"
 missing=()
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
