@@ -21,6 +21,11 @@
 #   BUILD              build directory (default "build")
 #   FERRY_L2_TIMEOUT   seconds for the guest to boot and for each later step (default 180)
 
+# The guest runs with tsc=nowatchdog: in 3 of 5 lab runs this session its TSC and
+# kvm-clock disagreed by 0.65-0.69 ms (either sign) across a hop, above the
+# clocksource watchdog's skew limit, and Linux refused the TSC; the cause is not found
+# (the lab's L1 is TCG-emulated; last session, with 1-3 s pauses, it never showed).
+# This test measures the guest's clocks itself, against the host, across each hop.
 set -euo pipefail
 here=${BASH_SOURCE[0]%/*}
 [ "$here" != "${BASH_SOURCE[0]}" ] || here=.
@@ -50,7 +55,7 @@ EOF
 lab/lab.sh mkinitrd -m virtio_pci,virtio_net,ptp_kvm -b "$probe" "$work/initrd.cpio" "$work/init.sh"
 
 lab_vm_start a hostA --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --mem 256M \
-    --append "$LAB_LINUX_APPEND" --net "tap=tap-vm,mac=$MAC"
+    --append "$LAB_LINUX_APPEND tsc=nowatchdog" --net "tap=tap-vm,mac=$MAC"
 wait_for "$limit" "$work/con-a" '^FERRY-READY' || lab_die "the guest did not come up on A"
 cs0=$(grep -m1 '^FERRY-CS' "$work/con-a" | tr -d '\r')
 echo "clock-migrate: guest clocksource: ${cs0#FERRY-CS }"
