@@ -10,6 +10,21 @@
 
 #define IOV_BATCH 64
 
+/* Step past done bytes of the left pieces at v (a short readv/writev). */
+static struct iovec *iov_skip(struct iovec *v, int *left, size_t done)
+{
+    while (*left > 0 && done >= v->iov_len) {
+        done -= v->iov_len;
+        v++;
+        (*left)--;
+    }
+    if (*left > 0) {
+        v->iov_base = (char *)v->iov_base + done;
+        v->iov_len -= done;
+    }
+    return v;
+}
+
 static int plain_writev(struct chan *c, const struct iovec *in, int n)
 {
     struct iovec iov[IOV_BATCH];
@@ -29,16 +44,7 @@ static int plain_writev(struct chan *c, const struct iovec *in, int n)
                 snprintf(c->err, sizeof(c->err), "%s", r < 0 ? strerror(errno) : "short write");
                 return -1;
             }
-            size_t done = (size_t)r;
-            while (left > 0 && done >= v->iov_len) {
-                done -= v->iov_len;
-                v++;
-                left--;
-            }
-            if (left > 0) {
-                v->iov_base = (char *)v->iov_base + done;
-                v->iov_len -= done;
-            }
+            v = iov_skip(v, &left, (size_t)r);
         }
         in += k;
         n -= k;
@@ -105,16 +111,7 @@ static ssize_t plain_readv(struct chan *c, const struct iovec *in, int n)
             if (r == 0)
                 return (ssize_t)total;
             total += (size_t)r;
-            size_t done = (size_t)r;
-            while (left > 0 && done >= v->iov_len) {
-                done -= v->iov_len;
-                v++;
-                left--;
-            }
-            if (left > 0) {
-                v->iov_base = (char *)v->iov_base + done;
-                v->iov_len -= done;
-            }
+            v = iov_skip(v, &left, (size_t)r);
         }
         in += k;
         n -= k;
