@@ -59,6 +59,8 @@ static const char usage_text[] =
     "  vm move-disk-status [DISK] [--json]\n"
     "                              progress or outcome of the current or last disk move\n"
     "  vm move-disk-cancel [DISK]  stop the disk move and wait for the outcome\n"
+    "  vm vcpus                    each vCPU's RIP, RSP, CR3, IF, mp_state and pending\n"
+    "                              interrupts (the VM is paused for the reading)\n"
     "  vm cmd 'JSON'               send one raw request line, print the reply line\n"
     "\n"
     "Credentials:\n"
@@ -122,6 +124,24 @@ static int parse_num(const char *opt, const char *s, long long *out)
     return 0;
 }
 
+/* `vm vcpus`: one line per vCPU, "key=value" words (-1 from the server: none). */
+static void vcpus_print(json_object *res)
+{
+    json_object *arr, *v;
+    if (!json_object_object_get_ex(res, "vcpus", &arr) || !json_object_is_type(arr, json_type_array))
+        return;
+    for (size_t i = 0; i < json_object_array_length(arr); i++) {
+        json_object *o = json_object_array_get_idx(arr, i);
+        printf("vcpu %d:", json_object_object_get_ex(o, "id", &v) ? json_object_get_int(v) : (int)i);
+        json_object_object_foreach(o, key, val) {
+            if (strcmp(key, "id"))
+                printf(" %s=%s", key, json_object_is_type(val, json_type_int) && json_object_get_int(val) < 0
+                                      ? "-" : json_object_get_string(val));
+        }
+        putchar('\n');
+    }
+}
+
 /* Simple commands: send cmd, print the result as text or JSON. */
 static int simple(struct cli_conn *c, const char *cmd, bool json)
 {
@@ -139,6 +159,8 @@ static int simple(struct cli_conn *c, const char *cmd, bool json)
         char text[2048];
         status_summary(res, text, sizeof(text));
         fputs(text, stdout);
+    } else if (!strcmp(cmd, "vcpus")) {
+        vcpus_print(res);
     } else if (!strcmp(cmd, "migrate-status")) {
         struct mig_view v;
         char line[1024];
@@ -266,7 +288,7 @@ int main(int argc, char **argv)
     const char *sub = w[1];
     static const char *known[] = { "status", "pause", "resume", "quit", "shutdown", "migrate",
                                    "migrate-status", "migrate-cancel", "cmd", "move-disk",
-                                   "move-disk-status", "move-disk-cancel", NULL };
+                                   "move-disk-status", "move-disk-cancel", "vcpus", NULL };
     int k = 0;
     while (known[k] && strcmp(known[k], sub))
         k++;

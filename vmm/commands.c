@@ -1,6 +1,7 @@
 /* VM commands on the control socket: status, pause, resume, quit, shutdown. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "devices/blk_move.h"
 #include "devices/virtio_blk.h"
@@ -108,6 +109,89 @@ static int cmd_resume(void *ctx, json_object *args, json_object *res, char *err,
     vm_resume(vm);
     log_info("VM resumed");
     json_object_object_add(res, "state", json_object_new_string(vm_state_name(vm->state)));
+    return 0;
+}
+
+/* One vCPU's registers and interrupt state, read while it is parked. */
+static json_object *vcpu_state(struct vcpu *v)
+{
+    static const char *mp_names[] = { "runnable", "uninitialized", "init-received", "halted",
+                                      "sipi-received", "stopped", "check-stop", "operating", "load" };
+    struct kvm_regs r;
+    struct kvm_sregs s;
+    struct kvm_mp_state mp;
+    struct kvm_vcpu_events ev;
+    struct kvm_lapic_state lapic;
+    char hex[19];
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "id", json_object_new_int(v->id));
+    if (ioctl(v->fd, KVM_GET_REGS, &r) == 0) {
+        snprintf(hex, sizeof(hex), "0x%llx", (unsigned long long)r.rip);
+        json_object_object_add(o, "rip", json_object_new_string(hex));
+        snprintf(hex, sizeof(hex), "0x%llx", (unsigned long long)r.rsp);
+        json_object_object_add(o, "rsp", json_object_new_string(hex));
+        json_object_object_add(o, "if", json_object_new_boolean(r.rflags & 0x200));
+    }
+    if (ioctl(v->fd, KVM_GET_SREGS, &s) == 0) {
+        snprintf(hex, sizeof(hex), "0x%llx", (unsigned long long)s.cr3);
+        json_object_object_add(o, "cr3", json_object_new_string(hex));
+    }
+    if (ioctl(v->fd, KVM_GET_MP_STATE, &mp) == 0)
+        json_object_object_add(o, "mp_state", json_object_new_string(
+            mp.mp_state < sizeof(mp_names) / sizeof(mp_names[0]) ? mp_names[mp.mp_state] : "?"));
+    if (ioctl(v->fd, KVM_GET_VCPU_EVENTS, &ev) == 0) {
+        /* -1: none; an injected event is delivered on the next entry */
+        json_object_object_add(o, "irq_injected",
+                               json_object_new_int(ev.interrupt.injected ? ev.interrupt.nr : -1));
+        json_object_object_add(o, "exception", json_object_new_int(
+            ev.exception.injected || ev.exception.pending ? ev.exception.nr : -1));
+        json_object_object_add(o, "nmi_pending", json_object_new_boolean(ev.nmi.pending || ev.nmi.injected));
+        json_object_object_add(o, "irq_shadow", json_object_new_boolean(ev.interrupt.shadow));
+    }
+    if (ioctl(v->fd, KVM_GET_LAPIC, &lapic) == 0) {
+        /* highest vector requested (IRR) and in service (ISR): 8 x 32 bits at 0x200 / 0x100 */
+        int irr = -1, isr = -1;
+        for (int i = 255; i >= 0 && (irr < 0 || isr < 0); i--) {
+            uint32_t bit = 1u << (i % 32), off = 0x10u * (unsigned)(i / 32);
+            if (irr < 0 && (*(uint32_t *)(lapic.regs + 0x200 + off) & bit))
+                irr = i;
+            if (isr < 0 && (*(uint32_t *)(lapic.regs + 0x100 + off) & bit))
+                isr = i;
+        }
+        json_object_object_add(o, "lapic_irr", json_object_new_int(irr));
+        json_object_object_add(o, "lapic_isr", json_object_new_int(isr));
+    }
+    return o;
+}
+
+/* What every vCPU is doing, for a guest that seems stuck: the VM is paused
+ * just long enough to read a consistent snapshot, then resumed. Refused
+ * during a migration, whose switchover must not be resumed behind its back. */
+static int cmd_vcpus(void *ctx, json_object *args, json_object *res, char *err, size_t errlen)
+{
+    struct vm *vm = ctx;
+    pthread_mutex_lock(&vm->mig.lock);
+    enum mig_phase ph = vm->mig.s.phase;
+    pthread_mutex_unlock(&vm->mig.lock);
+    if (ph == MIG_SETUP || ph == MIG_PRECOPY || ph == MIG_SWITCHOVER || ph == MIG_IN_DOUBT) {
+        snprintf(err, errlen, "a migration is %s", mig_phase_name(ph));
+        return -1;
+    }
+    pthread_mutex_lock(&vm->lock);
+    enum vm_state st = vm->state;
+    pthread_mutex_unlock(&vm->lock);
+    if ((st != VM_RUNNING && st != VM_PAUSED) || atomic_load(&vm->stopping)) {
+        snprintf(err, errlen, "VM is %s: no vCPUs to read", vm_state_name(st));
+        return -1;
+    }
+    if (st == VM_RUNNING)
+        vm_pause(vm);
+    json_object *arr = json_object_new_array();
+    for (int i = 0; i < vm->ncpus; i++)
+        json_object_array_add(arr, vcpu_state(&vm->vcpus[i]));
+    if (st == VM_RUNNING)
+        vm_resume(vm);
+    json_object_object_add(res, "vcpus", arr);
     return 0;
 }
 
@@ -312,5 +396,6 @@ const struct control_cmd vm_commands[] = {
     { "move-disk", cmd_move_disk },
     { "move-disk-status", cmd_move_disk_status },
     { "move-disk-cancel", cmd_move_disk_cancel },
+    { "vcpus", cmd_vcpus },
     { NULL, NULL },
 };

@@ -29,6 +29,14 @@ req '{"cmd":"status"}'
 expect_json "$REPLY" ok=true result.state=running result.vcpus=2 result.memory_mib=64 \
     result.boot=micro-guest result.kernel="$dirtier"
 
+# ---- vcpus: one entry per vCPU, read in a brief pause; the VM runs on ----
+req '{"cmd":"vcpus"}' '{"cmd":"status"}'
+expect_json "$(head -n1 <<<"$REPLIES")" ok=true result.vcpus.0.id=0 result.vcpus.1.id=1
+expect_json "$REPLY" ok=true result.state=running
+lines=$("${FERRY_CLI:?FERRY_CLI is not set (run through meson test)}" -S "$sock" vm vcpus) || vfail "ferry vm vcpus failed"
+[ "$(grep -cE '^vcpu [01]: .*rip=0x[0-9a-f]+' <<<"$lines")" -eq 2 ] ||
+    vfail "ferry vm vcpus: expected a line with rip= per vCPU, got: $lines"
+
 # ---- pause: no progress for a second ----
 req '{"cmd":"pause"}'
 expect_json "$REPLY" ok=true result.state=paused

@@ -168,7 +168,7 @@ ctl() {
     python3 "$SRC/tests/func/ctl.py" "$@"
 }
 
-# jget JSON PATH...: the value at each dotted PATH of a JSON document, one a
+# jget JSON PATH...: the value at each dotted PATH (a number indexes an array) of a JSON document, one a
 # line (strings bare, others as JSON); "<missing>" when absent, "<bad json>"
 # when the document is not JSON.
 jget() {
@@ -185,6 +185,8 @@ for path in sys.argv[2:]:
     for k in path.split(".") if doc is not None else []:
         if isinstance(v, dict) and k in v:
             v = v[k]
+        elif isinstance(v, list) and k.isdigit() and int(k) < len(v):
+            v = v[int(k)]
         else:
             v = "<missing>"
             break
