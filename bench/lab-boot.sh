@@ -4,7 +4,7 @@
 # until its init prints a marker and powers off (ACPI), and reports how many boots
 # reached userspace, the median and the longest time to it.  A boot that prints nothing
 # within FERRY_BOOT_LIMIT seconds (default 120) is a hang: the VMM's status, the
-# console's tail and the VMM log are printed before it is killed.  Exit status 1 on
+# console's tail, the VMM log and each vCPU's state (twice) are printed before it is killed.  Exit status 1 on
 # any hang.
 # Run from the repository root on the build machine (it boots the lab itself):
 #     lab/lab.sh run -- bench/lab-boot.sh 20
@@ -49,6 +49,8 @@ for ((i = 1; i <= n; i++)); do
         hangs=$((hangs + 1))
         echo "lab-boot: boot $i: HANG, nothing from init in ${limit}s; console $(wc -c < "$con") bytes" >&2
         "$BUILD/cli/ferry" -S "$work/vm.sock" vm status >&2 || true
+        # twice, 2 s apart: a vCPU whose RIP never moves is parked, one that moves spins
+        for _ in 1 2; do "$BUILD/cli/ferry" -S "$work/vm.sock" vm vcpus >&2 || true; sleep 2; done
         tail -n 20 "$con" "$work/vmm.out" >&2 || true
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
