@@ -13,7 +13,7 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_IN_DOUBT = 3 };
 struct migrate_opts {
     const char *to;
     long long downtime_ms, bandwidth_mbps, max_time_s, max_rounds;  /* -1: server default */
-    bool force, no_verify, json, keep_source;
+    bool force, no_verify, json, keep_source, no_auto_converge;
     long long streams;                /* -1: server default */
     const char *via, *compress, *verify;
 };

@@ -35,6 +35,9 @@ static const char usage_text[] =
     "      --max-time S            give up pre-copy after S seconds (default 300)\n"
     "      --max-rounds N          give up after N pre-copy rounds (default 60)\n"
     "      --force                 at a limit, switch over anyway instead of failing\n"
+    "      --no-auto-converge      never slow the guest's vCPUs (by default a guest that dirties\n"
+    "                              memory faster than the link moves it is slowed until the\n"
+    "                              migration converges)\n"
     "      --streams N             TCP (TLS) connections, each with its own thread (default:\n"
     "                              one per core, up to 4)\n"
     "      --via ADDR[,ADDR...]    local addresses to send from, one per migration NIC\n"
@@ -199,7 +202,7 @@ static int raw_cmd(struct cli_conn *c, const char *line)
 }
 
 enum { O_TIMEOUT = 255, O_TO, O_DOWNTIME, O_BW, O_MAXTIME, O_MAXROUNDS, O_FORCE, O_NOVERIFY, O_JSON, O_KEEP,
-       O_STREAMS, O_VIA, O_COMPRESS, O_VERIFY, O_DELSRC };
+       O_STREAMS, O_VIA, O_COMPRESS, O_VERIFY, O_DELSRC, O_NOCONVERGE };
 
 int main(int argc, char **argv)
 {
@@ -214,6 +217,7 @@ int main(int argc, char **argv)
         { "via", required_argument, NULL, O_VIA }, { "compress", required_argument, NULL, O_COMPRESS },
         { "verify", required_argument, NULL, O_VERIFY },
         { "delete-source", no_argument, NULL, O_DELSRC },
+        { "no-auto-converge", no_argument, NULL, O_NOCONVERGE },
         { "timeout", required_argument, NULL, O_TIMEOUT }, { 0 },
     };
     if (argc > 1 && !strcmp(argv[1], "tls"))   /* no socket, options of its own */
@@ -268,6 +272,7 @@ int main(int argc, char **argv)
             if (c == O_FORCE) mo.force = true;
             if (c == O_NOVERIFY) mo.no_verify = true;
             if (c == O_KEEP) mo.keep_source = true;
+            if (c == O_NOCONVERGE) mo.no_auto_converge = true;
             if (c == O_VIA) mo.via = optarg;
             if (c == O_COMPRESS) mo.compress = optarg;
             if (c == O_VERIFY) mo.verify = optarg;

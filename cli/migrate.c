@@ -157,6 +157,8 @@ int cmd_migrate(struct cli_conn *c, const struct migrate_opts *o)
     add_int(args, "max_rounds", o->max_rounds);
     if (o->force)
         json_object_object_add(args, "force", json_object_new_boolean(1));
+    if (o->no_auto_converge)
+        json_object_object_add(args, "auto_converge", json_object_new_boolean(0));
     add_int(args, "streams", o->streams);
     if (o->via)
         json_object_object_add(args, "via", json_object_new_string(o->via));

@@ -59,6 +59,7 @@ void mig_view_parse(json_object *o, struct mig_view *v)
     v->throughput_mbps = get_dbl(o, "throughput_mbps");
     v->dirty_rate_mbps = get_dbl(o, "dirty_rate_mbps");
     v->predicted_downtime_ms = get_dbl(o, "predicted_downtime_ms");
+    v->throttle_pct = get_i64(o, "throttle_pct", 0);
     v->downtime_ms = get_i64(o, "downtime_ms", -1);
     v->verify_ms = get_i64(o, "verify_ms", -1);
     v->total_ms = get_i64(o, "total_ms", -1);
@@ -172,6 +173,8 @@ size_t progress_line(const struct mig_view *v, double rate_mbps, int width, char
         seg(&g, 0, "%.1f MiB left", (double)v->remaining_bytes / MIB);
         seg(&g, 0, "%.0f Mbit/s", rate);
         seg(&g, 3, "dirty %.0f Mbit/s", v->dirty_rate_mbps);
+        if (v->throttle_pct)
+            seg(&g, 2, "vCPUs slowed %lld%%", (long long)v->throttle_pct);
         seg(&g, 0, "downtime ~%s", pause);
         seg(&g, 1, "target %lld ms", (long long)v->downtime_target_ms);
     } else if (!strcmp(v->phase, "switchover")) {

@@ -20,6 +20,7 @@ struct mig_view {
     double throughput_mbps, dirty_rate_mbps, predicted_downtime_ms;
     int64_t downtime_ms, verify_ms, total_ms, final_pages;
     int64_t streams;
+    int64_t throttle_pct;     /* auto-converge: share of time the vCPUs are held (highest, at the end) */
     char cipher[64], compression[8], verify[8];
     char verify_result[200];  /* "match", "MISMATCH: ...", ... ("": not reported) */
 };

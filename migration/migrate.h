@@ -46,6 +46,7 @@ struct mig_params {
     uint64_t max_time_ms;        /* give up pre-copy after this long (0 = no limit) */
     uint32_t max_rounds;         /* give up after this many rounds */
     bool force;                  /* at a limit, switch over anyway instead of failing */
+    bool auto_converge;          /* slow the vCPUs of a guest the link cannot keep up with */
 };
 
 struct mig_stats {
@@ -57,6 +58,7 @@ struct mig_stats {
     double throughput;            /* bytes/s, last round */
     double dirty_rate;            /* pages/s, last round */
     double predicted_downtime_ms;
+    int throttle_pct;             /* auto-converge: the share of time the vCPUs are held */
     uint64_t elapsed_ms, total_ms, downtime_ms, verify_ms;
     /* where the pause went, in microseconds: stopping the vCPUs, the last
      * pages, saving+sending state, waiting for the destination's ACK */

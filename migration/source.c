@@ -28,6 +28,9 @@
 
 #define ACK_TIMEOUT_S 60              /* for the destination's answers at switchover */
 #define DOWNTIME_AIM_MS 5ull          /* the first pause target (see precopy) */
+#define THROTTLE_FROM_ROUND 2         /* auto-converge: rounds missing the aim before slowing */
+#define THROTTLE_START 20             /* percent of the time the vCPUs are held, at first */
+#define THROTTLE_STEP 10              /* and more each round that still misses the aim */
 #define PLAN_RATE (1250000000ull)     /* 10 Gbit/s: the rate a window is sized for without a cap */
 
 struct engine {
@@ -54,6 +57,7 @@ void mig_params_default(struct mig_params *p)
     p->max_rounds = 60;
     p->verify = VERIFY_AFTER;
     p->compress = COMPRESS_AUTO;
+    p->auto_converge = true;
 }
 
 const char *mig_phase_name(enum mig_phase ph)
@@ -226,6 +230,21 @@ static int connect_all(struct engine *e, char *err, size_t errlen)
     return 0;
 }
 
+/* The next vCPU throttle: at least THROTTLE_STEP more than now, or at once
+ * what brings the guest's dirtying to half the link, assuming it dirties in
+ * proportion to the time it runs (dirty_bps is the rate seen under `pct`). */
+static int throttle_next(int pct, double dirty_bps, double link_bps)
+{
+    int next = pct ? pct + THROTTLE_STEP : THROTTLE_START;
+    double unthrottled = dirty_bps / (1.0 - pct / 100.0);
+    if (unthrottled > 0 && link_bps > 0) {
+        double want = 100.0 * (1.0 - 0.5 * link_bps / unthrottled);
+        if (want > next)
+            next = (int)want + 1;
+    }
+    return next > THROTTLE_MAX ? THROTTLE_MAX : next;
+}
+
 /* Pre-copy rounds until the predicted pause meets the target. 0 = switch over. */
 static int precopy(struct engine *e, char *err, size_t errlen)
 {
@@ -234,6 +253,7 @@ static int precopy(struct engine *e, char *err, size_t errlen)
     uint64_t t_start = now_ns(), t_prev_sync = 0;
     double throughput = 0, rtt_ms = mg->s.rtt_us / 1000.0;
     bool drained = false;
+    int throttle = 0;
     for (uint32_t round = 0;; round++) {
         uint64_t t_sync = now_ns();
         int64_t dirty = dirty_log_fetch(&e->s.d, err, errlen);
@@ -272,6 +292,19 @@ static int precopy(struct engine *e, char *err, size_t errlen)
                 round--;
                 continue;
             }
+            /* Auto-converge: a guest whose last pages still miss the aim
+             * after two rounds is slowed (the aim relaxes meanwhile, so one
+             * that needs only a slightly longer pause gets it). Slowing for
+             * a second beats a long pause: TCP, timers and users notice a
+             * pause, a slower vCPU for a moment they do not. */
+            if (p->auto_converge && round >= THROTTLE_FROM_ROUND && pages_ms > (double)DOWNTIME_AIM_MS &&
+                throttle < THROTTLE_MAX) {
+                throttle = throttle_next(throttle, mg->s.dirty_rate * PAGE_SIZE, throughput);
+                throttle_set(e->s.vm, throttle);
+                pthread_mutex_lock(&mg->lock);
+                mg->s.throttle_pct = throttle;
+                pthread_mutex_unlock(&mg->lock);
+            }
             bool out_of_rounds = p->max_rounds && round >= p->max_rounds;
             bool out_of_time = p->max_time_ms && (t_sync - t_start) / 1000000 >= p->max_time_ms;
             if (out_of_rounds || out_of_time) {
@@ -282,10 +315,10 @@ static int precopy(struct engine *e, char *err, size_t errlen)
                 }
                 snprintf(err, errlen,
                          "not converging after %u rounds (%.1f s): the guest dirties %.0f MB/s, the link "
-                         "moves %.0f MB/s, predicted pause %.0f ms (the last pages %.0f ms > target %llu ms); the VM keeps running here "
-                         "(raise downtime_ms or bandwidth, or use force)",
+                         "moves %.0f MB/s, predicted pause %.0f ms (the last pages %.0f ms > target %llu ms), vCPUs slowed "
+                         "%d%% (raise downtime_ms or bandwidth, or use force)",
                          round, (double)(t_sync - t_start) / 1e9, mg->s.dirty_rate * PAGE_SIZE / 1e6,
-                         throughput / 1e6, predicted, pages_ms, (unsigned long long)p->downtime_ms);
+                         throughput / 1e6, predicted, pages_ms, (unsigned long long)p->downtime_ms, throttle);
                 return -1;
             }
         }
@@ -467,6 +500,7 @@ static void *source_thread(void *arg)
     publish(&e);
     sender_close(&e.s);
     dirty_log_stop(&e.s.d);
+    throttle_set(vm, 0);   /* before a failed migration resumes the VM: full speed again */
     pthread_mutex_lock(&mg->lock);
     mg->s.total_ms = (t_end - t_start) / 1000000;
     mg->s.elapsed_ms = mg->s.total_ms;
@@ -485,13 +519,15 @@ static void *source_thread(void *arg)
     if (rc == 0) {
         log_info("migration to %s completed: downtime %llu ms (stop %.1f, last pages %.1f, state %.1f, "
                  "destination %.1f ms), total %llu ms, %llu rounds, %d stream(s), %s, %llu MiB sent "
-                 "(%llu MiB of pages, %s), %llu pages (%llu zero, %llu in the pause), verify: %s",
+                 "(%llu MiB of pages, %s), %llu pages (%llu zero, %llu in the pause), verify: %s, "
+                 "vCPUs slowed up to %d%%",
                  mg->p.uri, (unsigned long long)st.downtime_ms, st.pause_us / 1e3, st.final_us / 1e3,
                  st.state_us / 1e3, st.ack_us / 1e3, (unsigned long long)st.total_ms,
                  (unsigned long long)st.round, st.streams, st.cipher,
                  (unsigned long long)(st.bytes_sent >> 20), (unsigned long long)(st.data_bytes >> 20),
                  page_codec_name(st.codec), (unsigned long long)st.pages_sent,
-                 (unsigned long long)st.zero_pages, (unsigned long long)st.final_pages, st.verify_result);
+                 (unsigned long long)st.zero_pages, (unsigned long long)st.final_pages, st.verify_result,
+                 st.throttle_pct);
         vm_request_stop(vm, STOP_MIGRATED, 0);
     } else if (rc == -2) {
         log_err("migration in doubt: %s", st.error);
@@ -611,6 +647,7 @@ void migration_status(struct vm *vm, json_object *o)
     json_object_object_add(o, "throughput_mbps", json_object_new_double(s.throughput * 8 / 1e6));
     json_object_object_add(o, "dirty_rate_mbps", json_object_new_double(s.dirty_rate * PAGE_SIZE * 8 / 1e6));
     json_object_object_add(o, "predicted_downtime_ms", json_object_new_double(s.predicted_downtime_ms));
+    json_object_object_add(o, "throttle_pct", json_object_new_int(s.throttle_pct));
     json_object_object_add(o, "downtime_target_ms", json_object_new_int64((int64_t)p.downtime_ms));
     json_object_object_add(o, "elapsed_ms", json_object_new_int64((int64_t)s.elapsed_ms));
     json_object_object_add(o, "streams", json_object_new_int(s.streams));

@@ -312,6 +312,7 @@ static int cmd_migrate(void *ctx, json_object *args, json_object *res, char *err
         arg_u64(args, "max_time_s", &max_s, err, errlen) < 0 ||
         arg_u64(args, "max_rounds", &rounds, err, errlen) < 0 ||
         arg_bool(args, "force", &p.force, err, errlen) < 0 ||
+        arg_bool(args, "auto_converge", &p.auto_converge, err, errlen) < 0 ||
         arg_u64(args, "streams", &streams, err, errlen) < 0 ||
         arg_u64(args, "test_skip_gpa", &p.test_skip_gpa, err, errlen) < 0 ||
         arg_verify(args, &p.verify, err, errlen) < 0 || arg_compress(args, &p.compress, err, errlen) < 0 ||

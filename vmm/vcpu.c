@@ -184,14 +184,16 @@ void *vcpu_thread(void *arg)
             vcpu_park(v);
             continue;
         }
-        if (ioctl(v->fd, KVM_RUN, 0) < 0) {
-            if (errno == EINTR || errno == EAGAIN) {
+        int r = ioctl(v->fd, KVM_RUN, 0), e = errno;
+        throttle_vcpu(v);
+        if (r < 0) {
+            if (e == EINTR || e == EAGAIN) {
                 if (!__atomic_load_n(&vm->pause_req, __ATOMIC_ACQUIRE))
                     v->run->immediate_exit = 0;
                 continue;
             }
             char why[96];
-            snprintf(why, sizeof(why), "KVM_RUN failed: %s", strerror(errno));
+            snprintf(why, sizeof(why), "KVM_RUN failed: %s", strerror(e));
             vcpu_report(v, why);
             vm_request_stop(vm, STOP_ERROR, 2);
             break;

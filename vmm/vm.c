@@ -405,6 +405,7 @@ void vm_pause(struct vm *vm)
         return;
     }
     __atomic_store_n(&vm->pause_req, true, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&vm->cond);   /* a vCPU in a throttle sleep parks at once */
     for (int i = 0; i < vm->ncpus; i++)
         vcpu_kick(&vm->vcpus[i]);
     while (vm->nparked < vm->ncpus && !atomic_load(&vm->stopping))

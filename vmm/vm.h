@@ -19,6 +19,7 @@
 #include "migration/migrate.h"
 #include "migration/vmstate.h"
 #include "vmm/memory.h"
+#include "vmm/throttle.h"
 
 #define VM_MAX_VCPUS 64
 
@@ -51,6 +52,7 @@ struct vcpu {
     struct kvm_run *run;
     pthread_t thread;
     bool started;
+    uint64_t throttle_t0;     /* CLOCK_MONOTONIC ns of its last throttle sleep (throttle.c) */
 };
 
 enum vm_state { VM_CREATED, VM_RUNNING, VM_PAUSED, VM_STOPPED, VM_MIGRATED };
@@ -130,6 +132,7 @@ struct vm {
     struct mig_device mig_devs[VM_MAX_MIG_DEVICES];
     int nmig_devs;
     struct migration mig;     /* outgoing migration (source side) */
+    struct throttle throttle; /* auto-converge, set by the migration */
     bool quit_req;            /* `quit` after the VM left by migration */
 };
 

@@ -104,5 +104,6 @@ lab_hop() {
     [ "$st" -eq 0 ] || lab_die "migration $src -> $dst failed ($st): $(tail -n 1 "$work/mig-$src$dst.err")"
     lab_hop_down+=("$(jq -r .downtime_ms "$work/mig-$src$dst.out")")
     timeout 90 tail --pid="${lab_vpid[$src]}" -f /dev/null || lab_die "source $src did not exit"
-    echo "${lab_name#t-}: $src -> $dst: downtime ${lab_hop_down[-1]} ms, total $(jq -r .total_ms "$work/mig-$src$dst.out") ms"
+    echo "${lab_name#t-}: $src -> $dst: downtime ${lab_hop_down[-1]} ms, total $(jq -r .total_ms "$work/mig-$src$dst.out") ms," \
+         "vCPUs slowed up to $(jq -r .throttle_pct "$work/mig-$src$dst.out")%"
 }

@@ -1,0 +1,82 @@
+/* Auto-converge (throttle.h). The ticker only forces an exit once a slice;
+ * each vCPU measures how long it ran since its last sleep and sleeps its
+ * share itself, so the duty cycle holds whatever the exits in between. */
+#include <signal.h>
+#include <time.h>
+
+#include "vmm/throttle.h"
+#include "vmm/vm.h"
+
+#define SLICE_NS 10000000ull   /* 10 ms: what the guest runs between two sleeps */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* vm->cond runs on CLOCK_REALTIME: a deadline `ns` from now on that clock. */
+static struct timespec deadline_in(uint64_t ns)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ns += (uint64_t)ts.tv_nsec;
+    ts.tv_sec += (time_t)(ns / 1000000000ull);
+    ts.tv_nsec = (long)(ns % 1000000000ull);
+    return ts;
+}
+
+static void *ticker(void *arg)
+{
+    struct vm *vm = arg;
+    pthread_mutex_lock(&vm->lock);
+    while (atomic_load(&vm->throttle.pct) > 0 && !atomic_load(&vm->stopping)) {
+        struct timespec until = deadline_in(SLICE_NS);
+        pthread_cond_timedwait(&vm->cond, &vm->lock, &until);
+        if (vm->pause_req)
+            continue;   /* parked vCPUs need no kick */
+        for (int i = 0; i < vm->ncpus; i++)
+            if (vm->vcpus[i].started)
+                vcpu_kick(&vm->vcpus[i]);
+    }
+    pthread_mutex_unlock(&vm->lock);
+    return NULL;
+}
+
+void throttle_set(struct vm *vm, int pct)
+{
+    struct throttle *t = &vm->throttle;
+    pct = pct < 0 ? 0 : pct > THROTTLE_MAX ? THROTTLE_MAX : pct;
+    pthread_mutex_lock(&vm->lock);
+    atomic_store(&t->pct, pct);
+    pthread_cond_broadcast(&vm->cond);   /* sleepers and the ticker look again */
+    pthread_mutex_unlock(&vm->lock);
+    if (pct > 0 && !t->ticking)
+        t->ticking = pthread_create(&t->ticker, NULL, ticker, vm) == 0;
+    else if (pct == 0 && t->ticking) {
+        pthread_join(t->ticker, NULL);
+        t->ticking = false;
+    }
+}
+
+void throttle_vcpu(struct vcpu *v)
+{
+    struct vm *vm = v->vm;
+    int pct = atomic_load(&vm->throttle.pct);
+    uint64_t now = mono_ns();
+    if (pct <= 0 || !v->throttle_t0) {
+        v->throttle_t0 = pct > 0 ? now : 0;
+        return;
+    }
+    uint64_t ran = now - v->throttle_t0;
+    if (ran < SLICE_NS)
+        return;
+    struct timespec until = deadline_in(ran * (uint64_t)pct / (uint64_t)(100 - pct));
+    pthread_mutex_lock(&vm->lock);
+    while (!vm->pause_req && !atomic_load(&vm->stopping) && atomic_load(&vm->throttle.pct) == pct &&
+           pthread_cond_timedwait(&vm->cond, &vm->lock, &until) == 0)
+        ;
+    pthread_mutex_unlock(&vm->lock);
+    v->throttle_t0 = mono_ns();
+}
