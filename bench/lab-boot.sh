@@ -48,9 +48,7 @@ for ((i = 1; i <= n; i++)); do
     else
         hangs=$((hangs + 1))
         echo "lab-boot: boot $i: HANG, nothing from init in ${limit}s; console $(wc -c < "$con") bytes" >&2
-        "$BUILD/cli/ferry" -S "$work/vm.sock" vm status >&2 || true
-        # twice, 2 s apart: a vCPU whose RIP never moves is parked, one that moves spins
-        for _ in 1 2; do "$BUILD/cli/ferry" -S "$work/vm.sock" vm vcpus >&2 || true; sleep 2; done
+        lab_vcpus "$work/vm.sock"
         tail -n 20 "$con" "$work/vmm.out" >&2 || true
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true

@@ -254,6 +254,7 @@ static int precopy(struct engine *e, char *err, size_t errlen)
     double throughput = 0, rtt_ms = mg->s.rtt_us / 1000.0;
     bool drained = false;
     int throttle = 0;
+    int64_t prev_dirty = 0;
     for (uint32_t round = 0;; round++) {
         uint64_t t_sync = now_ns();
         int64_t dirty = dirty_log_fetch(&e->s.d, err, errlen);
@@ -292,12 +293,14 @@ static int precopy(struct engine *e, char *err, size_t errlen)
                 round--;
                 continue;
             }
-            /* Auto-converge: a guest whose last pages still miss the aim
-             * after two rounds is slowed (the aim relaxes meanwhile, so one
-             * that needs only a slightly longer pause gets it). Slowing for
-             * a second beats a long pause: TCP, timers and users notice a
-             * pause, a slower vCPU for a moment they do not. */
-            if (p->auto_converge && round >= THROTTLE_FROM_ROUND && pages_ms > (double)DOWNTIME_AIM_MS &&
+            /* Auto-converge: from round 2, a guest whose last pages miss
+             * the target and did not even halve in the last round is
+             * slowed, more each such round. One that converges on its own
+             * (or once slowed enough) is left alone: a slowed service is
+             * slow for its users too, so no more than convergence needs. */
+            bool stuck = prev_dirty == 0 || dirty * 2 > prev_dirty;
+            prev_dirty = dirty;
+            if (p->auto_converge && round >= THROTTLE_FROM_ROUND && pages_ms > target && stuck &&
                 throttle < THROTTLE_MAX) {
                 throttle = throttle_next(throttle, mg->s.dirty_rate * PAGE_SIZE, throughput);
                 throttle_set(e->s.vm, throttle);

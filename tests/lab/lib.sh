@@ -8,6 +8,9 @@
 #   wait_for S FILE RE until a line of FILE matches the extended regex RE; 1 after S seconds
 #   clean_on_exit [CMD...]  at exit: kill the processes in the array pids, wait, run CMD
 #                      (errors ignored), remove the directory $work
+#   lab_vcpus SOCK     for an L2 that seems stuck (a silent boot): its VMM's status and
+#                      each vCPU's state twice, 2 s apart (a RIP that never moves is
+#                      parked, one that moves spins), on stderr
 
 # shellcheck disable=SC2034  # used by the tests that source this file
 LAB_LINUX_APPEND="console=ttyS0 panic=-1 quiet pci=noearly cryptomgr.notests mitigations=off"
@@ -21,6 +24,14 @@ wait_for() {
     until grep -qE "$3" "$2" 2>/dev/null; do
         [ "$(date +%s)" -lt "$end" ] || return 1
         sleep 0.5
+    done
+}
+lab_vcpus() {
+    local i
+    "$BUILD/cli/ferry" -S "$1" vm status >&2 || true
+    for i in 1 2; do
+        [ "$i" = 1 ] || sleep 2
+        "$BUILD/cli/ferry" -S "$1" vm vcpus >&2 || true
     done
 }
 clean_on_exit() {

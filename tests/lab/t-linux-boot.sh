@@ -42,7 +42,7 @@ case $vmm_name in
             exit 1
         fi
         vmm=("$BUILD/vmm/ferry-vmm" --kernel "$VMLINUZ" --initrd "$work/initrd.cpio" --cpus 2
-             --mem 512M --append "$append" --console "file:$con") ;;
+             --mem 512M --append "$append" --console "file:$con" --control "$work/vm.sock") ;;
     *) echo "t-linux-boot: FERRY_L2_VMM must be qemu or ferry" >&2; exit 1 ;;
 esac
 
@@ -54,6 +54,14 @@ for ((try = 1; ; try++)); do
     t0=$(us)
     timeout -k 5 "$limit" "${vmm[@]}" > "$work/vmm.out" 2>&1 &
     pid=$!
+    watch=""
+    if [ "$vmm_name" = ferry ]; then   # a silent boot: what the vCPUs do, before the limit kills it
+        # (read -t on a FIFO nobody writes: a sleep with no child process to outlive a kill)
+        ( mkfifo "$work/nap"; exec {nap}<>"$work/nap"; read -r -t $((limit - 8)) -u "$nap" _
+          [ -s "$con" ] || { echo "linux-boot: console empty after $((limit - 8))s" >&2
+                             lab_vcpus "$work/vm.sock"; } ) &
+        watch=$!
+    fi
     # the time the uptime line appears (tail follows the console until the VMM exits)
     t_up=$(tail -n +1 -F -s 0.2 --pid="$pid" "$con" 2>/dev/null |
            while IFS= read -r line; do
@@ -62,6 +70,7 @@ for ((try = 1; ; try++)); do
     rc=0
     wait "$pid" || rc=$?
     t_end=$(us)
+    [ -z "$watch" ] || { kill "$watch" 2>/dev/null; wait "$watch" 2>/dev/null || true; rm -f "$work/nap"; }
     if [ "$rc" -ne 124 ] || [ -s "$con" ] || [ "$try" -ge "${FERRY_BOOT_TRIES:-2}" ]; then break; fi
     echo "linux-boot: boot $try printed nothing in ${limit}s (a lab L2 boot hang); booting again" >&2
 done

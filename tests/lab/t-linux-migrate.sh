@@ -233,6 +233,7 @@ for ((try = 1; ; try++)); do
     soft=""
     echo "linux-migrate: boot $try of $tries: no counter line $lines within ${limit}s" \
          "(console: $(tr -d '\r' < "$work/a.out" | tail -n 3 | tr '\n' '|'))" >&2
+    lab_vcpus "$work/a.sock"
     [ "$try" -lt "$tries" ] || fail "the guest did not boot"
     diag >&2
     stop_vmm a
