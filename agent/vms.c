@@ -337,6 +337,14 @@ static int build_argv(struct vmrec *v, char **argv, char bufs[][4200], char *err
     snprintf(bufs[b], sizeof(bufs[b]), "%dM", json_object_get_int(a));
     argv[n++] = "--mem";
     argv[n++] = bufs[b++];
+    if (json_object_object_get_ex(v->spec, "cpu_features", &a)) {
+        size_t len = 0;   /* the names are short: 4200 bytes hold every one of them */
+        for (size_t i = 0; i < json_object_array_length(a); i++)
+            len += (size_t)snprintf(bufs[b] + len, sizeof(bufs[b]) - len, "%s%s", i ? "," : "",
+                                    json_object_get_string(json_object_array_get_idx(a, i)));
+        argv[n++] = "--cpu-features";
+        argv[n++] = bufs[b++];
+    }
     /* stdio, not file:PATH: micro-guests print through the test device to
      * stdout, so the VMM's stdout (console.log, O_APPEND) carries both that
      * and the UART; stdin is /dev/null. */
