@@ -107,7 +107,8 @@ static void remove_taps(const struct vmrec *v)
     }
 }
 
-/* The VM as the API shows it: spec, power state, pid, and the VMM's own
+/* The VM as the API shows it: spec (in the list too: the manager's
+ * pre-migration checks read it), power state, pid, and the VMM's own
  * status (state "unknown" with a reason when its socket does not answer). */
 static json_object *vm_json(struct vmrec *v, bool full)
 {
@@ -125,11 +126,9 @@ static json_object *vm_json(struct vmrec *v, bool full)
     }
     json_object_object_add(o, "state", json_object_new_string(state));
     json_object_object_add(o, "pid", v->pid ? json_object_new_int(v->pid) : NULL);
-    if (full) {
-        json_object_object_add(o, "spec", json_object_get(v->spec));
-        if (st)
-            json_object_object_add(o, "vmm", json_object_get(st));
-    }
+    json_object_object_add(o, "spec", json_object_get(v->spec));
+    if (full && st)
+        json_object_object_add(o, "vmm", json_object_get(st));
     json_object_put(st);
     return o;
 }
