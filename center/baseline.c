@@ -55,8 +55,8 @@ int baseline_lock(struct db *db, const char *cluster_id, char *name, size_t name
     struct db_res *r;
     /* a no-op write: the cluster's row stays locked until the transaction
      * ends, so a baseline being set and a host being added are serialised */
-    if (DBQN(db, &r, err, errlen, "UPDATE clusters SET baseline = baseline WHERE id = ? RETURNING name, baseline",
-            cluster_id) < 0)
+    if (DBQN(db, &r, err, errlen,
+             "UPDATE clusters SET baseline = baseline WHERE id = ? RETURNING name, baseline", cluster_id) < 0)
         return -1;
     snprintf(name, namelen, "%s", r->nrows ? db_val(r, 0, 0) : "");
     *baseline = r->nrows ? json_parsed_or_null(db_val(r, 0, 1)) : NULL;
@@ -152,7 +152,8 @@ static void baseline_put(struct req *q, const char *cluster)
     int code = 500;
     if (db_begin(q->db, err, sizeof(err)) < 0)
         goto fail;
-    if (DBQ(q->db, &r, err, "UPDATE clusters SET baseline = baseline WHERE name = ? RETURNING id", cluster) < 0)
+    if (DBQ(q->db, &r, err, "UPDATE clusters SET baseline = baseline WHERE name = ? RETURNING id",
+            cluster) < 0)
         goto fail;
     if (!r->nrows) {
         code = 404;

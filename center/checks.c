@@ -28,8 +28,7 @@ struct chk {
     json_object *spec, *src_facts, *dst_facts, *baseline;
 };
 
-static void add(struct chk *c, const char *check, bool error, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+__attribute__((format(printf, 4, 5)))
 static void add(struct chk *c, const char *check, bool error, const char *fmt, ...)
 {
     char reason[600];
@@ -45,14 +44,12 @@ static void add(struct chk *c, const char *check, bool error, const char *fmt, .
     c->errors += error;
 }
 
-static bool connected(struct chk *c, const char *role, const char *name, const char *state,
+static void connected(struct chk *c, const char *role, const char *name, const char *state,
                       const char *why)
 {
-    if (!strcmp(state, "connected"))
-        return true;
-    add(c, "host.connected", true, "%s host %s is %s%s%s", role, name, state, why ? ": " : "",
-        why ? why : "");
-    return false;
+    if (strcmp(state, "connected"))
+        add(c, "host.connected", true, "%s host %s is %s%s%s", role, name, state, why ? ": " : "",
+            why ? why : "");
 }
 
 static void check_hosts(struct chk *c, const struct db_res *src, const struct db_res *dst)
@@ -69,10 +66,10 @@ static int check_on_shared(struct chk *c, const char *what, json_object *ref, ch
 {
     const char *ds = jstr(ref, "datastore"), *path = jstr(ref, "path");
     struct db_res *r;
-    if (DBQN(c->db, &r, err, errlen, "SELECT s.uuid, s.accessible, (SELECT MIN(d.name) FROM datastores d"
-                            " WHERE d.host_id = ? AND d.uuid = s.uuid AND d.accessible = 1)"
-                            " FROM datastores s WHERE s.host_id = ? AND s.name = ?",
-            c->dst_id, c->src_id, ds) < 0)
+    if (DBQN(c->db, &r, err, errlen,
+             "SELECT s.uuid, s.accessible, (SELECT MIN(d.name) FROM datastores d"
+             " WHERE d.host_id = ? AND d.uuid = s.uuid AND d.accessible = 1)"
+             " FROM datastores s WHERE s.host_id = ? AND s.name = ?", c->dst_id, c->src_id, ds) < 0)
         return -1;
     if (!r->nrows || !db_int(r, 0, 1) || !db_val(r, 0, 0)[0])
         add(c, "datastore.shared", true, "%s %s/%s is on datastore %s, which host %s does not report"
@@ -120,14 +117,14 @@ static int check_networks(struct chk *c, char *err, size_t errlen)
     struct db_res *r, *vms;
     if (!nics || !json_object_array_length(nics))
         return 0;
-    if (DBQN(c->db, &vms, err, errlen, "SELECT name, spec FROM vms WHERE host_id = ? AND name <> ?", c->dst_id,
-            c->vm) < 0)
+    if (DBQN(c->db, &vms, err, errlen, "SELECT name, spec FROM vms WHERE host_id = ? AND name <> ?",
+             c->dst_id, c->vm) < 0)
         return -1;
     for (size_t i = 0; i < json_object_array_length(nics); i++) {
         json_object *nic = json_object_array_get_idx(nics, i);
         const char *pg = jstr(nic, "portgroup"), *mac = jstr(nic, "mac");
-        if (DBQN(c->db, &r, err, errlen, "SELECT bridge, bridge_exists FROM networks WHERE host_id = ? AND name = ?",
-                c->dst_id, pg) < 0) {
+        if (DBQN(c->db, &r, err, errlen, "SELECT bridge, bridge_exists FROM networks"
+                                         " WHERE host_id = ? AND name = ?", c->dst_id, pg) < 0) {
             db_res_free(vms);
             return -1;
         }
@@ -208,9 +205,9 @@ static void check_memory(struct chk *c)
 static int migrations_on(struct chk *c, const char *hid, const char *h, int *n, char *err, size_t errlen)
 {
     struct db_res *r;
-    if (DBQN(c->db, &r, err, errlen, "SELECT t.params, v.host_id FROM tasks t LEFT JOIN vms v ON v.name = t.target"
-                            " WHERE t.kind = 'vm.migrate' AND t.state = 'running' AND t.target <> ?",
-            c->vm) < 0)
+    if (DBQN(c->db, &r, err, errlen,
+             "SELECT t.params, v.host_id FROM tasks t LEFT JOIN vms v ON v.name = t.target"
+             " WHERE t.kind = 'vm.migrate' AND t.state = 'running' AND t.target <> ?", c->vm) < 0)
         return -1;
     *n = 0;
     for (int i = 0; i < r->nrows; i++) {
@@ -254,9 +251,10 @@ static int check_link(struct chk *c, const char *hid, const char *h, json_object
 
 static int load(struct chk *c, struct db_res **src, struct db_res **dst, char *err, size_t errlen)
 {
-    if (DBQN(c->db, src, err, errlen, "SELECT v.power_state, v.spec, h.id, h.name, h.state, h.facts, h.error,"
-                             " cl.name, cl.baseline FROM vms v LEFT JOIN hosts h ON h.id = v.host_id"
-                             " LEFT JOIN clusters cl ON cl.id = h.cluster_id WHERE v.name = ?", c->vm) < 0 ||
+    if (DBQN(c->db, src, err, errlen,
+             "SELECT v.power_state, v.spec, h.id, h.name, h.state, h.facts, h.error, cl.name, cl.baseline"
+             " FROM vms v LEFT JOIN hosts h ON h.id = v.host_id LEFT JOIN clusters cl ON cl.id = h.cluster_id"
+             " WHERE v.name = ?", c->vm) < 0 ||
         DBQN(c->db, dst, err, errlen, "SELECT id, state, facts, error FROM hosts WHERE name = ?", c->dst) < 0)
         return -1;
     return 0;

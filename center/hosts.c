@@ -50,16 +50,17 @@ static int store_vm(struct db *db, const char *hid, const char *host, json_objec
     json_object_object_get_ex(vm, "spec", &spec);
     const char *stext = spec ? json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PLAIN) : NULL;
     struct db_res *r;
-    if (DBQN(db, &r, err, errlen, "SELECT id, host_id, name, uuid FROM vms WHERE name = ? OR uuid = ?", name, uuid) < 0)
+    if (DBQN(db, &r, err, errlen, "SELECT id, host_id, name, uuid FROM vms WHERE name = ? OR uuid = ?",
+             name, uuid) < 0)
         return -1;
     int rc = 0;
     if (r->nrows == 0) {
         rc = DBQN(db, NULL, err, errlen, "INSERT INTO vms (name, uuid, host_id, power_state, spec, updated)"
-                                " VALUES (?, ?, ?, ?, ?, ?)", name, uuid, hid, state, stext, now);
+                                        " VALUES (?, ?, ?, ?, ?, ?)", name, uuid, hid, state, stext, now);
     } else if (r->nrows == 1 && !strcmp(db_val(r, 0, 2), name) && !strcmp(db_val(r, 0, 3), uuid) &&
                (!db_val(r, 0, 1) || !strcmp(db_val(r, 0, 1), hid))) {
         rc = DBQN(db, NULL, err, errlen, "UPDATE vms SET host_id = ?, power_state = ?, spec = ?, updated = ?"
-                                " WHERE id = ?", hid, state, stext, now, db_val(r, 0, 0));
+                                        " WHERE id = ?", hid, state, stext, now, db_val(r, 0, 0));
     } else {
         inv_event(db, "warning", "vm.conflict", host, 0,
                   "host %s reports VM %s (%s), which conflicts with a VM already in the inventory",
@@ -98,11 +99,11 @@ static int store_facts(struct db *db, const char *host, json_object *facts, json
         return -1;
     const char *ftext = json_object_to_json_string_ext(facts, JSON_C_TO_STRING_PLAIN);
     if ((add ? DBQN(db, &r, err, errlen, "UPDATE hosts SET state = 'connected', facts = ?, error = NULL,"
-                                " updated = ? WHERE name = ? AND state = 'adding' RETURNING id, cluster_id",
-                   ftext, now, host)
+                                        " updated = ? WHERE name = ? AND state = 'adding'"
+                                        " RETURNING id, cluster_id", ftext, now, host)
              : DBQN(db, &r, err, errlen, "UPDATE hosts SET state = 'connected', facts = ?, error = NULL,"
-                                " updated = ? WHERE name = ? AND state <> 'adding' RETURNING id, cluster_id",
-                   ftext, now, host)) < 0)
+                                        " updated = ? WHERE name = ? AND state <> 'adding'"
+                                        " RETURNING id, cluster_id", ftext, now, host)) < 0)
         goto fail;
     if (r->nrows != 1) {
         db_res_free(r);
@@ -124,7 +125,7 @@ static int store_facts(struct db *db, const char *host, json_object *facts, json
         fmt_ll(a, jint(d, "capacity_bytes"));
         fmt_ll(b, jint(d, "free_bytes"));
         if (DBQN(db, NULL, err, errlen, "INSERT INTO datastores (host_id, name, uuid, path, accessible,"
-                               " capacity_bytes, free_bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                       " capacity_bytes, free_bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 hid, jstr(d, "name"), jstr(d, "uuid"), jstr(d, "path"),
                 json_object_get_boolean(acc) ? "1" : "0", a, b) < 0)
             goto fail;
@@ -133,7 +134,7 @@ static int store_facts(struct db *db, const char *host, json_object *facts, json
         json_object *n = json_object_array_get_idx(nets, i), *ex;
         json_object_object_get_ex(n, "bridge_exists", &ex);
         if (DBQN(db, NULL, err, errlen, "INSERT INTO networks (host_id, name, bridge, bridge_exists)"
-                               " VALUES (?, ?, ?, ?)",
+                                       " VALUES (?, ?, ?, ?)",
                 hid, jstr(n, "name"), jstr(n, "bridge"), json_object_get_boolean(ex) ? "1" : "0") < 0)
             goto fail;
     }
