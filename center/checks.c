@@ -8,7 +8,6 @@
  * a running VM (affinity, shared disks, a missing bridge) is a warning. */
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
