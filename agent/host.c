@@ -12,59 +12,7 @@
 #include "agent/ferryd.h"
 #include "vmm/vm.h"
 
-/* The CPUID feature words a guest relies on keeping across a migration (the
- * words vmm/cpuid.c compares), with the Linux names of their bits. The raw
- * words are reported too, so a manager can intersect hosts bit by bit. */
-static const struct cpuid_word {
-    uint32_t fn, idx;
-    char reg;                 /* 'a' eax, 'b' ebx, 'c' ecx, 'd' edx */
-    const char *bits[32];
-} words[] = {
-    { 1, 0, 'd', { "fpu", "vme", "de", "pse", "tsc", "msr", "pae", "mce", "cx8", "apic", NULL,
-                   "sep", "mtrr", "pge", "mca", "cmov", "pat", "pse36", "pn", "clflush", NULL,
-                   "dts", "acpi", "mmx", "fxsr", "sse", "sse2", "ss", "ht", "tm", "ia64", "pbe" } },
-    { 1, 0, 'c', { "pni", "pclmulqdq", "dtes64", "monitor", "ds_cpl", "vmx", "smx", "est", "tm2",
-                   "ssse3", "cid", "sdbg", "fma", "cx16", "xtpr", "pdcm", NULL, "pcid", "dca",
-                   "sse4_1", "sse4_2", "x2apic", "movbe", "popcnt", "tsc_deadline_timer", "aes",
-                   "xsave", "osxsave", "avx", "f16c", "rdrand", "hypervisor" } },
-    { 7, 0, 'b', { "fsgsbase", "tsc_adjust", "sgx", "bmi1", "hle", "avx2", "fdp_excptn_only",
-                   "smep", "bmi2", "erms", "invpcid", "rtm", "cqm", "zero_fcs_fds", "mpx", "rdt_a",
-                   "avx512f", "avx512dq", "rdseed", "adx", "smap", "avx512ifma", "pcommit",
-                   "clflushopt", "clwb", "intel_pt", "avx512pf", "avx512er", "avx512cd", "sha_ni",
-                   "avx512bw", "avx512vl" } },
-    { 7, 0, 'c', { "prefetchwt1", "avx512vbmi", "umip", "pku", "ospke", "waitpkg", "avx512_vbmi2",
-                   "cet_ss", "gfni", "vaes", "vpclmulqdq", "avx512_vnni", "avx512_bitalg", "tme",
-                   "avx512_vpopcntdq", NULL, "la57", NULL, NULL, NULL, NULL, NULL, "rdpid",
-                   "key_locker", "bus_lock_detect", "cldemote", NULL, "movdiri", "movdir64b",
-                   "enqcmd", "sgx_lc", "pks" } },
-    { 7, 0, 'd', { NULL, NULL, "avx512_4vnniw", "avx512_4fmaps", "fsrm", "uintr", NULL, NULL,
-                   "avx512_vp2intersect", NULL, "md_clear", NULL, NULL, NULL, "serialize",
-                   "hybrid_cpu", "tsxldtrk", NULL, "pconfig", NULL, "ibt", NULL, "amx_bf16",
-                   "avx512_fp16", "amx_tile", "amx_int8", "spec_ctrl", "intel_stibp", "flush_l1d",
-                   "arch_capabilities", "core_capabilities", "spec_ctrl_ssbd" } },
-    { 0xd, 1, 'a', { "xsaveopt", "xsavec", "xgetbv1", "xsaves" } },
-    { 0x80000001, 0, 'c', { "lahf_lm", "cmp_legacy", "svm", "extapic", "cr8_legacy", "abm",
-                            "sse4a", "misalignsse", "3dnowprefetch", "osvw", "ibs", "xop",
-                            "skinit", "wdt", NULL, "lwp", "fma4", "tce", NULL, "nodeid_msr", NULL,
-                            "tbm", "topoext", "perfctr_core", "perfctr_nb", NULL, "bpext", "ptsc",
-                            "perfctr_llc", "mwaitx" } },
-    /* AMD mirrors leaf 1's EDX bits here; only the extended ones are named */
-    { 0x80000001, 0, 'd', { [11] = "syscall", [20] = "nx", [22] = "mmxext", [25] = "fxsr_opt",
-                            [26] = "pdpe1gb", [27] = "rdtscp", [29] = "lm", [30] = "3dnowext",
-                            [31] = "3dnow" } },
-};
-
 static json_object *cpu_json;   /* probed once by host_init */
-
-static uint32_t reg_value(const struct kvm_cpuid2 *c, const struct cpuid_word *w)
-{
-    for (unsigned i = 0; i < c->nent; i++) {
-        const struct kvm_cpuid_entry2 *e = &c->entries[i];
-        if (e->function == w->fn && e->index == w->idx)
-            return w->reg == 'a' ? e->eax : w->reg == 'b' ? e->ebx : w->reg == 'c' ? e->ecx : e->edx;
-    }
-    return 0;
-}
 
 /* "vendor_id : GenuineIntel" -> the value of the first line with key. */
 static void cpuinfo_field(const char *text, const char *key, char *out, size_t outlen)
@@ -106,13 +54,16 @@ int host_init(char *err, size_t errlen)
     if (!c)
         return -1;
     json_object *features = json_object_new_array(), *raw = json_object_new_object();
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
-        uint32_t v = reg_value(c, &words[i]);
+    /* the named features, and the raw words so a manager can intersect
+     * hosts bit by bit */
+    for (size_t i = 0; i < cpuid_nwords; i++) {
+        const struct cpuid_word *w = &cpuid_words[i];
+        uint32_t v = cpuid_word_value(c, w);
         for (int b = 0; b < 32; b++)
-            if ((v >> b & 1) && words[i].bits[b])
-                json_object_array_add(features, json_object_new_string(words[i].bits[b]));
+            if ((v >> b & 1) && w->bits[b])
+                json_object_array_add(features, json_object_new_string(w->bits[b]));
         char key[32], hex[16];
-        snprintf(key, sizeof(key), "0x%x.%u.e%cx", words[i].fn, words[i].idx, words[i].reg);
+        snprintf(key, sizeof(key), "0x%x.%u.e%cx", w->fn, w->idx, "abcd"[w->reg]);
         snprintf(hex, sizeof(hex), "0x%08x", v);
         json_object_object_add(raw, key, json_object_new_string(hex));
     }

@@ -203,11 +203,47 @@ static int check_affinity(json_object *a, char *err, size_t errlen)
     return 0;
 }
 
+static bool cpu_feature_known(const char *name)
+{
+    for (size_t i = 0; i < cpuid_nwords; i++)
+        for (int b = 0; b < 32; b++)
+            if (cpuid_words[i].bits[b] && !strcmp(cpuid_words[i].bits[b], name))
+                return true;
+    return false;
+}
+
+/* The CPUID features the guest may see (a cluster's baseline): names as
+ * GET /v1/host reports them, passed to ferry-vmm --cpu-features. Known and
+ * distinct, so the joined list fits ferryd's argument buffer. */
+static int check_cpu_features(json_object *a, char *err, size_t errlen)
+{
+    size_t n = json_object_array_length(a);
+    if (n == 0) {
+        snprintf(err, errlen, "spec.cpu_features: empty (leave it out for every feature)");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_object *v = json_object_array_get_idx(a, i);
+        if (!json_object_is_type(v, json_type_string) || !cpu_feature_known(json_object_get_string(v))) {
+            snprintf(err, errlen, "spec.cpu_features[%zu]: '%.32s' is not a CPU feature name (see"
+                     " GET /v1/host cpu.kvm_features)", i, json_object_get_string(v));
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(json_object_get_string(v), json_object_get_string(json_object_array_get_idx(a, j)))) {
+                snprintf(err, errlen, "spec.cpu_features[%zu]: '%s' listed twice", i,
+                         json_object_get_string(v));
+                return -1;
+            }
+    }
+    return 0;
+}
+
 json_object *spec_validate(json_object *in, const struct config *c, char *err, size_t errlen)
 {
     static const char *const keys[] = { "name", "uuid", "vcpus", "memory_mib", "boot", "disks",
                                         "nics", "cdrom", "cpu_affinity", "shared_disks",
-                                        "memory_reservation_mib", NULL };
+                                        "memory_reservation_mib", "cpu_features", NULL };
     static const char *const disk_keys[] = { "datastore", "path", "readonly", NULL };
     static const char *const shared_keys[] = { "datastore", "path", NULL };
     if (!json_object_is_type(in, json_type_object)) {
@@ -221,7 +257,7 @@ json_object *spec_validate(json_object *in, const struct config *c, char *err, s
     }
     const char *name = NULL, *uuid = NULL;
     int64_t vcpus = 1, mem = 0, resv = 0;
-    json_object *boot, *disks, *nics, *cdrom, *aff, *shared;
+    json_object *boot, *disks, *nics, *cdrom, *aff, *shared, *feats;
     if (json_only_keys(s, "spec", keys, err, errlen) < 0 ||
         json_get_string(s, "name", "spec", true, &name, err, errlen) < 0 ||
         json_get_string(s, "uuid", "spec", false, &uuid, err, errlen) < 0 ||
@@ -233,7 +269,8 @@ json_object *spec_validate(json_object *in, const struct config *c, char *err, s
         json_get_typed(s, "nics", "spec", json_type_array, &nics, err, errlen) < 0 ||
         json_get_typed(s, "cdrom", "spec", json_type_object, &cdrom, err, errlen) < 0 ||
         json_get_typed(s, "cpu_affinity", "spec", json_type_array, &aff, err, errlen) < 0 ||
-        json_get_typed(s, "shared_disks", "spec", json_type_array, &shared, err, errlen) < 0)
+        json_get_typed(s, "shared_disks", "spec", json_type_array, &shared, err, errlen) < 0 ||
+        json_get_typed(s, "cpu_features", "spec", json_type_array, &feats, err, errlen) < 0)
         goto bad;
     if (!spec_name_valid(name)) {
         snprintf(err, errlen, "spec.name: '%.64s' must be 1-63 letters, digits, '.', '_' or '-', "
@@ -253,6 +290,7 @@ json_object *spec_validate(json_object *in, const struct config *c, char *err, s
         (nics && check_nics(nics, c, err, errlen) < 0) ||
         (cdrom && check_cdrom(cdrom, c, err, errlen) < 0) ||
         (aff && check_affinity(aff, err, errlen) < 0) ||
+        (feats && check_cpu_features(feats, err, errlen) < 0) ||
         (shared && check_disks(shared, "spec.shared_disks", MAX_SHARED_DISKS, shared_keys, c,
                                err, errlen) < 0))
         goto bad;

@@ -107,7 +107,8 @@ static void remove_taps(const struct vmrec *v)
     }
 }
 
-/* The VM as the API shows it: spec, power state, pid, and the VMM's own
+/* The VM as the API shows it: spec (in the list too: the manager's
+ * pre-migration checks read it), power state, pid, and the VMM's own
  * status (state "unknown" with a reason when its socket does not answer). */
 static json_object *vm_json(struct vmrec *v, bool full)
 {
@@ -125,11 +126,9 @@ static json_object *vm_json(struct vmrec *v, bool full)
     }
     json_object_object_add(o, "state", json_object_new_string(state));
     json_object_object_add(o, "pid", v->pid ? json_object_new_int(v->pid) : NULL);
-    if (full) {
-        json_object_object_add(o, "spec", json_object_get(v->spec));
-        if (st)
-            json_object_object_add(o, "vmm", json_object_get(st));
-    }
+    json_object_object_add(o, "spec", json_object_get(v->spec));
+    if (full && st)
+        json_object_object_add(o, "vmm", json_object_get(st));
     json_object_put(st);
     return o;
 }
@@ -337,6 +336,14 @@ static int build_argv(struct vmrec *v, char **argv, char bufs[][4200], char *err
     snprintf(bufs[b], sizeof(bufs[b]), "%dM", json_object_get_int(a));
     argv[n++] = "--mem";
     argv[n++] = bufs[b++];
+    if (json_object_object_get_ex(v->spec, "cpu_features", &a)) {
+        size_t len = 0;   /* the names are short: 4200 bytes hold every one of them */
+        for (size_t i = 0; i < json_object_array_length(a); i++)
+            len += (size_t)snprintf(bufs[b] + len, sizeof(bufs[b]) - len, "%s%s", i ? "," : "",
+                                    json_object_get_string(json_object_array_get_idx(a, i)));
+        argv[n++] = "--cpu-features";
+        argv[n++] = bufs[b++];
+    }
     /* stdio, not file:PATH: micro-guests print through the test device to
      * stdout, so the VMM's stdout (console.log, O_APPEND) carries both that
      * and the UART; stdin is /dev/null. */

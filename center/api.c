@@ -162,7 +162,7 @@ static void route(struct evhttp_request *r, void *arg)
         reply_error(&q, 403, "this token is %s: changes need an admin token", q.role);
         return;
     }
-    if (q.method == EVHTTP_REQ_POST && !parse_body(&q))
+    if ((q.method == EVHTTP_REQ_POST || q.method == EVHTTP_REQ_PUT) && !parse_body(&q))
         return;
     const char *rest = path + pl + (path[pl] == '/');
     rt->fn(&q, rest);

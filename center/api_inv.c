@@ -63,16 +63,25 @@ static json_object *cluster_json(const struct db_res *r, int i)
     json_object_object_add(o, "description", json_text_or_null(db_val(r, i, 1)));
     json_object_object_add(o, "created", json_text_or_null(db_val(r, i, 2)));
     json_object_object_add(o, "hosts", json_object_new_int((int)db_int(r, i, 3)));
+    json_object_object_add(o, "baseline", json_parsed_or_null(db_val(r, i, 4)));
     return o;
 }
 
 #define CLUSTER_SELECT "SELECT c.name, c.description, c.created," \
-    " (SELECT COUNT(*) FROM hosts h WHERE h.cluster_id = c.id) FROM clusters c"
+    " (SELECT COUNT(*) FROM hosts h WHERE h.cluster_id = c.id), c.baseline FROM clusters c"
 
 void api_clusters(struct req *q, const char *rest)
 {
     char err[ERRLEN], now[40];
     struct db_res *r;
+    const char *slash = strchr(rest, '/');
+    if (slash) {
+        char name[64];
+        if (strcmp(slash, "/baseline") || slash - rest >= (long)sizeof(name))
+            return reply_error(q, 404, "no such endpoint");
+        snprintf(name, sizeof(name), "%.*s", (int)(slash - rest), rest);
+        return api_cluster_baseline(q, name);
+    }
     if (*rest) {
         if (q->method != EVHTTP_REQ_GET)
             return not_allowed(q, "GET");

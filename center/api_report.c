@@ -112,8 +112,13 @@ static json_object *vm_json(const struct db_res *r, int i)
 
 void api_vms(struct req *q, const char *rest)
 {
-    char err[ERRLEN];
+    char err[ERRLEN], name[64];
     struct db_res *r;
+    const char *slash = strchr(rest, '/');
+    if (slash && !strcmp(slash, "/checks") && slash - rest < (long)sizeof(name)) {
+        snprintf(name, sizeof(name), "%.*s", (int)(slash - rest), rest);
+        return api_vm_checks(q, name);
+    }
     if (!get_only(q, rest, true))
         return;
     if (*rest) {

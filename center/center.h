@@ -38,6 +38,11 @@ json_object *json_text_or_null(const char *s);     /* NULL -> JSON null */
 json_object *json_parsed_or_null(const char *text); /* stored JSON text -> object */
 char *read_text(const char *path, size_t max);   /* NUL-terminated, or NULL (errno) */
 bool address_valid(const char *a);               /* HOST:PORT or [IPV6]:PORT */
+/* Lenient reads of what hosts report: a missing or mistyped key is 0, ""
+ * or NULL (o may be NULL). */
+long long jint(json_object *o, const char *key);
+const char *jstr(json_object *o, const char *key);
+json_object *jarr(json_object *o, const char *key);
 
 /* auth.c: bearer tokens, stored as SHA-256 hashes */
 int token_create(struct db *db, const char *role, const char *desc, char *token, size_t toklen,
@@ -84,6 +89,14 @@ void task_host_refresh(struct db *db, long long id, json_object *params);
 json_object *ferryd_get(const char *address, const char *cn, const char *path, long long task_id,
                         char *err, size_t errlen);
 
+/* baseline.c: CPU baselines (EVC). The names of want (a JSON array) that
+ * a host's facts lack, ", "-separated in out; their number. */
+int features_missing(json_object *want, json_object *facts, char *out, size_t outlen);
+/* Lock the cluster's row for this transaction; its name, and its baseline
+ * (NULL for none). */
+int baseline_lock(struct db *db, const char *cluster_id, char *name, size_t namelen,
+                  json_object **baseline, char *err, size_t errlen);
+
 /* api.c: the HTTP front (auth, routing, replies); api_inv.c: the handlers */
 struct evhttp;
 struct evhttp_request;
@@ -110,5 +123,7 @@ void api_datastores(struct req *q, const char *rest);
 void api_networks(struct req *q, const char *rest);
 void api_vms(struct req *q, const char *rest);
 void api_tokens(struct req *q, const char *rest);
+void api_cluster_baseline(struct req *q, const char *cluster);   /* baseline.c */
+void api_vm_checks(struct req *q, const char *vm);               /* api_checks.c */
 
 #endif

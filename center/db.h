@@ -59,6 +59,9 @@ int db_schema_latest(void);
 /* db_exec with the parameters listed inline: DBQ(db, &res, err, sql, a, b) */
 #define DBQ(db, res, err, sql, ...) \
     db_exec((db), (sql), DB_NARGS(__VA_ARGS__), (const char *[]){ __VA_ARGS__ }, (res), (err), sizeof(err))
+/* The same where err is a pointer (a caller's buffer of errlen bytes). */
+#define DBQN(db, res, err, errlen, sql, ...) \
+    db_exec((db), (sql), DB_NARGS(__VA_ARGS__), (const char *[]){ __VA_ARGS__ }, (res), (err), (errlen))
 #define DBQ0(db, res, err, sql) db_exec((db), (sql), 0, NULL, (res), (err), sizeof(err))
 
 /* Backends (db_sqlite.c, db_pg.c) fill this table. */

@@ -38,43 +38,29 @@ int host_enrol_issue(const char *name, json_object **out, char *err, size_t errl
     return 0;
 }
 
-static long long jint(json_object *o, const char *key)
-{
-    json_object *v;
-    return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
-}
-
-static const char *jstr(json_object *o, const char *key)
-{
-    json_object *v;
-    return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
-               ? json_object_get_string(v) : "";
-}
-
-static json_object *jarr(json_object *o, const char *key)
-{
-    json_object *v;
-    return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_array) ? v : NULL;
-}
-
-/* Record one VM the host reports. A VM known on another host (same name or
- * UUID) is not moved here: that is for the migration reconciler to decide;
- * the conflict becomes a warning event. */
+/* Record one VM the host reports, with its spec (what the pre-migration
+ * checks read). A VM known on another host (same name or UUID) is not
+ * moved here: that is for the migration reconciler to decide; the conflict
+ * becomes a warning event. */
 static int store_vm(struct db *db, const char *hid, const char *host, json_object *vm, const char *now,
                     char *err, size_t errlen)
 {
     const char *name = jstr(vm, "name"), *uuid = jstr(vm, "uuid"), *state = jstr(vm, "state");
+    json_object *spec = NULL;
+    json_object_object_get_ex(vm, "spec", &spec);
+    const char *stext = spec ? json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PLAIN) : NULL;
     struct db_res *r;
-    if (DBQ(db, &r, err, "SELECT id, host_id, name, uuid FROM vms WHERE name = ? OR uuid = ?", name, uuid) < 0)
+    if (DBQN(db, &r, err, errlen, "SELECT id, host_id, name, uuid FROM vms WHERE name = ? OR uuid = ?",
+             name, uuid) < 0)
         return -1;
     int rc = 0;
     if (r->nrows == 0) {
-        rc = DBQ(db, NULL, err, "INSERT INTO vms (name, uuid, host_id, power_state, updated)"
-                                " VALUES (?, ?, ?, ?, ?)", name, uuid, hid, state, now);
+        rc = DBQN(db, NULL, err, errlen, "INSERT INTO vms (name, uuid, host_id, power_state, spec, updated)"
+                                        " VALUES (?, ?, ?, ?, ?, ?)", name, uuid, hid, state, stext, now);
     } else if (r->nrows == 1 && !strcmp(db_val(r, 0, 2), name) && !strcmp(db_val(r, 0, 3), uuid) &&
                (!db_val(r, 0, 1) || !strcmp(db_val(r, 0, 1), hid))) {
-        rc = DBQ(db, NULL, err, "UPDATE vms SET host_id = ?, power_state = ?, updated = ? WHERE id = ?",
-                 hid, state, now, db_val(r, 0, 0));
+        rc = DBQN(db, NULL, err, errlen, "UPDATE vms SET host_id = ?, power_state = ?, spec = ?, updated = ?"
+                                        " WHERE id = ?", hid, state, stext, now, db_val(r, 0, 0));
     } else {
         inv_event(db, "warning", "vm.conflict", host, 0,
                   "host %s reports VM %s (%s), which conflicts with a VM already in the inventory",
@@ -84,23 +70,40 @@ static int store_vm(struct db *db, const char *hid, const char *host, json_objec
     return rc < 0 ? -1 : 0;
 }
 
+/* A host lacking a feature of its cluster's CPU baseline cannot join
+ * (err names the features; also a database failure). */
+static bool baseline_refuses(struct db *db, const char *host, const char *cid, json_object *facts,
+                             char *err, size_t errlen)
+{
+    char cluster[64], missing[1024];
+    json_object *baseline;
+    if (baseline_lock(db, cid, cluster, sizeof(cluster), &baseline, err, errlen) < 0)
+        return true;
+    int n = baseline ? features_missing(baseline, facts, missing, sizeof(missing)) : 0;
+    json_object_put(baseline);
+    if (n)
+        snprintf(err, errlen, "host %s lacks %d CPU feature%s of cluster %s's baseline: %.300s", host, n,
+                 n == 1 ? "" : "s", cluster, missing);
+    return n != 0;
+}
+
 /* The host's facts into the inventory, in one transaction: for an add
  * (the host is 'adding') or a refresh (it is in the inventory). */
 static int store_facts(struct db *db, const char *host, json_object *facts, json_object *vms,
                        bool add, char *err, size_t errlen)
 {
-    char now[40], hid[24], a[24], b[24];
+    char now[40], hid[24], cid[24], a[24], b[24];
     struct db_res *r;
     now_iso(now);
     if (db_begin(db, err, errlen) < 0)
         return -1;
     const char *ftext = json_object_to_json_string_ext(facts, JSON_C_TO_STRING_PLAIN);
-    if ((add ? DBQ(db, &r, err, "UPDATE hosts SET state = 'connected', facts = ?, error = NULL,"
-                                " updated = ? WHERE name = ? AND state = 'adding' RETURNING id",
-                   ftext, now, host)
-             : DBQ(db, &r, err, "UPDATE hosts SET state = 'connected', facts = ?, error = NULL,"
-                                " updated = ? WHERE name = ? AND state <> 'adding' RETURNING id",
-                   ftext, now, host)) < 0)
+    if ((add ? DBQN(db, &r, err, errlen, "UPDATE hosts SET state = 'connected', facts = ?, error = NULL,"
+                                        " updated = ? WHERE name = ? AND state = 'adding'"
+                                        " RETURNING id, cluster_id", ftext, now, host)
+             : DBQN(db, &r, err, errlen, "UPDATE hosts SET state = 'connected', facts = ?, error = NULL,"
+                                        " updated = ? WHERE name = ? AND state <> 'adding'"
+                                        " RETURNING id, cluster_id", ftext, now, host)) < 0)
         goto fail;
     if (r->nrows != 1) {
         db_res_free(r);
@@ -108,9 +111,12 @@ static int store_facts(struct db *db, const char *host, json_object *facts, json
         goto fail;
     }
     snprintf(hid, sizeof(hid), "%s", db_val(r, 0, 0));
+    snprintf(cid, sizeof(cid), "%s", db_val(r, 0, 1));
     db_res_free(r);
-    if (DBQ(db, NULL, err, "DELETE FROM datastores WHERE host_id = ?", hid) < 0 ||
-        DBQ(db, NULL, err, "DELETE FROM networks WHERE host_id = ?", hid) < 0)
+    if (add && baseline_refuses(db, host, cid, facts, err, errlen))
+        goto fail;
+    if (DBQN(db, NULL, err, errlen, "DELETE FROM datastores WHERE host_id = ?", hid) < 0 ||
+        DBQN(db, NULL, err, errlen, "DELETE FROM networks WHERE host_id = ?", hid) < 0)
         goto fail;
     json_object *ds = jarr(facts, "datastores"), *nets = jarr(facts, "networks");
     for (size_t i = 0; ds && i < json_object_array_length(ds); i++) {
@@ -118,8 +124,8 @@ static int store_facts(struct db *db, const char *host, json_object *facts, json
         json_object_object_get_ex(d, "accessible", &acc);
         fmt_ll(a, jint(d, "capacity_bytes"));
         fmt_ll(b, jint(d, "free_bytes"));
-        if (DBQ(db, NULL, err, "INSERT INTO datastores (host_id, name, uuid, path, accessible,"
-                               " capacity_bytes, free_bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        if (DBQN(db, NULL, err, errlen, "INSERT INTO datastores (host_id, name, uuid, path, accessible,"
+                                       " capacity_bytes, free_bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 hid, jstr(d, "name"), jstr(d, "uuid"), jstr(d, "path"),
                 json_object_get_boolean(acc) ? "1" : "0", a, b) < 0)
             goto fail;
@@ -127,8 +133,8 @@ static int store_facts(struct db *db, const char *host, json_object *facts, json
     for (size_t i = 0; nets && i < json_object_array_length(nets); i++) {
         json_object *n = json_object_array_get_idx(nets, i), *ex;
         json_object_object_get_ex(n, "bridge_exists", &ex);
-        if (DBQ(db, NULL, err, "INSERT INTO networks (host_id, name, bridge, bridge_exists)"
-                               " VALUES (?, ?, ?, ?)",
+        if (DBQN(db, NULL, err, errlen, "INSERT INTO networks (host_id, name, bridge, bridge_exists)"
+                                       " VALUES (?, ?, ?, ?)",
                 hid, jstr(n, "name"), jstr(n, "bridge"), json_object_get_boolean(ex) ? "1" : "0") < 0)
             goto fail;
     }

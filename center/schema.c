@@ -88,6 +88,12 @@ const char *const schema_steps[] = {
     "CREATE INDEX tasks_state ON tasks (state, id);"
     "CREATE INDEX events_target ON events (target, id);"
     "CREATE INDEX hosts_cluster ON hosts (cluster_id);",
+
+    /* 3: a cluster's CPU baseline (the EVC analogue): the JSON array of
+     * CPUID feature names its VMs see, NULL for none; the pre-migration
+     * checks look up VMs by host */
+    "ALTER TABLE clusters ADD COLUMN baseline TEXT;"
+    "CREATE INDEX vms_host ON vms (host_id);",
 };
 
 const int schema_nsteps = sizeof(schema_steps) / sizeof(schema_steps[0]);

@@ -31,6 +31,8 @@ static void usage(FILE *f)
           "      --prealloc        fault all guest RAM in at start (with --incoming: when the VM's size\n"
           "                        is known, before its pages arrive)\n"
           "  -c, --cpus N          number of vCPUs (default 1)\n"
+          "      --cpu-features LIST  the guest sees only these CPUID features (comma-separated,\n"
+          "                        names as ferryd reports them): a cluster's CPU baseline\n"
           "      --disk PATH[,readonly]  raw disk image (or block device) as a virtio-blk disk\n"
           "                        (/dev/vda, /dev/vdb, ...; up to 4)\n"
           "      --net tap=NAME[,mac=MAC]  virtio-net NIC on tap device NAME (attached, or created\n"
@@ -143,10 +145,12 @@ int main(int argc, char **argv)
         { "console", required_argument, NULL, 'C' }, { "incoming", required_argument, NULL, 'I' }, { "control", required_argument, NULL, 'S' },
         { "disk", required_argument, NULL, 'D' }, { "net", required_argument, NULL, 'N' },
         { "prealloc", no_argument, NULL, 'A' }, { "tls-dir", required_argument, NULL, 'T' }, { "insecure", no_argument, NULL, 'X' },
+        { "cpu-features", required_argument, NULL, 'F' },
         { "verbose", no_argument, NULL, 'v' }, { "help", no_argument, NULL, 'h' }, { 0 },
     };
     struct vm_config cfg = { .mem_size = 256ull << 20, .ncpus = 1, .console = "stdio" };
     const char *control_path = NULL, *incoming = NULL, *tls_dir = NULL;
+    char err[512];
     bool mem_given = false, cpus_given = false, insecure = false;
     int c;
     opterr = 0;  /* our own one-line messages below */
@@ -164,6 +168,10 @@ int main(int argc, char **argv)
         case 'A': cfg.mem_prealloc = true; break;
         case 'D': parse_disk(&cfg, optarg); break;
         case 'N': parse_net(&cfg, optarg); break;
+        case 'F':
+            if (cpuid_mask_set(optarg, err, sizeof(err)) < 0)
+                die("bad --cpu-features: %s", err);
+            break;
         case 'v': log_threshold = LOG_DEBUG; break;
         case 'h': usage(stdout); return 0;
         case 'm':
@@ -186,7 +194,6 @@ int main(int argc, char **argv)
         die("unexpected argument '%s' (see --help)", argv[optind]);
 
     static struct vm vm;
-    char err[512];
     if (tls_dir && insecure)
         die("--tls-dir and --insecure exclude each other");
     if (!tls_dir && !insecure && access(DEFAULT_TLS_DIR, F_OK) == 0)

@@ -161,8 +161,22 @@ void vcpu_kick(struct vcpu *v);
 
 /* cpuid.c / msr.c */
 struct kvm_cpuid2 *cpuid_supported(int kvm_fd, char *err, size_t errlen);
+/* A CPUID feature word and the Linux names of its bits (NULL: unnamed). */
+struct cpuid_word {
+    uint32_t fn, idx;
+    int reg;                  /* 0 eax, 1 ebx, 2 ecx, 3 edx */
+    const char *bits[32];
+};
+extern const struct cpuid_word cpuid_words[];
+extern const size_t cpuid_nwords;
+uint32_t cpuid_word_value(const struct kvm_cpuid2 *c, const struct cpuid_word *w);
+/* --cpu-features: the guest sees only the listed (comma-separated) named
+ * features; -1 with the reason for an unknown name. */
+int cpuid_mask_set(const char *list, char *err, size_t errlen);
+/* One vCPU's CPUID: the mask, APIC ids, no PMU. */
 void cpuid_filter(struct kvm_cpuid2 *c, int vcpu_id, int ncpus);
-/* 0 when every feature the VM was given is available in `have`. */
+/* 0 when every feature the VM was given (and, with a mask, may see) is
+ * available in `have`. */
 int cpuid_check_compatible(const struct kvm_cpuid2 *want, const struct kvm_cpuid2 *have,
                            char *err, size_t errlen);
 int msr_setup_boot(int vcpu_fd);

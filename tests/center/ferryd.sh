@@ -9,61 +9,13 @@
 # Skipped without FERRYD or /dev/kvm (ferryd probes KVM's CPUID).
 # shellcheck source=tests/center/lib.sh
 . "$(dirname "$0")/lib.sh"
-: "${FERRY_CLI:?FERRY_CLI is not set (run through meson test)}"
-if [ -z "${FERRYD:-}" ] || [ ! -x "$FERRYD" ] || [ ! -w /dev/kvm ] || ! command -v curl >/dev/null; then
-    echo "SKIP: $T_NAME needs FERRYD (the host agent), /dev/kvm and curl" >&2
-    exit 77
-fi
+# shellcheck source=tests/center/hosts.sh
+. "$(dirname "$0")/hosts.sh"
 
 db_setup
 center_start --workers 2
 ADMIN=$(sed -n 's/^bootstrap admin token: //p' "$TMP/center.out")
 expect 201 POST /v1/clusters '{"name": "c1"}'
-
-enrol() {   # enrol NAME: token in ET, the host's identity in $TMP/NAME/tls
-    expect 201 POST /v1/enrolments "{\"host_name\": \"$1\"}"
-    ET=$(field .token)
-    expect_as "" 200 POST /v1/enrol "{\"token\": \"$ET\"}"
-    mkdir -p "$TMP/$1/tls"
-    for f in ca cert key; do field ".${f}_pem" >"$TMP/$1/tls/$f.pem"; done
-    chmod 600 "$TMP/$1/tls/key.pem"
-}
-
-# ferryd_start NAME TLSDIR DATASTORE-DIRS...: sets FPORT
-ferryd_start() {
-    local name=$1 tls=$2 ds="" i=0 d; shift 2
-    for d in "$@"; do
-        mkdir -p "$d"
-        ds+="${ds:+, }{\"name\": \"ds$i\", \"path\": \"$d\"}"
-        i=$((i + 1))
-    done
-    FPORT=$(free_port)
-    mkdir -p "$TMP/$name/state"
-    cat >"$TMP/$name/ferryd.json" <<JSON
-{
-  "host_name": "$name",
-  "listen": "127.0.0.1:$FPORT",
-  "state_dir": "$TMP/$name/state",
-  "tls_dir": "$tls",
-  "ferry_vmm": "$FERRY_VMM",
-  "migration_interfaces": [{"address": "127.0.0.1", "nic": "lo", "speed_mbps": 1000}],
-  "networks": [{"name": "vm-net", "bridge": "brnone-$name"}],
-  "datastores": [$ds]
-}
-JSON
-    "$FERRYD" --config "$TMP/$name/ferryd.json" >>"$TMP/$name/ferryd.log" 2>&1 &
-    FPID=$!
-    BG_PIDS+=("$FPID")
-    wait_for 10 curl -s -o /dev/null --cacert "$tls/ca.pem" --cert "$tls/cert.pem" --key "$tls/key.pem" \
-        --resolve "$name:$FPORT:127.0.0.1" "https://$name:$FPORT/v1/host" ||
-        { cat "$TMP/$name/ferryd.log" >&2; fail "ferryd $name does not answer"; }
-}
-
-add_host() {   # add_host ADDRESS TOKEN: the task's final state in BODY
-    expect 202 POST /v1/hosts "{\"address\": \"$1\", \"cluster\": \"c1\", \"enrolment_token\": \"$2\"}"
-    local id; id=$(field .task.id)
-    wait_task "$id" success error
-}
 
 enrol h1
 ET1=$ET
@@ -75,16 +27,8 @@ ferryd_start h2 "$TMP/h2/tls" "$TMP/shared" "$TMP/local2"
 P2=$FPORT
 P2PID=$FPID
 
-# define_vm NAME: a VM defined on h1 (stopped), through ferryd's own API with h1's identity
-define_vm() {
-    curl -sS -o "$TMP/vm.out" -w '%{http_code}' --cacert "$TMP/h1/tls/ca.pem" --cert "$TMP/h1/tls/cert.pem" \
-        --key "$TMP/h1/tls/key.pem" --resolve "h1:$P1:127.0.0.1" -H 'Content-Type: application/json' \
-        --data-binary "{\"name\": \"$1\", \"memory_mib\": 64, \"boot\": {\"kernel\": \"$FERRY_VMM\"},
-                        \"nics\": [{\"portgroup\": \"vm-net\"}]}" \
-        "https://h1:$P1/v1/vms" >"$TMP/vm.code" || fail "cannot define a VM on h1"
-    [ "$(cat "$TMP/vm.code")" = 201 ] || fail "ferryd refused the VM: $(cat "$TMP/vm.out")"
-}
-define_vm vm1
+VM_SPEC='"memory_mib": 64, "boot": {"kernel": "'$FERRY_VMM'"}, "nics": [{"portgroup": "vm-net"}]}'
+define_vm h1 "$P1" "{\"name\": \"vm1\", $VM_SPEC"
 
 # the wrong host at an address: h2's enrolment token, h1's address
 add_host "127.0.0.1:$P1" "$ET2"
@@ -118,7 +62,7 @@ expect 200 GET /v1/events
 holds 'sum(e["kind"] == "host.add" and e["severity"] == "info" for e in b) == 2' || fail "events: $BODY"
 
 # refresh: a VM defined since appears; a host that went away is disconnected
-define_vm vm2
+define_vm h1 "$P1" "{\"name\": \"vm2\", $VM_SPEC"
 expect 202 POST /v1/hosts/h1/refresh
 wait_task "$(field .task.id)" success error
 holds 'b["state"] == "success" and b["result"]["vms"] == 2' || fail "refresh of h1: $BODY"

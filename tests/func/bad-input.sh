@@ -65,6 +65,8 @@ bad "--cpus -1"                  'vCPU|cpus'                  --kernel "$hello" 
 bad "--cpus 65"                  'vCPU|cpus'                  --kernel "$hello" --cpus 65
 bad "--cpus abc"                 "--cpus 'abc'"               --kernel "$hello" --cpus abc
 bad "--cpus 2x"                  "--cpus '2x'"                --kernel "$hello" --cpus 2x
+bad "--cpu-features unknown"     "unknown CPU feature 'avx9000'" --kernel "$hello" --cpu-features sse2,avx9000
+bad "--cpu-features empty name"  "unknown CPU feature ''"     --kernel "$hello" --cpu-features sse2,,lm
 bad "--mem 0"                    "mem.*'?0'?"                 --kernel "$hello" --mem 0
 bad "--mem 3M"                   '3 MiB.*multiple of 2 MiB'   --kernel "$hello" --mem 3M
 bad "--mem 1M"                   '1 MiB.*2 MiB'               --kernel "$hello" --mem 1M

@@ -76,7 +76,7 @@ static void test_full_spec_is_accepted(void **state)
         "\"cmdline\":\"console=ttyS0\"},\"disks\":[{\"datastore\":\"ds1\",\"path\":\"db/root.img\","
         "\"readonly\":false}],\"cdrom\":{\"datastore\":\"ds1\",\"path\":\"iso/debian.iso\"},"
         "\"cpu_affinity\":[0],\"shared_disks\":[{\"datastore\":\"ds1\",\"path\":\"quorum.img\"}],"
-        "\"memory_reservation_mib\":4096}", err, sizeof(err));
+        "\"memory_reservation_mib\":4096,\"cpu_features\":[\"sse2\",\"avx2\",\"lm\"]}", err, sizeof(err));
     if (!s)
         fail_msg("refused: %s", err);
     json_object_put(s);
@@ -132,6 +132,13 @@ static void test_bad_specs_are_refused(void **state)
           "spec.memory_reservation_mib: must be between 0 and 64" },
         { "{\"name\":\"a\",\"memory_mib\":64," BOOT ",\"shared_disks\":[{\"datastore\":\"ds1\",\"path\":\"q\",\"readonly\":true}]}",
           "spec.shared_disks[0]: unknown field 'readonly'" },
+        { "{\"name\":\"a\",\"memory_mib\":64," BOOT ",\"cpu_features\":[]}", "spec.cpu_features: empty" },
+        { "{\"name\":\"a\",\"memory_mib\":64," BOOT ",\"cpu_features\":[\"sse2\",\"avx9000\"]}",
+          "spec.cpu_features[1]: 'avx9000' is not a CPU feature name" },
+        { "{\"name\":\"a\",\"memory_mib\":64," BOOT ",\"cpu_features\":[\"sse2\",\"sse2\"]}",
+          "spec.cpu_features[1]: 'sse2' listed twice" },
+        { "{\"name\":\"a\",\"memory_mib\":64," BOOT ",\"cpu_features\":[5]}",
+          "spec.cpu_features[0]: '5' is not a CPU feature name" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char err[ERRLEN];
