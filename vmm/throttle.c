@@ -1,6 +1,10 @@
 /* Auto-converge (throttle.h). The ticker only forces an exit once a slice;
  * each vCPU measures how long it ran since its last sleep and sleeps its
- * share itself, so the duty cycle holds whatever the exits in between. */
+ * share itself, so the duty cycle holds whatever the exits in between.
+ * "Ran" is the vCPU thread's CPU time, not the wall clock: a guest idling in
+ * HLT (a service waiting for requests) dirties nothing and is not held, so
+ * it still answers at once; QEMU's throttle sleeps on the wall clock, and a
+ * 99% throttle there turns every request into a one-second wait. */
 #include <signal.h>
 #include <time.h>
 
@@ -9,10 +13,10 @@
 
 #define SLICE_NS 10000000ull   /* 10 ms: what the guest runs between two sleeps */
 
-static uint64_t mono_ns(void)
+static uint64_t clock_ns(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
@@ -64,19 +68,21 @@ void throttle_vcpu(struct vcpu *v)
 {
     struct vm *vm = v->vm;
     int pct = atomic_load(&vm->throttle.pct);
-    uint64_t now = mono_ns();
+    uint64_t now = clock_ns(CLOCK_MONOTONIC);
     if (pct <= 0 || !v->throttle_t0) {
         v->throttle_t0 = pct > 0 ? now : 0;
+        v->throttle_cpu0 = pct > 0 ? clock_ns(CLOCK_THREAD_CPUTIME_ID) : 0;
         return;
     }
-    uint64_t ran = now - v->throttle_t0;
-    if (ran < SLICE_NS)
+    if (now - v->throttle_t0 < SLICE_NS)
         return;
+    uint64_t ran = clock_ns(CLOCK_THREAD_CPUTIME_ID) - v->throttle_cpu0;
     struct timespec until = deadline_in(ran * (uint64_t)pct / (uint64_t)(100 - pct));
     pthread_mutex_lock(&vm->lock);
     while (!vm->pause_req && !atomic_load(&vm->stopping) && atomic_load(&vm->throttle.pct) == pct &&
            pthread_cond_timedwait(&vm->cond, &vm->lock, &until) == 0)
         ;
     pthread_mutex_unlock(&vm->lock);
-    v->throttle_t0 = mono_ns();
+    v->throttle_t0 = clock_ns(CLOCK_MONOTONIC);
+    v->throttle_cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
 }

@@ -1,7 +1,8 @@
 /* Auto-converge: slowing the vCPUs of a guest that dirties memory faster
  * than a migration moves it (VMware's SDPS, QEMU's auto-converge). At pct,
- * each vCPU sleeps pct/(100-pct) of the time it ran, a slice at a time: the
- * guest runs (100-pct)% of the wall clock and dirties that much less. */
+ * each vCPU sleeps pct/(100-pct) of the CPU time it ran, a slice at a time:
+ * a busy guest runs (100-pct)% of the wall clock and dirties that much less;
+ * an idle one is not held. */
 #ifndef FERRY_THROTTLE_H
 #define FERRY_THROTTLE_H
 

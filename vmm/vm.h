@@ -53,6 +53,7 @@ struct vcpu {
     pthread_t thread;
     bool started;
     uint64_t throttle_t0;     /* CLOCK_MONOTONIC ns of its last throttle sleep (throttle.c) */
+    uint64_t throttle_cpu0;   /* and its thread's CPU time then */
 };
 
 enum vm_state { VM_CREATED, VM_RUNNING, VM_PAUSED, VM_STOPPED, VM_MIGRATED };
