@@ -114,6 +114,9 @@ void api_vms(struct req *q, const char *rest)
 {
     char err[ERRLEN];
     struct db_res *r;
+    const char *action = strchr(rest, '/');
+    if (action && !strcmp(action, "/migrate"))
+        return api_vm_migrate(q, rest);
     if (!get_only(q, rest, true))
         return;
     if (*rest) {
