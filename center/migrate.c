@@ -115,9 +115,10 @@ static int start(struct mig *m, char *err, size_t errlen)
     json_object_put(inc);
     task_progress(m->db, m->id, 8, "starting the migration");
     json_object *res = call(m, 0, "POST", "/migrate", body, &st, err, errlen);
+    int rc = res ? 0 : -1;
     json_object_put(body);
     json_object_put(res);
-    return res ? 0 : -1;
+    return rc;
 }
 
 /* Where does the VM run now? 1: on the destination (resumed there), 0:
