@@ -50,6 +50,37 @@ for dst in b c a; do
     summary+=("$src->$dst ${ms}ms downtime=${down}ms")
 done
 
+# ferryd's legs directly: bad input changes nothing; a VM that resumed is
+# no longer incoming; an arrived VM is re-adopted by a restarted ferryd
+spec='"name": "vmx", "memory_mib": 64, "boot": {"kernel": "'$GUEST_DIR/dirtier.elf'"}'
+fd_expect() { local want=$1; shift; fd "$@"; [ "$FCODE" = "$want" ] || fail "ferryd $1: $2 $3: $FCODE, want $want: $FBODY"; }
+fd_expect 400 b POST /v1/vms/vmx/incoming "{\"spec\": {$spec}, \"colour\": 1}"
+fd_expect 400 b POST /v1/vms/vmx/incoming "{\"spec\": {$spec, \"vcpus\": 0}}"
+fd_expect 400 b POST /v1/vms/vmy/incoming "{\"spec\": {$spec}}"
+fd_expect 400 b POST /v1/vms/vmx/incoming "{\"spec\": {$spec, \"disks\": [{\"datastore\": \"nope\", \"path\": \"x\"}]}}"
+fd_expect 400 b POST /v1/vms/vmx/incoming "{\"spec\": {$spec}, \"interface\": \"10.9.9.9\"}"
+fd_expect 400 b POST /v1/vms/vmx/incoming '{"spec": {"name": "vmx"'
+fd_expect 404 b GET /v1/vms/vmx
+fd_expect 409 a POST /v1/vms/vm1/incoming "{\"spec\": {$spec, \"name\": \"vm1\"}}"
+fd_expect 409 a POST /v1/vms/vm1/incoming/abort
+fd_expect 409 a DELETE /v1/vms/vm1/incoming
+fd_expect 400 a POST /v1/vms/vm1/migrate '{"to": "127.0.0.2:1", "colour": 1}'
+fd_expect 400 a POST /v1/vms/vm1/migrate '{"to": "127.0.0.2:1", "streams": 99}'
+fd_expect 400 a POST /v1/vms/vm1/migrate '{"to": "127.0.0.2:1", "priority": "urgent"}'
+fd_expect 400 a POST /v1/vms/vm1/migrate '{}'
+fd_expect 409 a POST /v1/vms/vm1/migration/cancel
+fd_expect 404 a GET /v1/vms/nope/migration
+fd_expect 405 a GET /v1/vms/vm1/migrate
+fd_expect 200 a GET /v1/vms/vm1/migration
+pid=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$(fd a GET /v1/vms/vm1; echo "$FBODY")")
+kill -KILL "${FD_PID[a]}"
+ferryd_run a
+fd_expect 200 a GET /v1/vms/vm1
+python3 -c 'import json,sys; b=json.loads(sys.argv[1]); sys.exit(b["state"] != "running" or b["pid"] != int(sys.argv[2]))' \
+    "$FBODY" "$pid" || fail "a's restarted ferryd did not re-adopt vm1 (pid $pid): $FBODY"
+[ "$(single_host vm1)" = a ] || fail "vm1 runs on $(vmm_hosts vm1) after a's ferryd restarted"
+guest_continues a vm1 -
+
 # cancel: the VM stays on its source, the destination forgets its leg
 vm_run a big 512 "mib=384 rate=40000 report_ms=0"
 refresh a
