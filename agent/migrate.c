@@ -88,14 +88,13 @@ void leg_load(struct vmrec *v)
     char path[4200], name[16], peer[128];
     vm_path(v, "leg", path, sizeof(path));
     char *text = read_file(path, 256, NULL);
-    if (!text)
-        return;
-    for (int l = LEG_INCOMING; l <= LEG_MIGRATING; l++)
-        if (sscanf(text, "%15s %127s", name, peer) == 2 && !strcmp(name, leg_names[l])) {
+    int fields = text ? sscanf(text, "%15s %127s", name, peer) : 0;
+    free(text);
+    for (int l = LEG_INCOMING; fields == 2 && l <= LEG_MIGRATING; l++)
+        if (!strcmp(name, leg_names[l])) {
             v->leg = (enum vm_leg)l;
             snprintf(v->peer, sizeof(v->peer), "%s", peer);
         }
-    free(text);
 }
 
 /* The VMM's "waiting for an incoming migration on ADDR (port N, ...)". */
@@ -127,7 +126,9 @@ static const struct mig_iface *interface_find(const char *addr, char *err, size_
     return addr ? NULL : &cfg->migs[0];
 }
 
-/* Start the receiver and wait until it listens (or dies: its last words). */
+/* Start the receiver and wait until it listens (or dies: its last words).
+ * The leg is on disk first: a ferryd that dies meanwhile finds the
+ * receiver again. */
 static int incoming_spawn(struct vmrec *v, const struct mig_iface *mi, char *err, size_t errlen)
 {
     char listen[160], *argv[64], bufs[16][4200];
@@ -135,7 +136,8 @@ static int incoming_spawn(struct vmrec *v, const struct mig_iface *mi, char *err
     bool have_aff;
     snprintf(listen, sizeof(listen), strchr(mi->address, ':') ? "[%s]:0" : "%s:0", mi->address);
     int rc = vm_check_supported(v, &aff, &have_aff, err, errlen);
-    if (rc < 0 || (rc = vm_argv(v, listen, argv, bufs, err, errlen)) < 0 ||
+    if (rc < 0 || (rc = leg_set(v, LEG_INCOMING, listen, err, errlen)) < 0 ||
+        (rc = vm_argv(v, listen, argv, bufs, err, errlen)) < 0 ||
         (rc = vm_spawn(v, argv, have_aff ? &aff : NULL, err, errlen)) < 0)
         return rc;
     uint64_t deadline = now_ms() + LISTEN_TIMEOUT_MS;
@@ -149,7 +151,6 @@ static int incoming_spawn(struct vmrec *v, const struct mig_iface *mi, char *err
         }
         if (now_ms() > deadline) {
             snprintf(err, errlen, "the incoming ferry-vmm pid %d does not listen", (int)v->pid);
-            vm_halt(v, true);
             return -EIO;
         }
         usleep(10000);
@@ -189,6 +190,8 @@ int migrate_incoming(const char *name, json_object *body, json_object **out, cha
     if (rc < 0)
         return rc;
     if ((rc = incoming_spawn(v, mi, err, errlen)) < 0) {
+        if (vm_alive(v))
+            vm_halt(v, true);
         vm_forget(v);
         return rc;
     }
