@@ -144,14 +144,53 @@ static void console(struct evhttp_request *req, const char *name)
     evbuffer_free(buf);
 }
 
-/* /v1/vms/{name}[/{action}] */
+/* /v1/vms/{name}/{incoming,incoming/abort,migrate,migration,migration/cancel} */
+static bool leg_routes(struct evhttp_request *req, enum evhttp_cmd_type m, const char *name,
+                       const char *action)
+{
+    char err[ERRLEN];
+    json_object *out = NULL, *body = NULL;
+    int rc, ok = 200;
+    bool get = !strcmp(action, "migration");
+    bool del = !strcmp(action, "incoming") && m == EVHTTP_REQ_DELETE;
+    if (strcmp(action, "incoming") && strcmp(action, "incoming/abort") &&
+        strcmp(action, "migrate") && !get && strcmp(action, "migration/cancel"))
+        return false;
+    if (get ? m != EVHTTP_REQ_GET : m != EVHTTP_REQ_POST && !del) {
+        method_not_allowed(req, get ? "GET" : !strcmp(action, "incoming") ? "POST, DELETE" : "POST");
+        return true;
+    }
+    if (get) {
+        rc = migrate_status(name, &out, err, sizeof(err));
+    } else if (!strcmp(action, "migration/cancel")) {
+        rc = migrate_cancel(name, &out, err, sizeof(err));
+    } else if (del || !strcmp(action, "incoming/abort")) {
+        rc = migrate_abort(name, err, sizeof(err));
+    } else if (!(body = request_json(req, err, sizeof(err)))) {
+        rc = -EINVAL;
+    } else if (!json_object_is_type(body, json_type_object)) {
+        snprintf(err, sizeof(err), "request body: a JSON object is required");
+        rc = -EINVAL;
+    } else if (!strcmp(action, "incoming")) {
+        rc = migrate_incoming(name, body, &out, err, sizeof(err));
+        ok = 201;
+    } else {
+        rc = migrate_start(name, body, &out, err, sizeof(err));
+        ok = 202;
+    }
+    json_object_put(body);
+    reply_result(req, rc, ok, out, err);
+    return true;
+}
+
+/* /v1/vms/{name}[/{action}[/{sub}]] */
 static void vm_routes(struct evhttp_request *req, enum evhttp_cmd_type m, const char *rest)
 {
     char name[128], action[32] = "", err[ERRLEN];
     json_object *out = NULL;
     int n = 0;
     if (sscanf(rest, "%127[^/]%n", name, &n) != 1 ||
-        (rest[n] && (rest[n] != '/' || sscanf(rest + n + 1, "%31[^/]", action) != 1 ||
+        (rest[n] && (rest[n] != '/' || sscanf(rest + n + 1, "%31s", action) != 1 ||
                      strlen(rest + n + 1) != strlen(action)))) {
         reply_error(req, 404, "no such endpoint");
         return;
@@ -179,7 +218,7 @@ static void vm_routes(struct evhttp_request *req, enum evhttp_cmd_type m, const 
             method_not_allowed(req, "GET");
         else
             console(req, name);
-    } else {
+    } else if (!leg_routes(req, m, name, action)) {
         reply_error(req, 404, "no such endpoint");
     }
 }

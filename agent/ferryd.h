@@ -1,6 +1,6 @@
 /* ferryd, the host agent: declarations shared by its modules.
  * main.c (options, event loop, TLS), config.c, api.c (HTTP routes), vms.c
- * (VM lifecycle), proc.c (ferry-vmm processes, taps), spec.c (VM spec
+ * (VM lifecycle), migrate.c (migration legs), proc.c (ferry-vmm processes, taps), spec.c (VM spec
  * validation), host.c (host facts), datastore.c (datastore markers),
  * util.c (JSON, files, logging). */
 #ifndef FERRY_AGENT_FERRYD_H
@@ -104,8 +104,10 @@ int proc_spawn(char *const argv[], const struct spawn_files *files, const cpu_se
                pid_t *pid, unsigned long long *starttime, char *err, size_t errlen);
 unsigned long long proc_starttime(pid_t pid);
 bool proc_is_vmm(pid_t pid, unsigned long long starttime, const char *control);
-/* One control-socket command; *result (when asked) is the reply's result. */
-int vmm_call(const char *control, const char *cmd, json_object **result, char *err, size_t errlen);
+/* One control-socket command (args borrowed, may be NULL); *result (when
+ * asked) is the reply's result. */
+int vmm_call(const char *control, const char *cmd, json_object *args, json_object **result,
+             char *err, size_t errlen);
 int tap_setup(const char *tap, const char *bridge, char *err, size_t errlen);
 void tap_remove(const char *tap);
 
@@ -117,6 +119,25 @@ json_object *spec_validate(json_object *in, const struct config *c, char *err, s
 bool spec_name_valid(const char *name);
 
 /* ---- vms.c ---- */
+
+/* A migration leg under way, kept in the VM's file "leg" so that a
+ * restarted ferryd goes on with it. */
+enum vm_leg {
+    LEG_NONE,
+    LEG_INCOMING,     /* an --incoming ferry-vmm waits for the VM (peer: its address) */
+    LEG_MIGRATING,    /* the VMM sends the VM away (peer: the destination) */
+};
+
+struct vmrec {
+    char name[64];
+    json_object *spec;
+    char dir[4096], control[108];
+    pid_t pid;                   /* 0: no ferry-vmm */
+    unsigned long long starttime;
+    enum vm_leg leg;
+    char peer[128];
+    struct vmrec *next;
+};
 
 /* Load the VMs under state_dir/vms and re-adopt those whose ferry-vmm runs. */
 int vms_init(const struct config *c, char *err, size_t errlen);
@@ -131,6 +152,40 @@ int vms_stop(const char *name, json_object **out, char *err, size_t errlen);
 int vms_delete(const char *name, char *err, size_t errlen);
 /* Path of the VM's console log (static buffer). */
 int vms_console_path(const char *name, const char **path, char *err, size_t errlen);
+
+/* The pieces of the VM table that migrate.c builds its legs from. */
+struct vmrec *vms_find(const char *name);
+struct vmrec *vms_first(void);
+int vm_not_found(const char *name, char *err, size_t errlen);
+const char *spec_str(json_object *o, const char *key);
+void vm_path(const struct vmrec *v, const char *file, char *out, size_t outlen);
+bool vm_alive(struct vmrec *v);                /* clears the pid of a VMM that is gone */
+void vm_last_words(const struct vmrec *v, char *out, size_t outlen);   /* vmm.log's last line */
+uint64_t now_ms(void);
+/* Store a validated spec (owned by the call, also on failure) as a new VM. */
+int vm_define(json_object *spec, struct vmrec **out, char *err, size_t errlen);
+int vm_check_supported(struct vmrec *v, cpu_set_t *aff, bool *have_aff, char *err, size_t errlen);
+/* ferry-vmm's argv: the spec's VM, or (incoming = HOST:PORT) a receiver for it. */
+int vm_argv(struct vmrec *v, const char *incoming, char **argv, char bufs[][4200], char *err,
+            size_t errlen);
+int vm_spawn(struct vmrec *v, char *const argv[], const cpu_set_t *aff, char *err, size_t errlen);
+void vm_halt(struct vmrec *v, bool kill_now);  /* quit (or SIGKILL) and wait */
+void vm_forget(struct vmrec *v);               /* files and record; the VMM is gone */
+
+/* ---- migrate.c: the migration legs (docs/ferryd.md, "Migration") ---- */
+
+int migrate_incoming(const char *name, json_object *body, json_object **out, char *err,
+                     size_t errlen);
+int migrate_start(const char *name, json_object *body, json_object **out, char *err, size_t errlen);
+int migrate_status(const char *name, json_object **out, char *err, size_t errlen);
+int migrate_cancel(const char *name, json_object **out, char *err, size_t errlen);
+int migrate_abort(const char *name, char *err, size_t errlen);
+/* A timer ends each leg: a VM that arrived runs as any other; one that
+ * left is quit and forgotten; one whose leg failed stays as it was. */
+struct event_base;
+int migrate_init(struct event_base *base, const struct config *c);
+void leg_load(struct vmrec *v);
+json_object *leg_json(const struct vmrec *v);
 
 /* ---- api.c ---- */
 

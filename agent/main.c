@@ -126,6 +126,10 @@ int main(int argc, char **argv)
     }
     evhttp_set_bevcb(http, tls_bevcb, ctx);
     api_register(http, &cfg);
+    if (migrate_init(base, &cfg) < 0) {
+        snprintf(err, sizeof(err), "cannot set up the migration timer");
+        goto fail;
+    }
     if (bind_listen(base, http, cfg.listen, err, sizeof(err)) < 0)
         goto fail;
     struct event *sigs[2] = { evsignal_new(base, SIGTERM, on_signal, base),

@@ -171,14 +171,15 @@ bool proc_is_vmm(pid_t pid, unsigned long long starttime, const char *control)
     return found;
 }
 
-int vmm_call(const char *control, const char *cmd, json_object **result, char *err, size_t errlen)
+int vmm_call(const char *control, const char *cmd, json_object *args, json_object **result,
+             char *err, size_t errlen)
 {
     struct cli_conn c;
     json_object *reply;
     if (cli_connect(&c, control, err, errlen) < 0)
         return -1;
     c.timeout_ms = CONTROL_TIMEOUT_MS;
-    int rc = cli_call(&c, cmd, NULL, &reply, err, errlen);
+    int rc = cli_call(&c, cmd, args, &reply, err, errlen);
     cli_close(&c);
     if (rc != CLI_OK)
         return -1;

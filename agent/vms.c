@@ -5,7 +5,7 @@
  * believes it runs), control.sock, console.log and vmm.log (ferry-vmm's
  * stderr). The files are the truth: ferryd keeps no state a restart could
  * lose, and never stops a VM because it (re)started. Per-VM state lives in
- * struct vmrec, where the migration legs (incoming, outgoing) will go. */
+ * struct vmrec (ferryd.h); migrate.c runs the migration legs on it. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -23,19 +23,15 @@
 #define START_TIMEOUT_MS 10000   /* until the new VMM's control socket answers */
 #define STOP_TIMEOUT_MS 10000    /* after `quit`, before SIGKILL */
 
-struct vmrec {
-    char name[64];
-    json_object *spec;
-    char dir[4096], control[108];
-    pid_t pid;                   /* 0: no ferry-vmm */
-    unsigned long long starttime;
-    struct vmrec *next;
-};
-
 static const struct config *cfg;
 static struct vmrec *vms;
 
-static struct vmrec *find(const char *name)
+struct vmrec *vms_first(void)
+{
+    return vms;
+}
+
+struct vmrec *vms_find(const char *name)
 {
     for (struct vmrec *v = vms; v; v = v->next)
         if (!strcmp(v->name, name))
@@ -43,19 +39,19 @@ static struct vmrec *find(const char *name)
     return NULL;
 }
 
-static int not_found(const char *name, char *err, size_t errlen)
+int vm_not_found(const char *name, char *err, size_t errlen)
 {
     snprintf(err, errlen, "no VM named '%.64s'", name);
     return -ENOENT;
 }
 
-static const char *spec_str(json_object *o, const char *key)
+const char *spec_str(json_object *o, const char *key)
 {
     json_object *v;
     return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL;
 }
 
-static void vm_path(const struct vmrec *v, const char *file, char *out, size_t outlen)
+void vm_path(const struct vmrec *v, const char *file, char *out, size_t outlen)
 {
     snprintf(out, outlen, "%s/%s", v->dir, file);
 }
@@ -69,14 +65,14 @@ static void forget_pid(struct vmrec *v)
 }
 
 /* Does the VM's ferry-vmm still run? Clears the pid of one that is gone. */
-static bool alive(struct vmrec *v)
+bool vm_alive(struct vmrec *v)
 {
     if (v->pid && !proc_is_vmm(v->pid, v->starttime, v->control))
         forget_pid(v);
     return v->pid != 0;
 }
 
-static uint64_t now_ms(void)
+uint64_t now_ms(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -117,9 +113,11 @@ static json_object *vm_json(struct vmrec *v, bool full)
     const char *state = "stopped";
     json_object_object_add(o, "name", json_object_new_string(v->name));
     json_object_object_add(o, "uuid", json_object_new_string(spec_str(v->spec, "uuid")));
-    if (alive(v)) {
+    if (vm_alive(v) && v->leg == LEG_INCOMING) {
+        state = "incoming";   /* no control socket until the VM resumes here */
+    } else if (vm_alive(v)) {
         state = "unknown";
-        if (vmm_call(v->control, "status", &st, err, sizeof(err)) == 0)
+        if (vmm_call(v->control, "status", NULL, &st, err, sizeof(err)) == 0)
             state = spec_str(st, "state") ? spec_str(st, "state") : "unknown";
         else
             json_object_object_add(o, "error", json_object_new_string(err));
@@ -127,6 +125,8 @@ static json_object *vm_json(struct vmrec *v, bool full)
     json_object_object_add(o, "state", json_object_new_string(state));
     json_object_object_add(o, "pid", v->pid ? json_object_new_int(v->pid) : NULL);
     json_object_object_add(o, "spec", json_object_get(v->spec));
+    if (v->leg != LEG_NONE)
+        json_object_object_add(o, "migration_leg", leg_json(v));
     if (full && st)
         json_object_object_add(o, "vmm", json_object_get(st));
     json_object_put(st);
@@ -166,11 +166,14 @@ static void adopt(struct vmrec *v)
     if (sscanf(text, "%d %llu", &pid, &v->starttime) == 2 && pid > 0)
         v->pid = pid;
     free(text);
-    if (!alive(v)) {
+    leg_load(v);
+    if (!vm_alive(v)) {
         agent_log("VM %s: its ferry-vmm is gone, VM is stopped", v->name);
         return;
     }
-    if (vmm_call(v->control, "status", NULL, err, sizeof(err)) < 0)
+    if (v->leg == LEG_INCOMING)   /* migrate.c's poll sees it resume or fail */
+        agent_log("VM %s: adopted incoming ferry-vmm pid %d", v->name, v->pid);
+    else if (vmm_call(v->control, "status", NULL, NULL, err, sizeof(err)) < 0)
         agent_log("VM %s: adopted ferry-vmm pid %d, but its control socket fails: %s", v->name,
                   v->pid, err);
     else
@@ -237,9 +240,9 @@ json_object *vms_list(void)
 
 int vms_get(const char *name, json_object **out, char *err, size_t errlen)
 {
-    struct vmrec *v = find(name);
+    struct vmrec *v = vms_find(name);
     if (!v)
-        return not_found(name, err, errlen);
+        return vm_not_found(name, err, errlen);
     *out = vm_json(v, true);
     return 0;
 }
@@ -247,12 +250,23 @@ int vms_get(const char *name, json_object **out, char *err, size_t errlen)
 int vms_create(json_object *in, json_object **out, char *err, size_t errlen)
 {
     json_object *spec = spec_validate(in, cfg, err, errlen);
+    struct vmrec *v;
     if (!spec)
         return -EINVAL;
+    int rc = vm_define(spec, &v, err, errlen);
+    if (rc < 0)
+        return rc;
+    agent_log("VM %s: created", v->name);
+    *out = vm_json(v, true);
+    return 0;
+}
+
+int vm_define(json_object *spec, struct vmrec **out, char *err, size_t errlen)
+{
     const char *name = spec_str(spec, "name"), *uuid = spec_str(spec, "uuid");
     int rc = -EEXIST;
     struct vmrec *v;
-    if (find(name)) {
+    if (vms_find(name)) {
         snprintf(err, errlen, "a VM named '%s' exists already", name);
         goto fail;
     }
@@ -287,8 +301,7 @@ int vms_create(json_object *in, json_object **out, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    agent_log("VM %s: created", name);
-    *out = vm_json(v, true);
+    *out = v;
     return 0;
 fail:
     json_object_put(spec);
@@ -296,7 +309,7 @@ fail:
 }
 
 /* The last non-empty line of the VMM's stderr: why it exited. */
-static void vmm_last_words(const struct vmrec *v, char *out, size_t outlen)
+void vm_last_words(const struct vmrec *v, char *out, size_t outlen)
 {
     char path[4200];
     vm_path(v, "vmm.log", path, sizeof(path));
@@ -310,14 +323,8 @@ static void vmm_last_words(const struct vmrec *v, char *out, size_t outlen)
     free(text);
 }
 
-/* ferry-vmm's command line for the spec; strings point into the spec or
- * into bufs. NICs' taps are created on their port group's bridge. */
-static int build_argv(struct vmrec *v, char **argv, char bufs[][4200], char *err, size_t errlen)
+static int kernel_args(json_object *boot, char **argv, int n)
 {
-    json_object *boot, *a;
-    int n = 0, b = 0;
-    json_object_object_get_ex(v->spec, "boot", &boot);
-    argv[n++] = cfg->ferry_vmm;
     argv[n++] = "--kernel";
     argv[n++] = (char *)spec_str(boot, "kernel");
     if (spec_str(boot, "initrd")) {
@@ -327,6 +334,29 @@ static int build_argv(struct vmrec *v, char **argv, char bufs[][4200], char *err
     if (spec_str(boot, "cmdline")) {
         argv[n++] = "--append";
         argv[n++] = (char *)spec_str(boot, "cmdline");
+    }
+    return n;
+}
+
+/* ferry-vmm's command line for the spec, or for receiving the VM on
+ * `incoming` (HOST:PORT): the kernel, disks and MACs then come from the
+ * stream. Strings point into the spec or into bufs. NICs' taps are created
+ * on their port group's bridge. The host's credentials go to every VMM:
+ * they authenticate the migration streams, out and in. */
+int vm_argv(struct vmrec *v, const char *incoming, char **argv, char bufs[][4200], char *err,
+            size_t errlen)
+{
+    json_object *boot, *a;
+    int n = 0, b = 0;
+    json_object_object_get_ex(v->spec, "boot", &boot);
+    argv[n++] = cfg->ferry_vmm;
+    argv[n++] = "--tls-dir";
+    argv[n++] = cfg->tls_dir;
+    if (incoming) {
+        argv[n++] = "--incoming";
+        argv[n++] = (char *)incoming;
+    } else {
+        n = kernel_args(boot, argv, n);
     }
     json_object_object_get_ex(v->spec, "vcpus", &a);
     snprintf(bufs[b], sizeof(bufs[b]), "%d", json_object_get_int(a));
@@ -351,7 +381,7 @@ static int build_argv(struct vmrec *v, char **argv, char bufs[][4200], char *err
     argv[n++] = "stdio";
     argv[n++] = "--control";
     argv[n++] = v->control;
-    if (json_object_object_get_ex(v->spec, "disks", &a))
+    if (!incoming && json_object_object_get_ex(v->spec, "disks", &a))
         for (size_t i = 0; i < json_object_array_length(a); i++) {
             json_object *d = json_object_array_get_idx(a, i), *ro;
             const struct datastore *ds = config_datastore(cfg, spec_str(d, "datastore"));
@@ -379,7 +409,8 @@ static int build_argv(struct vmrec *v, char **argv, char bufs[][4200], char *err
             }
             if (tap_setup(tap, net->bridge, err, errlen) < 0)
                 return -EIO;
-            snprintf(bufs[b], sizeof(bufs[b]), "tap=%s,mac=%s", tap, spec_str(nic, "mac"));
+            snprintf(bufs[b], sizeof(bufs[b]), incoming ? "tap=%s" : "tap=%s,mac=%s", tap,
+                     spec_str(nic, "mac"));
             argv[n++] = "--net";
             argv[n++] = bufs[b++];
         }
@@ -388,7 +419,7 @@ static int build_argv(struct vmrec *v, char **argv, char bufs[][4200], char *err
 }
 
 /* What ferry-vmm cannot do yet is refused here, not started half-done. */
-static int check_supported(struct vmrec *v, cpu_set_t *aff, bool *have_aff, char *err, size_t errlen)
+int vm_check_supported(struct vmrec *v, cpu_set_t *aff, bool *have_aff, char *err, size_t errlen)
 {
     json_object *a;
     if (json_object_object_get_ex(v->spec, "cdrom", NULL)) {
@@ -429,12 +460,29 @@ static int check_supported(struct vmrec *v, cpu_set_t *aff, bool *have_aff, char
     return 0;
 }
 
+/* Spawn the VM's ferry-vmm with argv (taps made already). */
+int vm_spawn(struct vmrec *v, char *const argv[], const cpu_set_t *aff, char *err, size_t errlen)
+{
+    char console[4200], log[4200], pidfile[4200];
+    vm_path(v, "console.log", console, sizeof(console));
+    vm_path(v, "vmm.log", log, sizeof(log));
+    vm_path(v, "vmm.pid", pidfile, sizeof(pidfile));
+    struct spawn_files files = { console, log, pidfile };
+    pid_t pid;
+    if (proc_spawn(argv, &files, aff, &pid, &v->starttime, err, errlen) < 0) {
+        remove_taps(v);
+        return -EIO;
+    }
+    v->pid = pid;
+    return 0;
+}
+
 int vms_start(const char *name, json_object **out, char *err, size_t errlen)
 {
-    struct vmrec *v = find(name);
+    struct vmrec *v = vms_find(name);
     if (!v)
-        return not_found(name, err, errlen);
-    if (alive(v)) {
+        return vm_not_found(name, err, errlen);
+    if (vm_alive(v)) {
         snprintf(err, errlen, "VM '%s' is running already (pid %d)", name, v->pid);
         return -EBUSY;
     }
@@ -447,64 +495,50 @@ int vms_start(const char *name, json_object **out, char *err, size_t errlen)
     cpu_set_t aff;
     bool have_aff;
     char *argv[64], bufs[16][4200];
-    int rc = check_supported(v, &aff, &have_aff, err, errlen);
-    if (rc < 0 || (rc = build_argv(v, argv, bufs, err, errlen)) < 0)
+    int rc = vm_check_supported(v, &aff, &have_aff, err, errlen);
+    if (rc < 0 || (rc = vm_argv(v, NULL, argv, bufs, err, errlen)) < 0 ||
+        (rc = vm_spawn(v, argv, have_aff ? &aff : NULL, err, errlen)) < 0)
         return rc;
-    char console[4200], log[4200], pidfile[4200];
-    vm_path(v, "console.log", console, sizeof(console));
-    vm_path(v, "vmm.log", log, sizeof(log));
-    vm_path(v, "vmm.pid", pidfile, sizeof(pidfile));
-    struct spawn_files files = { console, log, pidfile };
-    pid_t pid;
-    if (proc_spawn(argv, &files, have_aff ? &aff : NULL, &pid, &v->starttime, err, errlen) < 0) {
-        remove_taps(v);
-        return -EIO;
-    }
-    v->pid = pid;
     /* Wait (blocking the loop, briefly) until the VM answers or its VMM
      * exits, so the reply says which. */
     uint64_t deadline = now_ms() + START_TIMEOUT_MS;
     char cerr[ERRLEN];
-    while (vmm_call(v->control, "status", NULL, cerr, sizeof(cerr)) < 0) {
-        if (!alive(v)) {
+    while (vmm_call(v->control, "status", NULL, NULL, cerr, sizeof(cerr)) < 0) {
+        if (!vm_alive(v)) {
             char why[ERRLEN];
-            vmm_last_words(v, why, sizeof(why));
+            vm_last_words(v, why, sizeof(why));
             snprintf(err, errlen, "ferry-vmm exited at start: %s", why);
             remove_taps(v);
             return -EIO;
         }
         if (now_ms() > deadline) {
             snprintf(err, errlen, "ferry-vmm pid %d started but its control socket fails: %s",
-                     (int)pid, cerr);
+                     (int)v->pid, cerr);
             return -EIO;
         }
         usleep(10000);
     }
-    agent_log("VM %s: started, ferry-vmm pid %d", name, (int)pid);
+    agent_log("VM %s: started, ferry-vmm pid %d", name, (int)v->pid);
     *out = vm_json(v, true);
     return 0;
 }
 
-int vms_stop(const char *name, json_object **out, char *err, size_t errlen)
+/* Hard stop: `quit` ends the VMM at once; SIGKILL if it does not (or at
+ * once with `kill`, for a VMM that has no control socket yet). */
+void vm_halt(struct vmrec *v, bool kill_now)
 {
-    struct vmrec *v = find(name);
-    if (!v)
-        return not_found(name, err, errlen);
-    if (!alive(v)) {
-        snprintf(err, errlen, "VM '%s' is not running", name);
-        return -EBUSY;
-    }
     char qerr[ERRLEN];
     pid_t pid = v->pid;
-    /* Hard stop: `quit` ends the VMM at once; SIGKILL if it does not. */
     uint64_t deadline = now_ms() + STOP_TIMEOUT_MS;
-    if (vmm_call(v->control, "quit", NULL, qerr, sizeof(qerr)) < 0) {
-        agent_log("VM %s: quit failed (%s): killing pid %d", name, qerr, (int)pid);
+    if (kill_now) {
+        kill(pid, SIGKILL);
+    } else if (vmm_call(v->control, "quit", NULL, NULL, qerr, sizeof(qerr)) < 0) {
+        agent_log("VM %s: quit failed (%s): killing pid %d", v->name, qerr, (int)pid);
         kill(pid, SIGKILL);
     }
-    while (alive(v)) {
+    while (vm_alive(v)) {
         if (now_ms() > deadline) {
-            agent_log("VM %s: still running %d s after quit: killing pid %d", name,
+            agent_log("VM %s: still running %d s after quit: killing pid %d", v->name,
                       STOP_TIMEOUT_MS / 1000, (int)pid);
             kill(pid, SIGKILL);
             deadline = UINT64_MAX;
@@ -512,23 +546,46 @@ int vms_stop(const char *name, json_object **out, char *err, size_t errlen)
         usleep(10000);
     }
     remove_taps(v);
+}
+
+/* A VM with a migration leg under way is stopped or deleted only through
+ * the leg's own endpoints (cancel, abort). */
+static int check_no_leg(const struct vmrec *v, char *err, size_t errlen)
+{
+    if (v->leg == LEG_NONE)
+        return 0;
+    snprintf(err, errlen, "VM '%s' is %s: %s first", v->name,
+             v->leg == LEG_INCOMING ? "arriving by migration" : "migrating",
+             v->leg == LEG_INCOMING ? "abort the incoming migration" : "cancel the migration");
+    return -EBUSY;
+}
+
+int vms_stop(const char *name, json_object **out, char *err, size_t errlen)
+{
+    struct vmrec *v = vms_find(name);
+    if (!v)
+        return vm_not_found(name, err, errlen);
+    if (!vm_alive(v)) {
+        snprintf(err, errlen, "VM '%s' is not running", name);
+        return -EBUSY;
+    }
+    int rc = check_no_leg(v, err, errlen);
+    if (rc < 0)
+        return rc;
+    pid_t pid = v->pid;
+    vm_halt(v, false);
     agent_log("VM %s: stopped (was pid %d)", name, (int)pid);
     *out = vm_json(v, true);
     return 0;
 }
 
-int vms_delete(const char *name, char *err, size_t errlen)
+/* Remove the VM's files and record (its VMM is gone). */
+void vm_forget(struct vmrec *v)
 {
-    struct vmrec *v = find(name), **pp;
-    if (!v)
-        return not_found(name, err, errlen);
-    if (alive(v)) {
-        snprintf(err, errlen, "VM '%s' is running: stop it first", name);
-        return -EBUSY;
-    }
+    struct vmrec **pp;
     remove_taps(v);
     static const char *const files[] = { "control.sock", "console.log", "vmm.log", "vmm.pid",
-                                         "spec.json.tmp", "spec.json" };
+                                         "leg", "leg.tmp", "spec.json.tmp", "spec.json" };
     char path[4200];
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         vm_path(v, files[i], path, sizeof(path));
@@ -536,13 +593,25 @@ int vms_delete(const char *name, char *err, size_t errlen)
     }
     if (rmdir(v->dir) < 0) {
         /* the spec is gone already: the VM is deleted, a stray file stays */
-        agent_log("VM %s: cannot remove %s: %s", name, v->dir, strerror(errno));
+        agent_log("VM %s: cannot remove %s: %s", v->name, v->dir, strerror(errno));
     }
     for (pp = &vms; *pp != v; pp = &(*pp)->next)
         ;
     *pp = v->next;
     json_object_put(v->spec);
     free(v);
+}
+
+int vms_delete(const char *name, char *err, size_t errlen)
+{
+    struct vmrec *v = vms_find(name);
+    if (!v)
+        return vm_not_found(name, err, errlen);
+    if (vm_alive(v)) {
+        snprintf(err, errlen, "VM '%s' is running: stop it first", name);
+        return -EBUSY;
+    }
+    vm_forget(v);
     agent_log("VM %s: deleted", name);
     return 0;
 }
@@ -550,9 +619,9 @@ int vms_delete(const char *name, char *err, size_t errlen)
 int vms_console_path(const char *name, const char **path, char *err, size_t errlen)
 {
     static char buf[4200];
-    struct vmrec *v = find(name);
+    struct vmrec *v = vms_find(name);
     if (!v)
-        return not_found(name, err, errlen);
+        return vm_not_found(name, err, errlen);
     vm_path(v, "console.log", buf, sizeof(buf));
     *path = buf;
     return 0;

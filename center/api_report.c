@@ -119,6 +119,8 @@ void api_vms(struct req *q, const char *rest)
         snprintf(name, sizeof(name), "%.*s", (int)(slash - rest), rest);
         return api_vm_checks(q, name);
     }
+    if (slash && !strcmp(slash, "/migrate"))
+        return api_vm_migrate(q, rest);
     if (!get_only(q, rest, true))
         return;
     if (*rest) {

@@ -80,6 +80,16 @@ void task_finish(struct db *db, long long id, const char *state, json_object *re
 /* A user asked to cancel task id (this manager's flag, or the database's). */
 bool task_should_cancel(struct db *db, long long id);
 
+/* migrate.c: the vm.migrate task; after a restart it resumes from what
+ * the hosts say (params "resume") */
+void task_vm_migrate(struct db *db, long long id, json_object *params);
+/* admission.c: migrations per host (by its migration link's speed label)
+ * and per datastore. running: the params of the running vm.migrate tasks. */
+int admission_host_limit(int speed_mbps);
+int host_migration_mbps(struct db *db, const char *host);   /* 0: none or unknown */
+json_object *admission_running(struct db *db, char *err, size_t errlen);
+bool admission_admit(struct db *db, json_object *running, json_object *params);
+
 /* hosts.c: enrolment and host add, against ferryd */
 int host_enrol_issue(const char *name, json_object **out, char *err, size_t errlen);
 void task_host_add(struct db *db, long long id, json_object *params);
@@ -88,6 +98,10 @@ void task_host_refresh(struct db *db, long long id, json_object *params);
  * certificate; the peer must present a certificate for cn. */
 json_object *ferryd_get(const char *address, const char *cn, const char *path, long long task_id,
                         char *err, size_t errlen);
+/* Any method, with an optional JSON body; *status is the HTTP status, 0
+ * when the host did not answer (or presented the wrong certificate). */
+json_object *ferryd_call(const char *address, const char *cn, const char *method, const char *path,
+                         json_object *body, long long task_id, long *status, char *err, size_t errlen);
 
 /* baseline.c: CPU baselines (EVC). The names of want (a JSON array) that
  * a host's facts lack, ", "-separated in out; their number. */
@@ -122,6 +136,7 @@ void api_events(struct req *q, const char *rest);
 void api_datastores(struct req *q, const char *rest);
 void api_networks(struct req *q, const char *rest);
 void api_vms(struct req *q, const char *rest);
+void api_vm_migrate(struct req *q, const char *rest);   /* api_migrate.c: rest "NAME/migrate" */
 void api_tokens(struct req *q, const char *rest);
 void api_cluster_baseline(struct req *q, const char *cluster);   /* baseline.c */
 void api_vm_checks(struct req *q, const char *vm);               /* api_checks.c */

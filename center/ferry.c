@@ -70,6 +70,13 @@ static bool subject_cn(CURL *c, char *cn, size_t cnlen)
 json_object *ferryd_get(const char *address, const char *cn, const char *path, long long task_id,
                         char *err, size_t errlen)
 {
+    long status;
+    return ferryd_call(address, cn, "GET", path, NULL, task_id, &status, err, errlen);
+}
+
+json_object *ferryd_call(const char *address, const char *cn, const char *method, const char *path,
+                         json_object *body, long long task_id, long *status, char *err, size_t errlen)
+{
     char url[512], cert[4096], key[4096], ca[4096], ebuf[CURL_ERROR_SIZE] = "", peer[256];
     snprintf(url, sizeof(url), "https://%s%s", address, path);
     snprintf(cert, sizeof(cert), "%s/cert.pem", cfg.tls_dir);
@@ -81,7 +88,15 @@ json_object *ferryd_get(const char *address, const char *cn, const char *path, l
         return NULL;
     }
     struct buf b = { NULL, 0 };
+    struct curl_slist *hdrs = NULL;
     curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (body) {
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(c, CURLOPT_COPYPOSTFIELDS,
+                         json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN));
+    }
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_3);
@@ -101,8 +116,8 @@ json_object *ferryd_get(const char *address, const char *cn, const char *path, l
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, &task_id);
     CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    *status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
     json_object *o = NULL;
     if (rc == CURLE_ABORTED_BY_CALLBACK) {
         snprintf(err, errlen, "cancelled");
@@ -111,16 +126,20 @@ json_object *ferryd_get(const char *address, const char *cn, const char *path, l
     } else if (!subject_cn(c, peer, sizeof(peer)) || strcmp(peer, cn)) {
         snprintf(err, errlen, "%s: the host's certificate is for '%s', not the enrolled '%s'",
                  address, peer, cn);
-    } else if (status != 200) {
+        *status = 0;
+    } else if (*status < 200 || *status > 299) {
         json_object *e = b.p ? json_tokener_parse(b.p) : NULL, *m = NULL;
         json_object_object_get_ex(e, "error", &m);
-        snprintf(err, errlen, "%s: HTTP %ld%s%s", url, status, m ? ": " : "",
+        snprintf(err, errlen, "%s %s: HTTP %ld%s%s", method, url, *status, m ? ": " : "",
                  m ? json_object_get_string(m) : "");
         json_object_put(e);
     } else if (!b.p || !(o = json_tokener_parse(b.p))) {
         snprintf(err, errlen, "%s: the reply is not JSON", url);
     }
+    if (rc != CURLE_OK)
+        *status = 0;
     free(b.p);
+    curl_slist_free_all(hdrs);
     curl_easy_cleanup(c);
     return o;
 }

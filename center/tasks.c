@@ -17,6 +17,7 @@
 static pthread_t workers[MAX_WORKERS];
 static int nworkers;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t claim_lock = PTHREAD_MUTEX_INITIALIZER;   /* admission counts, then claims */
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static bool stopping;
 static long long cancels[MAX_CANCEL];   /* running tasks asked to cancel */
@@ -27,6 +28,7 @@ static const struct task_kind {
 } kinds[] = {
     { "host.add", task_host_add },
     { "host.refresh", task_host_refresh },
+    { "vm.migrate", task_vm_migrate },
 };
 
 json_object *task_row_json(const struct db_res *r, int i)
@@ -154,8 +156,25 @@ int task_cancel(struct db *db, long long id, json_object **out, char *err, size_
 
 /* A task that was running when the manager died has no worker any more.
  * Its kind's own cleanup ran nowhere, so record it as failed; host.add
- * also drops the half-added host (the admin adds it again). Later task
- * kinds that act on hosts (migrations) ask the hosts here first. */
+ * also drops the half-added host (the admin adds it again). A migration
+ * goes on between the VMMs without the manager: it is queued again to
+ * resume, and asks the hosts where the VM runs (center/migrate.c). */
+static int requeue_migration(struct db *db, const char *id, const char *params, char *err,
+                             size_t errlen)
+{
+    json_object *p = json_tokener_parse(params);
+    if (!p)
+        p = json_object_new_object();
+    json_object_object_add(p, "resume", json_object_new_boolean(1));
+    int rc = db_exec(db, "UPDATE tasks SET state = 'queued', phase = 'resuming after a manager restart',"
+                         " params = ? WHERE id = ?",
+                     2, (const char *[]){ json_object_to_json_string_ext(p, JSON_C_TO_STRING_PLAIN), id },
+                     NULL, err, errlen);
+    json_object_put(p);
+    center_log("task %s (vm.migrate): queued again to resume", id);
+    return rc < 0 ? -1 : 0;
+}
+
 int tasks_reconcile(struct db *db, char *err, size_t errlen)
 {
     char now[40];
@@ -163,11 +182,20 @@ int tasks_reconcile(struct db *db, char *err, size_t errlen)
     now_iso(now);
     if (db_begin(db, err, errlen) < 0)
         return -1;
-    if (db_exec(db, "SELECT id, kind, target FROM tasks WHERE state = 'running'", 0, NULL, &r, err,
-                errlen) < 0)
+    if (db_exec(db, "SELECT id, kind, target, params FROM tasks WHERE state = 'running'", 0, NULL,
+                &r, err, errlen) < 0)
         goto fail;
     for (int i = 0; i < r->nrows; i++) {
         const char *id = db_val(r, i, 0), *kind = db_val(r, i, 1), *target = db_val(r, i, 2);
+        if (!strcmp(kind, "vm.migrate")) {
+            if (requeue_migration(db, id, db_val(r, i, 3), err, errlen) < 0) {
+                db_res_free(r);
+                goto fail;
+            }
+            inv_event(db, "warning", "task.resumed", target, atoll(id),
+                      "task %s (%s %s) was running when the manager stopped: resumed", id, kind, target);
+            continue;
+        }
         if (!strcmp(kind, "host.add") &&
             (DBQ(db, NULL, err, "UPDATE enrolments SET used = NULL WHERE host_name = ? AND used IS NOT NULL"
                                 " AND NOT EXISTS (SELECT 1 FROM hosts WHERE name = ? AND state <> 'adding')",
@@ -192,28 +220,61 @@ fail:
     return -1;
 }
 
-/* Claim the oldest queued task: its id, or 0 when none. */
+/* May this queued task start now? High priority first (pass 0), then the
+ * rest in order; a migration only within the admission limits. */
+static bool claimable(struct db *db, json_object *running, const char *kind, json_object *params,
+                      int pass)
+{
+    json_object *v;
+    bool high = json_object_object_get_ex(params, "priority", &v) &&
+                !strcmp(json_object_get_string(v), "high");
+    if (pass == 0 && !high)
+        return false;
+    return strcmp(kind, "vm.migrate") || admission_admit(db, running, params);
+}
+
+/* Claim the next queued task that may start: its id, 0 when none, -1 when
+ * another worker won it (look again at once). */
 static long long claim(struct db *db, char **kind, json_object **params)
 {
     char err[ERRLEN], now[40];
     struct db_res *r;
-    if (DBQ0(db, &r, err, "SELECT id, kind, params FROM tasks WHERE state = 'queued' ORDER BY id LIMIT 1") < 0) {
+    long long id = 0;
+    pthread_mutex_lock(&claim_lock);
+    json_object *running = admission_running(db, err, sizeof(err));
+    if (!running ||
+        DBQ0(db, &r, err, "SELECT id, kind, params FROM tasks WHERE state = 'queued' ORDER BY id LIMIT 1000") < 0) {
         center_log("task queue: %s", err);
+        json_object_put(running);
+        pthread_mutex_unlock(&claim_lock);
         return 0;
     }
-    long long id = r->nrows ? db_int(r, 0, 0) : 0;
-    if (id) {
+    int row = -1;
+    json_object *p = NULL;
+    for (int pass = 0; pass < 2 && row < 0; pass++)
+        for (int i = 0; i < r->nrows && row < 0; i++) {
+            p = json_tokener_parse(db_val(r, i, 2));
+            if (claimable(db, running, db_val(r, i, 1), p, pass))
+                row = i;
+            else
+                json_object_put(p);
+        }
+    if (row >= 0) {
         now_iso(now);
         int n = DBQ(db, NULL, err, "UPDATE tasks SET state = 'running', started = ?, phase = 'starting'"
-                                   " WHERE id = ? AND state = 'queued'", now, db_val(r, 0, 0));
+                                   " WHERE id = ? AND state = 'queued'", now, db_val(r, row, 0));
         if (n == 1) {
-            *kind = strdup(db_val(r, 0, 1));
-            *params = json_tokener_parse(db_val(r, 0, 2));
+            id = db_int(r, row, 0);
+            *kind = strdup(db_val(r, row, 1));
+            *params = p;
         } else {
-            id = -1;   /* another worker won it: look again at once */
+            id = -1;
+            json_object_put(p);
         }
     }
     db_res_free(r);
+    json_object_put(running);
+    pthread_mutex_unlock(&claim_lock);
     return id;
 }
 
@@ -246,6 +307,7 @@ static void *worker(void *arg)
             cancel_flag_set(id, false);
             free(kind);
             json_object_put(params);
+            tasks_kick();   /* a slot may have freed for a task admission held back */
             continue;
         }
         if (id < 0)

@@ -18,6 +18,11 @@ _cleanup() {
     local p
     [ -n "$CENTER_PID" ] && kill -KILL "$CENTER_PID" 2>/dev/null
     for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    # the VMMs the test's ferryd started outlive them (by design)
+    for p in /proc/[0-9]*; do
+        [ "$(readlink "$p/exe" 2>/dev/null)" = "$(readlink -f "${FERRY_VMM:-/nonexistent}")" ] &&
+            grep -qF -- "$TMP/" "$p/cmdline" 2>/dev/null && kill -KILL "${p#/proc/}" 2>/dev/null
+    done
     [ -n "$PG_DATA" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1
     if [ -n "${KEEP_TMP:-}" ]; then echo "$T_NAME: kept $TMP" >&2; else rm -rf "$TMP"; fi
 }
@@ -134,3 +139,203 @@ holds() { [ "$(field "$1")" = True ]; }
 # wait_task ID STATE...: until the task is in one of STATEs (10 s).
 task_in() { api GET "/v1/tasks/$1"; local s; s=$(field .state); shift; for w in "$@"; do [ "$s" = "$w" ] && return 0; done; return 1; }
 wait_task() { local id=$1; shift; wait_for 15 task_in "$id" "$@" || fail "task $id never became $*: $BODY"; }
+
+# ---- hosts: real ferryd agents (FERRYD, FERRY_VMM) ----
+
+# enrol NAME: token in ET, the host's identity in $TMP/NAME/tls
+enrol() {
+    expect 201 POST /v1/enrolments "{\"host_name\": \"$1\"}"
+    ET=$(field .token)
+    expect_as "" 200 POST /v1/enrol "{\"token\": \"$ET\"}"
+    mkdir -p "$TMP/$1/tls"
+    for f in ca cert key; do field ".${f}_pem" >"$TMP/$1/tls/$f.pem"; done
+    chmod 600 "$TMP/$1/tls/key.pem"
+}
+
+# ferryd_start NAME TLSDIR DATASTORE-DIRS...: a ferryd listening on
+# $FD_IP (default 127.0.0.1), its migration interface there labelled
+# $FD_MBPS Mbit/s (default 1000); datastores ds0, ds1, ... Sets FPORT, FPID.
+ferryd_start() {
+    local name=$1 tls=$2 ds="" i=0 d ip=${FD_IP:-127.0.0.1}; shift 2
+    for d in "$@"; do
+        mkdir -p "$d"
+        ds+="${ds:+, }{\"name\": \"ds$i\", \"path\": \"$d\"}"
+        i=$((i + 1))
+    done
+    FPORT=$(free_port)
+    mkdir -p "$TMP/$name/state"
+    cat >"$TMP/$name/ferryd.json" <<JSON
+{
+  "host_name": "$name",
+  "listen": "$ip:$FPORT",
+  "state_dir": "$TMP/$name/state",
+  "tls_dir": "$tls",
+  "ferry_vmm": "$FERRY_VMM",
+  "migration_interfaces": [{"address": "$ip", "nic": "lo", "speed_mbps": ${FD_MBPS:-1000}}],
+  "networks": [{"name": "vm-net", "bridge": "brnone-$name"}],
+  "datastores": [$ds]
+}
+JSON
+    ferryd_run "$name"
+}
+
+declare -A FD_PID=()
+# ferryd_run NAME: (re)start NAME's ferryd on its existing configuration.
+ferryd_run() {
+    local name=$1 tls addr
+    tls=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c["tls_dir"], c["listen"])' \
+          "$TMP/$name/ferryd.json")
+    read -r tls addr <<<"$tls"
+    "$FERRYD" --config "$TMP/$name/ferryd.json" >>"$TMP/$name/ferryd.log" 2>&1 &
+    FPID=$!
+    FD_PID[$name]=$FPID
+    BG_PIDS+=("$FPID")
+    wait_for 10 curl -s -o /dev/null --cacert "$tls/ca.pem" --cert "$tls/cert.pem" --key "$tls/key.pem" \
+        --resolve "$name:${addr##*:}:${addr%:*}" "https://$name:${addr##*:}/v1/host" ||
+        { cat "$TMP/$name/ferryd.log" >&2; fail "ferryd $name does not answer"; }
+}
+
+# add_host ADDRESS TOKEN: the task's final state in BODY
+add_host() {
+    expect 202 POST /v1/hosts "{\"address\": \"$1\", \"cluster\": \"c1\", \"enrolment_token\": \"$2\"}"
+    local id; id=$(field .task.id)
+    wait_task "$id" success error
+}
+
+# fd NAME METHOD PATH [BODY]: NAME's ferryd API with NAME's identity; sets
+# FCODE and FBODY.
+fd() {
+    local name=$1 method=$2 path=$3 tls addr
+    read -r tls addr < <(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c["tls_dir"], c["listen"])' \
+                         "$TMP/$name/ferryd.json")
+    local args=(-sS -m 30 -o "$TMP/fd.out" -w '%{http_code}' --cacert "$tls/ca.pem" --cert "$tls/cert.pem"
+                --key "$tls/key.pem" --resolve "$name:${addr##*:}:${addr%:*}" -X "$method")
+    [ "$#" -ge 4 ] && args+=(-H 'Content-Type: application/json' --data-binary "$4")
+    FCODE=$(curl "${args[@]}" "https://$name:${addr##*:}$path" 2>"$TMP/curl.err") || FCODE=000
+    FBODY=$(cat "$TMP/fd.out" 2>/dev/null)
+}
+
+# ---- migrations (tests/center/migrate*.sh) ----
+
+# manager_up: the manager on $BACKEND with 16 task workers (more than the
+# admission limits), its admin token in ADMIN, cluster c1.
+manager_up() {
+    db_setup
+    center_start --workers 16
+    ADMIN=$(sed -n 's/^bootstrap admin token: //p' "$TMP/center.out")
+    expect 201 POST /v1/clusters '{"name": "c1"}'
+}
+
+# hosts_add MBPS NAMES...: enrolled ferryd on the next loopback addresses
+# (127.0.0.1, .2, ...), migration links labelled MBPS, added to c1; all
+# mount $TMP/shared.
+HOST_N=0
+hosts_add() {
+    local mbps=$1 h et; shift
+    for h in "$@"; do
+        HOST_N=$((HOST_N + 1))
+        enrol "$h"
+        et=$ET
+        FD_IP=127.0.0.$HOST_N FD_MBPS=$mbps ferryd_start "$h" "$TMP/$h/tls" "$TMP/shared"
+        add_host "127.0.0.$HOST_N:$FPORT" "$et"
+        [ "$(field .state)" = success ] || fail "adding host $h: $BODY"
+    done
+}
+
+# vm_run HOST NAME MEM_MIB DIRTIER_ARGS: a dirtier VM defined and started
+# on HOST through its ferryd (VM creation through the manager is another
+# task's).
+vm_run() {
+    fd "$1" POST /v1/vms "{\"name\": \"$2\", \"memory_mib\": $3,
+        \"boot\": {\"kernel\": \"$GUEST_DIR/dirtier.elf\", \"cmdline\": \"$4\"}}"
+    [ "$FCODE" = 201 ] || fail "defining $2 on $1: $FCODE $FBODY"
+    fd "$1" POST "/v1/vms/$2/start"
+    [ "$FCODE" = 200 ] || fail "starting $2 on $1: $FCODE $FBODY"
+}
+
+# refresh HOST: the manager reads HOST again (its VMs land in the inventory)
+refresh() {
+    expect 202 POST "/v1/hosts/$1/refresh"
+    wait_task "$(field .task.id)" success error
+    [ "$(field .state)" = success ] || fail "refresh of $1: $BODY"
+}
+
+# migrate VM HOST [PRIORITY]: the task's id in TASK
+migrate() {
+    expect 202 POST "/v1/vms/$1/migrate" "{\"host\": \"$2\", \"priority\": \"${3:-normal}\"}"
+    TASK=$(field .task.id)
+}
+
+wait_task_for() { local s=$1 id=$2; shift 2; wait_for "$s" task_in "$id" "$@" || fail "task $id never became $*: $BODY"; }
+
+# wait_phase ID WORD: until the running task's phase text starts with WORD
+phase_is() { api GET "/v1/tasks/$1"; holds "b['state'] == 'running' and b['phase'].startswith('$2')"; }
+wait_phase() { wait_for 30 phase_is "$1" "$2" || fail "task $1 never reached phase $2: $BODY"; }
+
+# vm_host VM: the VM's host in the inventory
+vm_host() { api GET "/v1/vms/$1"; field .host; }
+
+# vmm_hosts VM: the hosts (sorted) on which a ferry-vmm of VM runs
+vmm_hosts() {
+    python3 - "$TMP" "$1" <<'PY'
+import glob, sys
+tmp, vm = sys.argv[1:]
+hosts = []
+for p in glob.glob('/proc/[0-9]*/cmdline'):
+    try:
+        args = open(p, 'rb').read().decode(errors='replace').split('\0')
+    except OSError:
+        continue
+    for a in args:
+        if a.startswith(tmp + '/') and a.endswith('/state/vms/%s/control.sock' % vm):
+            hosts.append(a[len(tmp) + 1:].split('/')[0])
+print(' '.join(sorted(hosts)))
+PY
+}
+
+# single_host VM: the one host whose ferry-vmm runs VM (a source's VMM
+# lingers until its ferryd sees the migration's end: 10 s)
+one_vmm() { [ "$(vmm_hosts "$1" | wc -w)" = 1 ]; }
+single_host() {
+    wait_for 10 one_vmm "$1" || fail "VM $1 runs on '$(vmm_hosts "$1")', not on exactly one host"
+    vmm_hosts "$1"
+}
+
+# forgotten HOST VM: HOST's ferryd does not list VM
+forgotten() { fd "$1" GET "/v1/vms/$2"; [ "$FCODE" = 404 ]; }
+
+# The guest's console on HOST (since the VM started or arrived there).
+console() { echo "$TMP/$1/state/vms/$2/console.log"; }
+passes() { sed -nE 's/^dirtier pass=([0-9]+) pages=[0-9]+ ok .*/\1/p' "$(console "$1" "$2")"; }
+last_pass() { local p; p=$(passes "$1" "$2" | tail -n1); echo "${p:-0}"; }
+
+# guest_passes HOST VM N: N more ok passes within 60 s; a verification
+# failure (the dirtier found a page it did not write) fails at once
+_passes_past() {
+    grep -qE '^dirtier: pass=[0-9]+ page' "$(console "$1" "$2")" 2>/dev/null &&
+        fail "$2 on $1: the guest found corrupted memory: $(grep -m1 -E '^dirtier: pass' "$(console "$1" "$2")")"
+    [ "$(last_pass "$1" "$2")" -ge "$3" ]
+}
+guest_passes() {
+    local want=$(($(last_pass "$1" "$2") + $3))
+    wait_for 60 _passes_past "$1" "$2" "$want" || fail "$2 on $1: no pass $want in 60 s"
+}
+
+# guest_continues HOST VM PREV: the guest verifies its whole working set
+# twice more on HOST and its passes are consecutive; unless PREV is "-" it
+# arrived there by migration (PREV: its last pass on the source): it did
+# not start again and went on after PREV.
+guest_continues() {
+    local c; c=$(console "$1" "$2")
+    guest_passes "$1" "$2" 2
+    passes "$1" "$2" | python3 -c '
+import sys
+p = [int(x) for x in sys.stdin.read().split()]
+sys.exit(0 if all(b == a + 1 for a, b in zip(p, p[1:])) else "passes %s" % p)' ||
+        fail "$2 on $1: its passes are not consecutive"
+    if [ "$3" != - ]; then
+        grep -q '^dirtier: start' "$c" && fail "$2 on $1: the guest started again: $(head -n3 "$c")"
+        [ "$(passes "$1" "$2" | head -n1)" -gt "$3" ] || fail "$2 on $1: pass counter went back: $(head -n3 "$c")"
+    fi
+    return 0
+}
