@@ -9,8 +9,7 @@
 # running VM started with the baseline is checked for its link too.
 # shellcheck source=tests/center/lib.sh
 . "$(dirname "$0")/lib.sh"
-# shellcheck source=tests/center/hosts.sh
-. "$(dirname "$0")/hosts.sh"
+need_ferryd
 : "${GUEST_DIR:?GUEST_DIR is not set (run through meson test)}"
 
 db_setup
@@ -20,12 +19,12 @@ expect 201 POST /v1/clusters '{"name": "c1"}'
 
 enrol h1
 ET1=$ET
-FERRYD_NETWORKS='{"name": "vm-net", "bridge": "brnone-h1"}, {"name": "dmz", "bridge": "brnone-dmz"}'
+FD_NETWORKS='{"name": "vm-net", "bridge": "brnone-h1"}, {"name": "dmz", "bridge": "brnone-dmz"}'
 ferryd_start h1 "$TMP/h1/tls" "$TMP/shared" "$TMP/local1"
 P1=$FPORT
 enrol h2
 ET2=$ET
-FERRYD_NETWORKS='' FERRYD_MIG_MBPS=100 ferryd_start h2 "$TMP/h2/tls" "$TMP/shared" "$TMP/local2"
+FD_NETWORKS= FD_MBPS=100 ferryd_start h2 "$TMP/h2/tls" "$TMP/shared" "$TMP/local2"
 P2=$FPORT
 
 # ---- baselines ----
@@ -66,16 +65,16 @@ holds "b['baseline'] == $H1_FEATURES" || fail "a refused baseline changed the cl
 
 # ---- pre-migration checks ----
 # vmok: on the shared datastore and vm-net (which h2 has, without a bridge: powered off, a warning)
-define_vm h1 "$P1" '{"name": "vmok", "memory_mib": 64, "boot": {"kernel": "/k.elf"},
+define_vm h1 '{"name": "vmok", "memory_mib": 64, "boot": {"kernel": "/k.elf"},
     "disks": [{"datastore": "ds0", "path": "ok.img"}], "nics": [{"portgroup": "vm-net"}]}'
 # vmbad: a local disk, a port group h2 lacks, host-local CD-ROM media, CPU affinity
-define_vm h1 "$P1" '{"name": "vmbad", "memory_mib": 64, "boot": {"kernel": "/k.elf"},
+define_vm h1 '{"name": "vmbad", "memory_mib": 64, "boot": {"kernel": "/k.elf"},
     "disks": [{"datastore": "ds1", "path": "bad.img"}], "nics": [{"portgroup": "dmz"}],
     "cdrom": {"host_path": "/srv/iso/x.iso"}, "cpu_affinity": [0]}'
 # vmrun: a running micro-guest (the dirtier, slowed down) started with the cluster's baseline
-define_vm h1 "$P1" '{"name": "vmrun", "memory_mib": 32, "boot": {"kernel": "'"$GUEST_DIR/dirtier.elf"'", "cmdline": "mib=1 rate=100"},
+define_vm h1 '{"name": "vmrun", "memory_mib": 32, "boot": {"kernel": "'"$GUEST_DIR/dirtier.elf"'", "cmdline": "mib=1 rate=100"},
     "cpu_features": '"$H1_FEATURES"'}'
-ferryd_call h1 "$P1" POST /v1/vms/vmrun/start
+fd h1 POST /v1/vms/vmrun/start
 [ "$FCODE" = 200 ] || fail "vmrun did not start: $FBODY"
 VMM_PID=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$FBODY")
 BG_PIDS+=("$VMM_PID")
@@ -111,6 +110,6 @@ expect 404 POST /v1/vms/vmok/checks '{"host": "h9"}'
 expect 400 POST /v1/vms/vmok/checks '{}'
 expect 400 POST /v1/vms/vmok/checks '{"host": "h2", "force": true}'
 expect 405 GET /v1/vms/vmok/checks
-ferryd_call h1 "$P1" POST /v1/vms/vmrun/stop
+fd h1 POST /v1/vms/vmrun/stop
 [ "$FCODE" = 200 ] || fail "vmrun did not stop: $FBODY"
 exit 0

@@ -9,8 +9,7 @@
 # Skipped without FERRYD or /dev/kvm (ferryd probes KVM's CPUID).
 # shellcheck source=tests/center/lib.sh
 . "$(dirname "$0")/lib.sh"
-# shellcheck source=tests/center/hosts.sh
-. "$(dirname "$0")/hosts.sh"
+need_ferryd
 
 db_setup
 center_start --workers 2
@@ -28,7 +27,7 @@ P2=$FPORT
 P2PID=$FPID
 
 VM_SPEC='"memory_mib": 64, "boot": {"kernel": "'$FERRY_VMM'"}, "nics": [{"portgroup": "vm-net"}]}'
-define_vm h1 "$P1" "{\"name\": \"vm1\", $VM_SPEC"
+define_vm h1 "{\"name\": \"vm1\", $VM_SPEC"
 
 # the wrong host at an address: h2's enrolment token, h1's address
 add_host "127.0.0.1:$P1" "$ET2"
@@ -62,7 +61,7 @@ expect 200 GET /v1/events
 holds 'sum(e["kind"] == "host.add" and e["severity"] == "info" for e in b) == 2' || fail "events: $BODY"
 
 # refresh: a VM defined since appears; a host that went away is disconnected
-define_vm h1 "$P1" "{\"name\": \"vm2\", $VM_SPEC"
+define_vm h1 "{\"name\": \"vm2\", $VM_SPEC"
 expect 202 POST /v1/hosts/h1/refresh
 wait_task "$(field .task.id)" success error
 holds 'b["state"] == "success" and b["result"]["vms"] == 2' || fail "refresh of h1: $BODY"

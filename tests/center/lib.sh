@@ -142,6 +142,14 @@ wait_task() { local id=$1; shift; wait_for 15 task_in "$id" "$@" || fail "task $
 
 # ---- hosts: real ferryd agents (FERRYD, FERRY_VMM) ----
 
+# need_ferryd: skip the test (77) without the agent, /dev/kvm or curl
+need_ferryd() {
+    if [ -z "${FERRYD:-}" ] || [ ! -x "$FERRYD" ] || [ ! -w /dev/kvm ] || ! command -v curl >/dev/null; then
+        echo "SKIP: $T_NAME needs FERRYD (the host agent), /dev/kvm and curl" >&2
+        exit 77
+    fi
+}
+
 # enrol NAME: token in ET, the host's identity in $TMP/NAME/tls
 enrol() {
     expect 201 POST /v1/enrolments "{\"host_name\": \"$1\"}"
@@ -154,9 +162,12 @@ enrol() {
 
 # ferryd_start NAME TLSDIR DATASTORE-DIRS...: a ferryd listening on
 # $FD_IP (default 127.0.0.1), its migration interface there labelled
-# $FD_MBPS Mbit/s (default 1000); datastores ds0, ds1, ... Sets FPORT, FPID.
+# $FD_MBPS Mbit/s (default 1000), its port groups $FD_NETWORKS (default
+# vm-net on a bridge that does not exist); datastores ds0, ds1, ... in that
+# order. Sets FPORT, FPID.
 ferryd_start() {
     local name=$1 tls=$2 ds="" i=0 d ip=${FD_IP:-127.0.0.1}; shift 2
+    local nets=${FD_NETWORKS:-"{\"name\": \"vm-net\", \"bridge\": \"brnone-$name\"}"}
     for d in "$@"; do
         mkdir -p "$d"
         ds+="${ds:+, }{\"name\": \"ds$i\", \"path\": \"$d\"}"
@@ -172,7 +183,7 @@ ferryd_start() {
   "tls_dir": "$tls",
   "ferry_vmm": "$FERRY_VMM",
   "migration_interfaces": [{"address": "$ip", "nic": "lo", "speed_mbps": ${FD_MBPS:-1000}}],
-  "networks": [{"name": "vm-net", "bridge": "brnone-$name"}],
+  "networks": [$nets],
   "datastores": [$ds]
 }
 JSON
@@ -213,6 +224,12 @@ fd() {
     [ "$#" -ge 4 ] && args+=(-H 'Content-Type: application/json' --data-binary "$4")
     FCODE=$(curl "${args[@]}" "https://$name:${addr##*:}$path" 2>"$TMP/curl.err") || FCODE=000
     FBODY=$(cat "$TMP/fd.out" 2>/dev/null)
+}
+
+# define_vm NAME SPEC: a VM defined (stopped) on host NAME's ferryd
+define_vm() {
+    fd "$1" POST /v1/vms "$2"
+    [ "$FCODE" = 201 ] || fail "ferryd $1 refused the VM: $FCODE $FBODY"
 }
 
 # ---- migrations (tests/center/migrate*.sh) ----

@@ -10,10 +10,7 @@
 # shellcheck source=tests/center/lib.sh
 . "$(dirname "$0")/lib.sh"
 : "${GUEST_DIR:?GUEST_DIR is not set (run through meson test)}"
-if [ -z "${FERRYD:-}" ] || [ ! -x "$FERRYD" ] || [ ! -w /dev/kvm ] || ! command -v curl >/dev/null; then
-    echo "SKIP: $T_NAME needs FERRYD (the host agent), /dev/kvm and curl" >&2
-    exit 77
-fi
+need_ferryd
 
 N=12
 manager_up
