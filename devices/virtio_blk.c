@@ -264,6 +264,8 @@ static void execute(struct virtio_blk *b, struct virtio_blk_req *r)
             blk_move_write_end(mv, sector * SECTOR, len, mfd, merr, rr == 0);
             errno = saved;
         }
+        if (wr)   /* a migration copying the disk: marked after the write, as for a move */
+            blk_move_write_end(b->track, sector * SECTOR, len, -1, 0, true);
         if (rr < 0) {
             if (!b->nerrors++)
                 log_warn("%s: %s at sector %llu: %s", b->name, wr ? "write" : "read",
@@ -305,6 +307,7 @@ static void execute(struct virtio_blk *b, struct virtio_blk_req *r)
         uint64_t doff, dlen;
         r->status = do_discard(b, e, type == VIRTIO_BLK_T_WRITE_ZEROES, &doff, &dlen);
         blk_move_write_end(b->move, doff, dlen, -1, 0, true);   /* tracked, never mirrored */
+        blk_move_write_end(b->track, doff, dlen, -1, 0, true);
         atomic_store(&b->unflushed, true);
         break;
     }
@@ -524,6 +527,7 @@ fail:
 void virtio_blk_destroy(struct virtio_blk *b)
 {
     blk_move_destroy(b);   /* a move not yet switched leaves the disk on its image */
+    blk_track_stop(b);
     io_thread_stop(&b->io, &b->gate);
     virtio_pci_destroy(&b->vp);
     if (b->fd >= 0)

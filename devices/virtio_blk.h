@@ -93,6 +93,8 @@ struct virtio_blk {
 
     struct blk_move *move;         /* the current or last disk move (blk_move.h); set with the
                                       request thread held */
+    struct blk_move *track;        /* a shared-nothing migration's write tracker (blk_move.h);
+                                      set with the request thread held */
     struct vmstate_desc section;   /* vmstate_virtio_blk, named after the device */
     uint64_t nreqs, nerrors;       /* statistics */
 };

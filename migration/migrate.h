@@ -23,6 +23,7 @@ enum mig_phase {
 
 #define MIG_MAX_STREAMS 8
 #define MIG_MAX_VIA     4
+#define MIG_MAX_DISKS   4             /* = VM_MAX_DISKS */
 
 /* When the memory digest is compared (docs/migration-protocol.md, "Verification"). */
 enum mig_verify {
@@ -47,6 +48,10 @@ struct mig_params {
     uint32_t max_rounds;         /* give up after this many rounds */
     bool force;                  /* at a limit, switch over anyway instead of failing */
     bool auto_converge;          /* slow the vCPUs of a guest the link cannot keep up with */
+    /* shared-nothing: the image path of each disk on the destination, in
+     * disk order (nstorage 0: shared storage, the same path there) */
+    char storage_to[MIG_MAX_DISKS][1024];
+    int nstorage;
 };
 
 struct mig_stats {
@@ -65,6 +70,9 @@ struct mig_stats {
     uint64_t pause_us, final_us, state_us, ack_us;
     uint64_t final_pages;         /* sent while paused */
     uint64_t data_bytes;          /* page data before compression */
+    /* shared-nothing: the disks' data bytes at the start, disk data sent,
+     * dirty disk blocks at the last sync */
+    uint64_t disk_total, disk_bytes, disk_dirty_blocks;
     int streams, rtt_us;
     int codec;                    /* enum page_codec in use */
     char cipher[64];              /* negotiated TLS cipher, or "none (--insecure)" */
@@ -80,6 +88,7 @@ struct mig_incoming {
     char cipher[64];
     char peers[MIG_MAX_STREAMS][64];   /* the source address of each stream */
     uint64_t pages, zero_pages, data_bytes, wire_bytes;
+    uint64_t disk_bytes;               /* disk data received (shared-nothing) */
     char verify_result[200];
 };
 

@@ -9,6 +9,9 @@
 #include <unistd.h>
 
 #include "common/tls.h"
+#include "devices/blk_move.h"
+#include "devices/virtio_blk.h"
+#include "migration/disks.h"
 #include "migration/net.h"
 #include "migration/sender.h"
 #include "vmm/log.h"
@@ -128,14 +131,53 @@ static bool stopping(struct sender *s)
     return atomic_load(&s->failed) || atomic_load(&s->mg->cancel);
 }
 
+/* Count what went out against the cap. */
+static void sent_bytes(struct stream *st, uint64_t wire)
+{
+    st->bw_bytes += wire;
+    throttle(st, st->s->mg->p.bandwidth / (uint64_t)st->s->n);
+}
+
+/* This stream's lane of each disk: in round 0 the data extents (all-zero
+ * pieces stay holes, as the destination's new image starts), later the
+ * dirty blocks (all-zero ones as holes: older data may be there). A guest
+ * write after a piece's bits were taken marks it again. */
+static int send_disks(struct stream *st, bool round0)
+{
+    struct sender *s = st->s;
+    for (int d = 0; s->disks && d < s->vm->cfg.ndisks; d++) {
+        struct virtio_blk *b = s->vm->blk[d];
+        struct blk_cursor cur = { .dirty = !round0, .lanes = (uint32_t)s->n, .lane = (uint32_t)st->index };
+        uint64_t off, wire;
+        size_t len;
+        while (blk_track_next(b, &cur, &off, &len)) {
+            if (stopping(s))
+                return -1;
+            if (blk_track_read(b, st->dbuf, len, off) < 0) {
+                snprintf(st->err, sizeof(st->err), "cannot read %s: %s", b->path, strerror(errno));
+                return -1;
+            }
+            bool zero = blk_buf_zero(st->dbuf, len);
+            if (zero && round0)
+                continue;
+            if (disk_blocks_send(&st->ch, (uint32_t)d, off, st->dbuf, len, zero, &wire, st->err,
+                                 sizeof(st->err)) < 0)
+                return -1;
+            st->tx.st.wire_bytes += wire;
+            st->tx.st.disk_bytes += zero ? 0 : len;
+            sent_bytes(st, wire);
+        }
+    }
+    return 0;
+}
+
 static int flush_pages(struct stream *st)
 {
     uint64_t before = st->tx.st.wire_bytes;
     st->tx.codec = (enum page_codec)atomic_load(&st->s->codec);
     if (pages_tx_send(&st->tx, &st->ch, st->err, sizeof(st->err)) < 0)
         return -1;
-    st->bw_bytes += st->tx.st.wire_bytes - before;
-    throttle(st, st->s->mg->p.bandwidth / (uint64_t)st->s->n);
+    sent_bytes(st, st->tx.st.wire_bytes - before);
     return 0;
 }
 
@@ -179,7 +221,7 @@ static int send_share(struct stream *st, bool round0)
                 atomic_fetch_add(&s->scanned, n);
         }
     }
-    return flush_pages(st);
+    return flush_pages(st) < 0 ? -1 : send_disks(st, round0);
 }
 
 /* SYNC on this stream, then the destination's ACK once it has taken in
@@ -238,6 +280,11 @@ int sender_start(struct sender *s, char *err, size_t errlen)
     pthread_cond_init(&s->go, NULL);
     pthread_cond_init(&s->done_cv, NULL);
     for (int i = 0; i < s->n; i++) {
+        if (s->disks && posix_memalign((void **)&s->st[i].dbuf, 4096, DISK_CHUNK)) {
+            s->st[i].dbuf = NULL;
+            snprintf(err, errlen, "out of memory for disk blocks");
+            return -1;
+        }
         if (pthread_create(&s->st[i].thread, NULL, stream_thread, &s->st[i]) != 0) {
             snprintf(err, errlen, "cannot start the sender threads");
             return -1;
@@ -305,6 +352,7 @@ void sender_totals(struct sender *s, struct page_stats *out)
         out->zero_pages += p->zero_pages;
         out->data_bytes += p->data_bytes;
         out->wire_bytes += p->wire_bytes;
+        out->disk_bytes += p->disk_bytes;
     }
 }
 
@@ -324,6 +372,8 @@ void sender_close(struct sender *s)
             pthread_join(s->st[i].thread, NULL);
         s->st[i].live = false;
         pages_tx_free(&s->st[i].tx);
+        free(s->st[i].dbuf);
+        s->st[i].dbuf = NULL;
         chan_close(&s->st[i].ch);
     }
     if (any) {

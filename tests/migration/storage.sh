@@ -1,0 +1,50 @@
+#!/bin/bash
+# Shared-nothing live migration (storage_to): the blkwriter guest writes
+# numbered blocks all through a migration between two ferry-vmm whose mount
+# namespaces see different files at the image's path. Afterwards the
+# destination's image (a file the source never saw) holds every block the
+# guest wrote, in order, including those written on the destination; the
+# destination VM has that file open; holes stayed holes; the digests matched
+# and no partial file is left.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/storage-lib.sh"
+
+writer a
+[ -e "$TMP/dst-store/vm.img" ] && fail "the destination's store is not empty"
+dest d 7840 "$TMP/dst-store"
+migrate a 7840 "\"storage_to\":\"$IMG\""
+wait_phase a 60 completed || fail "migration ended '$(ms phase)': $(ms error)"
+[ "$(ms verify_result)" = match ] || fail "verify_result '$(ms verify_result)', expected match"
+sent=$(ms disk_bytes_sent)
+total=$(ms disk_total_bytes)
+[ "$sent" -ge $((BLOCKS * 4096)) ] || fail "only $sent disk bytes sent for $((BLOCKS * 4096)) written"
+[ "$(jget "$(ctl d '{"cmd":"migrate-status"}')" result.incoming.disk_bytes)" -ge $((BLOCKS * 4096)) ] ||
+    fail "the destination counts fewer disk bytes than were written"
+ctl a '{"cmd":"quit"}' >/dev/null
+wait_exit a 10
+[ "$RC" = 0 ] || fail "the source exited with status $RC after the migration"
+
+# the destination runs on its own image: its writes go on, into dst-store's file
+w=$(writes d)
+wait_for 20 writes_beyond d $((w + BLOCKS)) || fail "d: the guest does not write on the destination"
+dpid=${VM_PID[d]}
+ino=$(stat -c %i "$TMP/dst-store/vm.img") || fail "no image in the destination's store"
+open_ino=$(for f in /proc/"$dpid"/fd/*; do stat -L -c '%i %n' "$f"; done 2>/dev/null | awk -v i="$ino" '$1 == i' | head -1)
+[ -n "$open_ino" ] || fail "d has no fd on its store's vm.img (inode $ino)"
+path=$("$PYTHON" -c 'import json, sys; print(json.loads(sys.argv[1])["result"]["disks"][0]["path"])' \
+    "$(ctl d '{"cmd":"status"}')")
+[ "$path" = "$IMG" ] || fail "d's disk is '$path', expected $IMG"
+ls "$TMP/dst-store" | grep -q partial && fail "a partial file is left: $(ls "$TMP/dst-store")"
+
+ctl d '{"cmd":"quit"}' >/dev/null
+min=$(writes d)
+wait_exit d 20
+[ "$RC" = 0 ] || fail "d exited with status $RC"
+dst=$(blkcheck "$TMP/dst-store/vm.img" "$min" "destination image")
+src=$(blkcheck "$TMP/src-store/vm.img" 0 "source image")
+[ "$dst" != "$src" ] || fail "the two images are the same ($dst): the destination did not write its own"
+# sparse: 32 MiB of data in 64 MiB, holes kept (with room for the last pass)
+alloc=$(($(stat -c %b "$TMP/dst-store/vm.img") * 512))
+[ "$alloc" -le $((40 << 20)) ] || fail "the destination image allocates $alloc bytes: holes were filled"
+
+finish "disk_total=$total disk_sent=$sent dst: $dst (min $min), src: $src, allocated=$alloc"
