@@ -10,6 +10,8 @@
  * so COPY_TO never names a half-received image. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -36,6 +38,7 @@
 #define JOIN_TIMEOUT_MS 10000         /* for the other streams after HELLO */
 #define DIGEST_TIMEOUT_S 120          /* for the source's digest after the hand-over */
 #define PEER_TIMEOUT_S 30             /* for a new connection's handshake and first message */
+#define DRAIN_MS 3000                 /* after a failure: for the source to read why and close */
 
 struct receiver;
 
@@ -693,6 +696,41 @@ reject:
     return -1;
 }
 
+/* After a failure before COMMIT (our ACK(rejected) or ABORT went out on
+ * stream 0): reset the page streams, so that a source blocked writing one
+ * fails at once, but keep reading stream 0 for a while, so that the source
+ * stops and reads our reason there rather than a reset. */
+static void let_source_know(struct receiver *r)
+{
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    for (int i = 1; i < r->n; i++) {
+        if (r->s[i].ch.fd >= 0)
+            setsockopt(r->s[i].ch.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        chan_close(&r->s[i].ch);
+    }
+    int fd = r->s[0].ch.fd;
+    if (fd < 0)
+        return;
+    static char sink[65536];
+    uint64_t end = now_ms() + DRAIN_MS;
+    set_timeout(fd, 1);
+    for (uint64_t t = now_ms(); t < end; t = now_ms()) {
+        ssize_t n = recv(fd, sink, sizeof(sink), 0);
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            break;
+        if (n == 0) {
+            /* the source closed, or nothing is queued on a socket a page
+             * stream shut for reading (SHUT_RD) to wake us: only TCP knows */
+            struct tcp_info ti;
+            socklen_t tl = sizeof(ti);
+            if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0 || ti.tcpi_state != TCP_ESTABLISHED)
+                break;
+            nanosleep(&(struct timespec){ .tv_nsec = 10000000L }, NULL);
+        }
+    }
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
 int migration_incoming(struct vm *vm, const struct vm_config *cfg, const char *addr, SSL_CTX *tls,
                        int (*start)(struct vm *), char *err, size_t errlen)
 {
@@ -707,6 +745,8 @@ int migration_incoming(struct vm *vm, const struct vm_config *cfg, const char *a
     int rc = run(&r, cfg, start, err, errlen);
     close(r.lfd);
     join_streams(&r, true, (char[8]){ 0 }, 8);   /* after a failure: stop the readers */
+    if (rc < 0 && !r.committed)
+        let_source_know(&r);
     for (int i = 0; i < MIG_MAX_STREAMS; i++) {
         pages_rx_free(&r.s[i].rx);
         disks_rx_free(&r.s[i].drx);

@@ -1,5 +1,6 @@
 /* The source's streams and their sender threads (see sender.h). */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,6 +295,19 @@ int sender_start(struct sender *s, char *err, size_t errlen)
     return 0;
 }
 
+/* During a round the destination has nothing to say on stream 0 (it
+ * answers only SYNC and COMPLETE): anything there, or its close, means it
+ * gave up, and the reason (ACK rejected, ABORT) is read once the threads
+ * stopped. Without this a destination that failed while it keeps draining
+ * stream 0 would go unnoticed until the next SYNC. */
+static bool peer_spoke(struct sender *s)
+{
+    struct pollfd p = { .fd = s->st[0].ch.fd, .events = POLLIN };
+    if (!s->peer_spoke && poll(&p, 1, 0) > 0)
+        s->peer_spoke = true;
+    return s->peer_spoke;
+}
+
 static int run_all(struct sender *s, bool round0, bool final, bool sync, void (*tick)(struct sender *),
                    char *err, size_t errlen)
 {
@@ -315,12 +329,18 @@ static int run_all(struct sender *s, bool round0, bool final, bool sync, void (*
         if (pthread_cond_timedwait(&s->done_cv, &s->lock, &until) == ETIMEDOUT && tick) {
             pthread_mutex_unlock(&s->lock);
             tick(s);
+            if (peer_spoke(s))
+                atomic_store(&s->failed, true);
             pthread_mutex_lock(&s->lock);
         }
     }
     pthread_mutex_unlock(&s->lock);
     if (atomic_load(&s->mg->cancel)) {
         snprintf(err, errlen, "cancelled by the operator");
+        return -1;
+    }
+    if (s->peer_spoke) {
+        snprintf(err, errlen, "connection to destination lost: it stopped the migration");
         return -1;
     }
     for (int i = 0; i < s->n; i++) {

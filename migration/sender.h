@@ -48,6 +48,7 @@ struct sender {
     bool round0, final, sync, quit;
     bool disks;                       /* shared-nothing: the disks travel too (disks.h) */
     atomic_bool failed;               /* a stream failed: all stop at once */
+    bool peer_spoke;                  /* the destination wrote or closed stream 0 mid-round */
     atomic_int codec;                 /* enum page_codec for the next messages */
     atomic_uint_fast64_t scanned;     /* round 0 progress, pages */
     uint8_t session[SESSION_ID_LEN];

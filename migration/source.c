@@ -541,7 +541,7 @@ static int track_disks(struct engine *e, char *err, size_t errlen)
 static void explain_loss(struct engine *e, char *err, size_t errlen)
 {
     struct chan *c = &e->s.st[0].ch;
-    if (!strstr(err, "connection to destination lost") || c->fd < 0)
+    if ((!e->s.peer_spoke && !strstr(err, "connection to destination lost")) || c->fd < 0)
         return;
     struct timeval tv = { .tv_sec = 2 };
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
