@@ -12,8 +12,11 @@
 writer a
 [ -e "$TMP/dst-store/vm.img" ] && fail "the destination's store is not empty"
 dest d 7840 "$TMP/dst-store"
-migrate a 7840 "\"storage_to\":\"$IMG\""
-wait_phase a 60 completed || fail "migration ended '$(ms phase)': $(ms error)"
+# through the CLI: its exit status, progress lines and final JSON
+"$FERRY" -S "$TMP/a.sock" vm migrate --to 127.0.0.1:7840 --storage-to "$IMG" --keep-source >"$TMP/cli.out" 2>&1 ||
+    fail "ferry vm migrate --storage-to failed: $(cat "$TMP/cli.out")"
+grep -q '^migrated to ' "$TMP/cli.out" || fail "the CLI did not say migrated: $(cat "$TMP/cli.out")"
+wait_phase a 10 completed || fail "migration ended '$(ms phase)': $(ms error)"
 [ "$(ms verify_result)" = match ] || fail "verify_result '$(ms verify_result)', expected match"
 sent=$(ms disk_bytes_sent)
 total=$(ms disk_total_bytes)
@@ -47,4 +50,4 @@ src=$(blkcheck "$TMP/src-store/vm.img" 0 "source image")
 alloc=$(($(stat -c %b "$TMP/dst-store/vm.img") * 512))
 [ "$alloc" -le $((40 << 20)) ] || fail "the destination image allocates $alloc bytes: holes were filled"
 
-finish "disk_total=$total disk_sent=$sent dst: $dst (min $min), src: $src, allocated=$alloc"
+finish "$(tail -n1 "$TMP/cli.out"); disk_total=$total disk_sent=$sent dst: $dst (min $min), src: $src, allocated=$alloc"
