@@ -103,8 +103,8 @@ static bool ours(const struct blk_cursor *c, uint64_t chunk)
 }
 
 /* The first dirty block at or after *blk in one of c's chunks and the run
- * of dirty blocks that follows (up to max blocks; with lanes, not past its
- * chunk): [*lo, *hi). false when none is left. */
+ * of dirty blocks that follows (up to max blocks; with lanes, even one, not
+ * past its chunk): [*lo, *hi). false when none is left. */
 static bool next_run(struct blk_move *m, const struct blk_cursor *c, uint64_t *blk, uint64_t *lo, uint64_t *hi,
                      uint64_t max)
 {
@@ -127,7 +127,7 @@ static bool next_run(struct blk_move *m, const struct blk_cursor *c, uint64_t *b
         return false;
     }
     uint64_t j = i + 1;
-    while (j < m->nblocks && j - i < max && test_bit(m, j) && (c->lanes <= 1 || j % CHUNK_BLOCKS))
+    while (j < m->nblocks && j - i < max && test_bit(m, j) && (!c->lanes || j % CHUNK_BLOCKS))
         j++;
     *lo = i;
     *hi = j;

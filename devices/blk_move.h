@@ -110,7 +110,8 @@ void blk_move_flush(struct blk_move *m);
  * stream. Pieces start and end on MOVE_BLOCK boundaries (or the image's end). */
 struct blk_cursor {
     bool dirty;               /* false: data extents; true: dirty blocks (cleared as taken) */
-    uint32_t lanes, lane;     /* lanes 0 or 1: every chunk */
+    uint32_t lanes, lane;     /* lanes 0: every chunk, runs across chunks (a move); else pieces
+                                 within one chunk, those with chunk % lanes == lane */
     uint64_t off, end, blk;   /* position */
 };
 /* Start tracking b's writes (no write in flight misses it). -1 with a

@@ -468,6 +468,14 @@ static void build_config(struct virtio_blk *b)
     c[CFG_WZ_UNMAP] = 1;
 }
 
+void virtio_blk_set_serial(struct virtio_blk *b, const char *path)
+{
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    size_t blen = strlen(base);   /* NUL-padded, not terminated when 20 long */
+    memset(b->serial, 0, sizeof(b->serial));
+    memcpy(b->serial, base, blen < sizeof(b->serial) ? blen : sizeof(b->serial));
+}
+
 int virtio_blk_create(struct virtio_blk *b, int index, const char *path, bool readonly,
                       const struct disk_id *expect, int vm_fd, struct guest_mem *mem,
                       const struct vm_gate *gate, char *err, size_t errlen)
@@ -502,9 +510,7 @@ int virtio_blk_create(struct virtio_blk *b, int index, const char *path, bool re
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-    size_t blen = strlen(base);   /* NUL-padded, not terminated when 20 long */
-    memcpy(b->serial, base, blen < sizeof(b->serial) ? blen : sizeof(b->serial));
+    virtio_blk_set_serial(b, path);
     build_config(b);
     uint64_t features = (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_BLK_SIZE) |
                         (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_F_INDIRECT_DESC) |

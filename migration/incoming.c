@@ -74,6 +74,7 @@ struct receiver {
     /* shared-nothing */
     struct disk_sink sink;            /* the images being received (fds ours) */
     char *partial[DISKS_MAX];         /* COPY_TO.ferry-partial, created here */
+    char *src_path[DISKS_MAX];        /* the image's path on the source */
     struct msg ddigest[DISKS_MAX];    /* verify=strict: the source's DISK_DIGESTs, checked at COMPLETE */
     int nddigest;
     bool committed;
@@ -174,7 +175,7 @@ static int create_disks(struct receiver *r, struct vm_config *cfg, char *err, si
             snprintf(err, errlen, "out of memory");
             return -1;
         }
-        free((char *)vd->path);
+        r->src_path[i] = (char *)vd->path;   /* the disk's serial, as the guest knows it */
         vd->path = path;
     }
     return 0;
@@ -208,8 +209,10 @@ static int on_hello(struct receiver *r, const struct msg *m, const struct vm_con
     r->vm_created = true;
     if (vm_create(r->vm, &cfg, err, errlen) < 0)
         goto out;
-    for (int i = 0; i < r->sink.n; i++)
+    for (int i = 0; i < r->sink.n; i++) {
         r->sink.path[i] = r->vm->blk[i]->path;
+        virtio_blk_set_serial(r->vm->blk[i], r->src_path[i]);
+    }
     r->hash = digest_hashes_new(&r->vm->mem);
     if (staged_init(&r->st, r->vm) < 0 || !r->hash) {
         snprintf(err, errlen, "out of memory");
@@ -757,6 +760,7 @@ int migration_incoming(struct vm *vm, const struct vm_config *cfg, const char *a
         if (r.partial[i] && !r.committed && unlink(r.partial[i]) < 0 && errno != ENOENT)
             log_warn("incoming migration: cannot remove %s: %s", r.partial[i], strerror(errno));
         free(r.partial[i]);
+        free(r.src_path[i]);
         if (i < r.sink.n)
             close(r.sink.fd[i]);
     }

@@ -42,6 +42,8 @@ struct mig_params {
     int compress;                /* COMPRESS_AUTO or an enum page_codec */
     enum mig_verify verify;
     uint64_t test_skip_gpa;      /* test hook: never send this page (0: off) */
+    uint64_t test_skip_disk_block;   /* test hook: never send the piece of disk 0 holding this
+                                        64 KiB block (0: off) */
     uint64_t downtime_ms;        /* switch over once the predicted pause is this short */
     uint64_t bandwidth;          /* bytes/s cap, 0 = unlimited */
     uint64_t max_time_ms;        /* give up pre-copy after this long (0 = no limit) */

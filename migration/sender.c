@@ -159,7 +159,8 @@ static int send_disks(struct stream *st, bool round0)
                 return -1;
             }
             bool zero = blk_buf_zero(st->dbuf, len);
-            if (zero && round0)
+            uint64_t skip = s->mg->p.test_skip_disk_block * DISK_BLOCK;
+            if ((zero && round0) || (skip && d == 0 && off <= skip && skip < off + len))
                 continue;
             if (disk_blocks_send(&st->ch, (uint32_t)d, off, st->dbuf, len, zero, &wire, st->err,
                                  sizeof(st->err)) < 0)

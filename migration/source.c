@@ -129,11 +129,13 @@ static void auto_compress(struct engine *e)
     }
     uint64_t now = now_ns();
     double dt = (double)(now - e->t_last_tick) / 1e9;
-    double busy = (cpu - e->cpu_last) / dt / s->n, rate = (double)(t.data_bytes - e->data_last_tick) / dt;
+    /* disk data counts too: it shares the link (and is never compressed) */
+    double busy = (cpu - e->cpu_last) / dt / s->n,
+           rate = (double)(t.data_bytes + t.disk_bytes - e->data_last_tick) / dt;
     bool valid = e->t_last_tick && e->ticks_in_state++ > 0;   /* a whole tick in this state */
     e->cpu_last = cpu;
     e->t_last_tick = now;
-    e->data_last_tick = t.data_bytes;
+    e->data_last_tick = t.data_bytes + t.disk_bytes;
     if (s->mg->p.compress != COMPRESS_AUTO || !valid || e->auto_state == AUTO_DONE)
         return;
     int codec = atomic_load(&s->codec);
@@ -421,11 +423,12 @@ static void verify_after(struct engine *e)
         snprintf(res, sizeof(res), "match");
     } else if (st == ACK_MISMATCH) {
         snprintf(res, sizeof(res), "MISMATCH: %s", reason);
-        log_err("MEMORY DIGEST MISMATCH after the hand-over: %s; the VM runs on the destination with "
-                "memory that differs from this host's copy", reason);
+        bool disk = !strncmp(reason, "disk", 4);
+        log_err("%s DIGEST MISMATCH after the hand-over: %s; the VM runs on the destination with "
+                "%s that differs from this host's copy", disk ? "DISK" : "MEMORY", reason, disk ? "a disk" : "memory");
     } else {
         snprintf(res, sizeof(res), "unknown: %s", st >= 0 ? "unexpected answer" : err);
-        log_warn("migration: the memory digest could not be compared after the hand-over: %s", res + 9);
+        log_warn("migration: the digest could not be compared after the hand-over: %s", res + 9);
     }
     pthread_mutex_lock(&mg->lock);
     snprintf(mg->s.verify_result, sizeof(mg->s.verify_result), "%s", res);

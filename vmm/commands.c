@@ -356,6 +356,7 @@ static int cmd_migrate(void *ctx, json_object *args, json_object *res, char *err
         arg_bool(args, "auto_converge", &p.auto_converge, err, errlen) < 0 ||
         arg_u64(args, "streams", &streams, err, errlen) < 0 ||
         arg_u64(args, "test_skip_gpa", &p.test_skip_gpa, err, errlen) < 0 ||
+        arg_u64(args, "test_skip_disk_block", &p.test_skip_disk_block, err, errlen) < 0 ||
         arg_verify(args, &p.verify, err, errlen) < 0 || arg_compress(args, &p.compress, err, errlen) < 0 ||
         arg_via(args, &p, err, errlen) < 0 || arg_storage(args, vm, &p, err, errlen) < 0)
         return -1;

@@ -6,7 +6,11 @@
 #  1. the destination's store is a 16 MiB tmpfs for 32 MiB of data: ENOSPC,
 #     and the source's error names it;
 #  2. cancel while the disk is being copied (a capped link);
-#  3. kill -9 of the destination while the disk is being copied.
+#  3. kill -9 of the destination while the disk is being copied;
+# then the source image is checked, and a last migration that never sends
+# one piece of the disk (test_skip_disk_block; outside the first and last MiB,
+# which the fingerprint check would catch first) completes with the disk digest
+# mismatch reported on both sides.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/storage-lib.sh"
 
@@ -50,4 +54,17 @@ min=$(writes a)
 wait_exit a 20
 [ "$RC" = 0 ] || fail "a exited with status $RC after quit"
 src=$(blkcheck "$TMP/src-store/vm.img" "$min" "source image")
-finish "full: '$err1'; cancelled after $sent2 disk bytes; kill: '$err3'; source image $src"
+
+# 4. a lost disk piece: the digest finds it (the source image is not written)
+writer b
+dest d4 7853 "$TMP/dst-store"
+migrate b 7853 "\"storage_to\":\"$IMG\",\"test_skip_disk_block\":100"
+wait_phase b 60 completed || fail "skip: phase '$(ms phase)' ($(ms error))"
+wait_for 10 eval '[[ $(jget "$(ctl b "{\"cmd\":\"migrate-status\"}")" result.verify_result) == MISMATCH* ]]' ||
+    fail "skip: verify_result is '$(jget "$(ctl b '{"cmd":"migrate-status"}')" result.verify_result)', expected MISMATCH"
+ctl b '{"cmd":"migrate-status"}' >"$TMP/b.ms"
+ver=$(jget "$(cat "$TMP/b.ms")" result.verify_result)
+[[ $ver =~ disk\ digest\ mismatch:\ disk\ 0\ .*at\ offset\ 6291456\  ]] || fail "skip: '$ver' does not name disk 0 at 6 MiB"
+grep -q 'DISK DIGEST MISMATCH' "$TMP/d4.err" || fail "skip: the destination raised no alarm"
+grep -q 'DISK DIGEST MISMATCH' "$TMP/b.err" || fail "skip: the source raised no alarm"
+finish "full: '$err1'; cancelled after $sent2 disk bytes; kill: '$err3'; source image $src; skipped piece: $ver"

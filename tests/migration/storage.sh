@@ -1,11 +1,13 @@
 #!/bin/bash
 # Shared-nothing live migration (storage_to): the blkwriter guest writes
 # numbered blocks all through a migration between two ferry-vmm whose mount
-# namespaces see different files at the image's path. Afterwards the
-# destination's image (a file the source never saw) holds every block the
-# guest wrote, in order, including those written on the destination; the
-# destination VM has that file open; holes stayed holes; the digests matched
-# and no partial file is left.
+# namespaces see different files at the image's path (through the CLI, TLS,
+# default streams, digests after the hand-over), then on through a second hop
+# to a third (one stream, digests in the pause). The destinations run on
+# their own files (the open fd's inode, status), no partial file is left, and
+# afterwards each image holds every block the guest wrote while it was the
+# VM's, in order (the last one at least what the guest counted); holes stayed
+# holes.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/storage-lib.sh"
 
@@ -39,15 +41,29 @@ path=$("$PYTHON" -c 'import json, sys; print(json.loads(sys.argv[1])["result"]["
 [ "$path" = "$IMG" ] || fail "d's disk is '$path', expected $IMG"
 ls "$TMP/dst-store" | grep -q partial && fail "a partial file is left: $(ls "$TMP/dst-store")"
 
+# a second hop, d -> e (a third store), one stream, the digests in the pause
+mkdir -p "$TMP/third-store"
+dest e 7841 "$TMP/third-store"
+migrate d 7841 "\"storage_to\":\"$IMG\",\"streams\":1,\"verify\":\"strict\""
+wait_phase d 60 completed || fail "second hop ended '$(ms phase)': $(ms error)"
+[ "$(ms verify_result)" = "match (in the pause)" ] || fail "second hop: verify_result '$(ms verify_result)'"
 ctl d '{"cmd":"quit"}' >/dev/null
-min=$(writes d)
-wait_exit d 20
-[ "$RC" = 0 ] || fail "d exited with status $RC"
-dst=$(blkcheck "$TMP/dst-store/vm.img" "$min" "destination image")
-src=$(blkcheck "$TMP/src-store/vm.img" 0 "source image")
-[ "$dst" != "$src" ] || fail "the two images are the same ($dst): the destination did not write its own"
-# sparse: 32 MiB of data in 64 MiB, holes kept (with room for the last pass)
-alloc=$(($(stat -c %b "$TMP/dst-store/vm.img") * 512))
-[ "$alloc" -le $((40 << 20)) ] || fail "the destination image allocates $alloc bytes: holes were filled"
+wait_exit d 10
+[ "$RC" = 0 ] || fail "d exited with status $RC after the second hop"
+w=$(writes e)
+wait_for 20 writes_beyond e $((w + BLOCKS)) || fail "e: the guest does not write after the second hop"
 
-finish "$(tail -n1 "$TMP/cli.out"); disk_total=$total disk_sent=$sent dst: $dst (min $min), src: $src, allocated=$alloc"
+ctl e '{"cmd":"quit"}' >/dev/null
+min=$(writes e)
+wait_exit e 20
+[ "$RC" = 0 ] || fail "e exited with status $RC"
+third=$(blkcheck "$TMP/third-store/vm.img" "$min" "the second hop's image")
+dst=$(blkcheck "$TMP/dst-store/vm.img" 0 "the first hop's image")
+src=$(blkcheck "$TMP/src-store/vm.img" 0 "source image")
+[ "$dst" != "$src" ] && [ "$third" != "$dst" ] ||
+    fail "two images are the same ($src / $dst / $third): a destination did not write its own"
+# sparse: 32 MiB of data in 64 MiB, holes kept (with room for the last pass)
+alloc=$(($(stat -c %b "$TMP/third-store/vm.img") * 512))
+[ "$alloc" -le $((40 << 20)) ] || fail "the second hop's image allocates $alloc bytes: holes were filled"
+
+finish "$(tail -n1 "$TMP/cli.out"); disk_total=$total disk_sent=$sent; src: $src; hop 1: $dst; hop 2: $third (min $min), allocated=$alloc"
