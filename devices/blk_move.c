@@ -258,6 +258,39 @@ static int put_zero(struct blk_move *m, const uint8_t *zbuf, uint64_t off, size_
     return io_full(m->dst_fd, (uint8_t *)zbuf, len, off, true);
 }
 
+/* The next piece of fd's data extents (size bytes) in one of g's chunks:
+ * 1, or 0 at the end. */
+static int extents_next(int fd, uint64_t size, struct blk_cursor *g, uint64_t *off, size_t *len)
+{
+    for (;;) {
+        if (g->off >= g->end) {
+            if (g->end >= size)
+                return 0;
+            off_t d = lseek(fd, (off_t)g->end, SEEK_DATA), h;
+            if (d < 0 && errno == ENXIO)
+                return 0;
+            if (d < 0) {   /* no SEEK_DATA here (a block device): all of it is data */
+                d = (off_t)g->end;
+                h = (off_t)size;
+            } else if ((h = lseek(fd, d, SEEK_HOLE)) < 0) {
+                h = (off_t)size;
+            }
+            g->off = (uint64_t)d;
+            g->end = (uint64_t)h < size ? (uint64_t)h : size;
+            if (g->off >= g->end)
+                return 0;
+        }
+        /* cut at chunk boundaries so the I/O stays aligned */
+        uint64_t cut = (g->off / MOVE_CHUNK + 1) * MOVE_CHUNK;
+        uint64_t end = cut < g->end ? cut : g->end;
+        *off = g->off;
+        *len = (size_t)(end - g->off);
+        g->off = end;
+        if (ours(g, *off / MOVE_CHUNK))
+            return 1;
+    }
+}
+
 /* 1 with the next chunk, 0 at the end. */
 static int next_chunk(struct blk_move *m, struct blk_cursor *g, uint64_t *off, size_t *len)
 {
@@ -271,33 +304,7 @@ static int next_chunk(struct blk_move *m, struct blk_cursor *g, uint64_t *off, s
         *len = (size_t)(end - *off);
         return 1;
     }
-    for (;;) {
-        if (g->off >= g->end) {
-            if (g->end >= m->size)
-                return 0;
-            off_t d = lseek(m->src_fd, (off_t)g->end, SEEK_DATA), h;
-            if (d < 0 && errno == ENXIO)
-                return 0;
-            if (d < 0) {   /* no SEEK_DATA here (a block device): all of it is data */
-                d = (off_t)g->end;
-                h = (off_t)m->size;
-            } else if ((h = lseek(m->src_fd, d, SEEK_HOLE)) < 0) {
-                h = (off_t)m->size;
-            }
-            g->off = (uint64_t)d;
-            g->end = (uint64_t)h < m->size ? (uint64_t)h : m->size;
-            if (g->off >= g->end)
-                return 0;
-        }
-        /* cut at chunk boundaries so the I/O stays aligned */
-        uint64_t cut = (g->off / MOVE_CHUNK + 1) * MOVE_CHUNK;
-        uint64_t end = cut < g->end ? cut : g->end;
-        *off = g->off;
-        *len = (size_t)(end - g->off);
-        g->off = end;
-        if (ours(g, *off / MOVE_CHUNK))
-            return 1;
-    }
+    return extents_next(m->src_fd, m->size, g, off, len);
 }
 
 /* Data bytes of the source (the sum of its data extents). */
@@ -1012,16 +1019,28 @@ uint64_t blk_track_data_bytes(struct virtio_blk *b)
     return b->track ? b->track->total : 0;
 }
 
-int blk_track_next(struct virtio_blk *b, struct blk_cursor *c, uint64_t *off, size_t *len)
+/* Extents start and end anywhere: widen to whole blocks (never past the
+ * chunk, a multiple of blocks), which a migration's destination hashes. */
+static void widen(uint64_t size, uint64_t *off, size_t *len)
 {
-    struct blk_move *m = b->track;
-    if (next_chunk(m, c, off, len) <= 0)
-        return 0;
-    /* extents start and end anywhere: widen to whole blocks (never past the
-     * chunk, a multiple of blocks), which the destination hashes */
     uint64_t lo = *off / MOVE_BLOCK * MOVE_BLOCK, hi = (*off + *len + MOVE_BLOCK - 1) / MOVE_BLOCK * MOVE_BLOCK;
     *off = lo;
-    *len = (size_t)((hi < m->size ? hi : m->size) - lo);
+    *len = (size_t)((hi < size ? hi : size) - lo);
+}
+
+int blk_track_next(struct virtio_blk *b, struct blk_cursor *c, uint64_t *off, size_t *len)
+{
+    if (next_chunk(b->track, c, off, len) <= 0)
+        return 0;
+    widen(b->track->size, off, len);
+    return 1;
+}
+
+int blk_extents_next(int fd, uint64_t size, struct blk_cursor *c, uint64_t *off, size_t *len)
+{
+    if (extents_next(fd, size, c, off, len) <= 0)
+        return 0;
+    widen(size, off, len);
     return 1;
 }
 

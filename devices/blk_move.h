@@ -125,6 +125,9 @@ uint64_t blk_track_data_bytes(struct virtio_blk *b);
 /* The next piece [*off, *off + *len) of the walk, at most MOVE_CHUNK bytes
  * within one chunk. 1, or 0 at the end. */
 int blk_track_next(struct virtio_blk *b, struct blk_cursor *c, uint64_t *off, size_t *len);
+/* The same walk over the data extents of an image not in use (cold copy):
+ * fd, size bytes. */
+int blk_extents_next(int fd, uint64_t size, struct blk_cursor *c, uint64_t *off, size_t *len);
 /* Read a piece from the tracked image (0, or -1 with errno). */
 int blk_track_read(struct virtio_blk *b, uint8_t *buf, size_t len, uint64_t off);
 /* Rename the device's image file to path (an incoming shared-nothing image
