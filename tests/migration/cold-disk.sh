@@ -56,4 +56,8 @@ grep -q 'never plaintext' "$TMP/p.err" || fail "plaintext: $(cat "$TMP/p.err")"
 grep -q 'exists' "$TMP/e.err" || fail "existing target: $(cat "$TMP/e.err")"
 cmp -s "$TMP/a.img" "$TMP/b.img" || fail "the refused receive touched the existing image"
 
+for f in "$TMP"/r1.log "$TMP"/r2.log "$TMP"/p.err "$TMP"/e.err; do
+    sanitizer_clean "$f" || fail "sanitizer report in $f"
+done
+[[ $out$full != *Sanitizer* && $out$full != *"runtime error"* ]] || fail "sanitizer report from the sender"
 note "$check; $(head -c 200 <<<"$out"); full: ${full#ferry-disk: } time=$(elapsed)"
