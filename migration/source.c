@@ -326,8 +326,8 @@ static int precopy(struct engine *e, char *err, size_t errlen)
              * slowed, more each such round. One that converges on its own
              * (or once slowed enough) is left alone: a slowed service is
              * slow for its users too, so no more than convergence needs. */
-            bool stuck = prev_dirty == 0 || dirty * 2 > prev_dirty;
-            prev_dirty = dirty;
+            bool stuck = prev_dirty == 0 || (int64_t)dirty_bytes * 2 > prev_dirty;
+            prev_dirty = (int64_t)dirty_bytes;   /* dirty disk blocks count: a slower guest writes less too */
             if (p->auto_converge && round >= THROTTLE_FROM_ROUND && pages_ms > target && stuck &&
                 throttle < THROTTLE_MAX) {
                 throttle = throttle_next(throttle, mg->s.dirty_rate * PAGE_SIZE, throughput);
