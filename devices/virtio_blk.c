@@ -576,8 +576,11 @@ int virtio_blk_state_save(void *opaque, void *state, char *err, size_t errlen)
         return -1;
     s->fingerprint = now.fingerprint;
     /* the destination reads the image through its own page cache (maybe on
-     * another host): what the guest wrote must be on the storage first */
-    if (atomic_exchange(&b->unflushed, false) && fdatasync(b->fd) < 0) {
+     * another host): what the guest wrote must be on the storage first;
+     * unless a shared-nothing migration copies it (b->track): then the
+     * destination gets the blocks on the stream and syncs its own copy, and
+     * this flush would only lengthen the pause */
+    if (!b->track && atomic_exchange(&b->unflushed, false) && fdatasync(b->fd) < 0) {
         atomic_store(&b->unflushed, true);
         snprintf(err, errlen, "%s: cannot flush %s: %s", b->name, b->path, strerror(errno));
         return -1;

@@ -525,6 +525,10 @@ static int receive(struct receiver *r, char *err, size_t errlen)
             continue;
         }
         if (m.type == MSG_SYNC && m.len == 0) {
+            /* the pause is near: write the received images back now, so
+             * that the sync at COMPLETE (in the pause) has little left */
+            if (sync_disks(r, err, errlen) < 0)
+                return -1;
             send_ack(c, ACK_READY, "");
             continue;
         }
