@@ -341,7 +341,7 @@ static int run_all(struct sender *s, bool round0, bool final, bool sync, void (*
         return -1;
     }
     if (s->peer_spoke) {
-        snprintf(err, errlen, "connection to destination lost: it stopped the migration");
+        snprintf(err, errlen, "connection to destination lost: it closed stream 0 or gave up mid-round");
         return -1;
     }
     for (int i = 0; i < s->n; i++) {
