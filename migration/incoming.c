@@ -146,6 +146,12 @@ static int create_disks(struct receiver *r, struct vm_config *cfg, char *err, si
             snprintf(err, errlen, "disk %d: destination image path must be absolute: %s", i, vd->copy_to);
             return -1;
         }
+        for (int k = 0; k < i; k++) {
+            if (!strcmp(cfg->disks[k].copy_to, vd->copy_to)) {
+                snprintf(err, errlen, "disks %d and %d: the same destination image %s", k, i, vd->copy_to);
+                return -1;
+            }
+        }
         if (stat(vd->copy_to, &st) == 0 && !S_ISREG(st.st_mode)) {
             snprintf(err, errlen, "disk %d: %s exists and is not a regular file", i, vd->copy_to);
             return -1;
