@@ -2,7 +2,7 @@
 # Shared-nothing migrations that fail: each time the VM runs on at the source
 # on its own image (the guest keeps writing; once quit, its image checks out
 # block by block), the destination exits with the reason and leaves no
-# partial image behind.
+# partial image behind. First, storage_to's bad input is refused.
 #  1. the destination's store is a 16 MiB tmpfs for 32 MiB of data: ENOSPC,
 #     and the source's error names it;
 #  2. cancel while the disk is being copied (a capped link);
@@ -15,6 +15,14 @@
 . "$(dirname "$0")/storage-lib.sh"
 
 writer a
+
+# 0. bad storage_to: refused with the reason, nothing started
+for args in '"storage_to":"relative.img"' "\"storage_to\":\"$IMG,$IMG.2\"" '"storage_to":[]' '"storage_to":[7]'; do
+    r=$(ctl a "{\"cmd\":\"migrate\",\"args\":{\"uri\":\"127.0.0.1:7859\",$args}}")
+    [ "$(jget "$r" ok)" = false ] || fail "migrate with $args was accepted: $r"
+    [[ $(jget "$r" error) == *storage_to* ]] || fail "migrate with $args: the error does not name storage_to: $r"
+done
+[ "$(jget "$(ctl a '{"cmd":"migrate-status"}')" result.phase)" = none ] || fail "a refused migrate started something"
 
 # 1. destination full
 dest d1 7850 tmpfs:16m
