@@ -827,10 +827,6 @@ int blk_move_start(struct virtio_blk *b, const struct blk_move_params *p, char *
         snprintf(err, errlen, "%s: a move is already in progress", b->name);
         return -1;
     }
-    if (b->track) {
-        snprintf(err, errlen, "%s: a migration is copying this disk", b->name);
-        return -1;
-    }
     if (!p->target || !p->target[0] || strlen(p->target) >= PATH_MAX - sizeof(MOVE_PARTIAL_SUFFIX)) {
         snprintf(err, errlen, "move-disk needs a target path");
         return -1;

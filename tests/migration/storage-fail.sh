@@ -5,7 +5,8 @@
 # partial image behind. First, storage_to's bad input is refused.
 #  1. the destination's store is a 16 MiB tmpfs for 32 MiB of data: ENOSPC,
 #     and the source's error names it;
-#  2. cancel while the disk is being copied (a capped link);
+#  2. cancel while the disk is being copied (a capped link; move-disk is
+#     refused meanwhile);
 #  3. kill -9 of the destination while the disk is being copied;
 # then the source image is checked, and a last migration that never sends
 # one piece of the disk (test_skip_disk_block; outside the first and last MiB,
@@ -38,6 +39,8 @@ source_survives a
 dest d2 7851 "$TMP/dst-store"
 migrate a 7851 "\"storage_to\":\"$IMG\",\"bandwidth_mbps\":40"
 wait_for 20 sending_disk a || fail "cancel: the disk copy did not start"
+r=$(ctl a "{\"cmd\":\"move-disk\",\"args\":{\"disk\":\"vda\",\"to\":\"$TMP/moved.img\"}}")
+[[ $(jget "$r" error) == *"a migration is in progress"* ]] || fail "move-disk during the copy: $r"
 ctl a '{"cmd":"migrate-cancel"}' >/dev/null
 wait_phase a 20 cancelled || fail "cancel: phase '$(ms phase)', expected cancelled ($(ms error))"
 sent2=$(ms disk_bytes_sent)
