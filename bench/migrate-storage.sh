@@ -61,16 +61,16 @@ one() {
         --json) || die "migration failed: $out $(tail -2 "$DIR/a.err")"
     "$FERRY_CLI" -S "$DIR/d.sock" vm quit >/dev/null 2>&1
     wait "$dpid" 2>/dev/null
-    python3 -c 'import json,sys; s=json.loads(sys.argv[1].splitlines()[0]); print(s["total_ms"], s["data_bytes"] + s["disk_bytes_sent"], s["downtime_ms"])' "$out"
+    python3 -c 'import json,sys; s=json.loads(sys.argv[1].splitlines()[0]); print(s["total_ms"], s["data_bytes"] + s["disk_bytes_sent"], s["downtime_ms"], s["verify_ms"], s["round"])' "$out"
 }
 
 for mode in tls insecure; do
     for ((r = 1; r <= ROUNDS; r++)); do
         if [ $mode = tls ]; then sec=(--tls-dir "$DIR/tls"); else sec=(--insecure); fi
-        read -r ms bytes down <<<"$(one "${sec[@]}")" || die "no result"
+        read -r ms bytes down vms rounds <<<"$(one "${sec[@]}")" || die "no result"
         ideal=$(calc "$bytes / $RAW * 1000")
-        printf '%-8s run %d: total %5d ms for %4.0f MiB (%.0f MB/s), downtime %d ms; ideal at raw TCP %5.0f ms; ratio %.2f\n' \
-            "$mode" "$r" "$ms" "$(calc "$bytes/1048576")" "$(calc "$bytes/$ms/1000")" "$down" "$ideal" "$(calc "$ms/$ideal")"
+        printf '%-8s run %d: total %5d ms (digest after the hand-over %d ms, %d rounds) for %4.0f MiB (%.0f MB/s), downtime %d ms; ideal at raw TCP %5.0f ms; ratio %.2f\n' \
+            "$mode" "$r" "$ms" "$vms" "$rounds" "$(calc "$bytes/1048576")" "$(calc "$bytes/$ms/1000")" "$down" "$ideal" "$(calc "$ms/$ideal")"
     done
 done
 echo "ratio = total time / ((memory + disk bytes) / raw loopback TCP rate); target <= 1.15"
