@@ -16,6 +16,7 @@ struct migrate_opts {
     bool force, no_verify, json, keep_source, no_auto_converge;
     long long streams;                /* -1: server default */
     const char *via, *compress, *verify;
+    const char *storage_to;           /* shared-nothing: PATH[,PATH...], one per disk */
 };
 
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

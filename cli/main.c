@@ -41,6 +41,7 @@ static const char usage_text[] =
     "      --streams N             TCP (TLS) connections, each with its own thread (default:\n"
     "                              one per core, up to 4)\n"
     "      --via ADDR[,ADDR...]    local addresses to send from, one per migration NIC\n"
+    "      --storage-to PATH,...   no shared storage: copy each disk to its PATH there\n"
     "      --compress MODE         auto (default: when the link is the bottleneck), off, lz4, zstd\n"
     "      --verify MODE           memory digest: after (default: after the hand-over, outside\n"
     "                              the pause; a mismatch is an alarm), strict (in the pause: a\n"
@@ -202,7 +203,7 @@ static int raw_cmd(struct cli_conn *c, const char *line)
 }
 
 enum { O_TIMEOUT = 255, O_TO, O_DOWNTIME, O_BW, O_MAXTIME, O_MAXROUNDS, O_FORCE, O_NOVERIFY, O_JSON, O_KEEP,
-       O_STREAMS, O_VIA, O_COMPRESS, O_VERIFY, O_DELSRC, O_NOCONVERGE };
+       O_STREAMS, O_VIA, O_COMPRESS, O_VERIFY, O_DELSRC, O_NOCONVERGE, O_STORAGE };
 
 int main(int argc, char **argv)
 {
@@ -217,7 +218,7 @@ int main(int argc, char **argv)
         { "via", required_argument, NULL, O_VIA }, { "compress", required_argument, NULL, O_COMPRESS },
         { "verify", required_argument, NULL, O_VERIFY },
         { "delete-source", no_argument, NULL, O_DELSRC },
-        { "no-auto-converge", no_argument, NULL, O_NOCONVERGE },
+        { "no-auto-converge", no_argument, NULL, O_NOCONVERGE }, { "storage-to", required_argument, NULL, O_STORAGE },
         { "timeout", required_argument, NULL, O_TIMEOUT }, { 0 },
     };
     if (argc > 1 && !strcmp(argv[1], "tls"))   /* no socket, options of its own */
@@ -276,6 +277,7 @@ int main(int argc, char **argv)
             if (c == O_VIA) mo.via = optarg;
             if (c == O_COMPRESS) mo.compress = optarg;
             if (c == O_VERIFY) mo.verify = optarg;
+            if (c == O_STORAGE) mo.storage_to = optarg;
         }
     }
     char **w = argv + optind;

@@ -26,6 +26,21 @@ static int term_width(void)
     return ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20 ? ws.ws_col : 80;
 }
 
+/* A shared-nothing migration's disks in the bar: round 0 covers RAM and
+ * the disks' data (disk bytes sent count as done); later rounds' remaining
+ * bytes already include the dirty disk blocks (the server's). */
+static void count_disks(json_object *status, struct mig_view *v)
+{
+    json_object *t, *s;
+    if (!json_object_object_get_ex(status, "disk_total_bytes", &t) ||
+        !json_object_object_get_ex(status, "disk_bytes_sent", &s))
+        return;
+    uint64_t total = (uint64_t)json_object_get_int64(t), sent = (uint64_t)json_object_get_int64(s);
+    uint64_t pages = v->pages_sent * 4096;
+    v->scanned_bytes = (v->scanned_bytes > pages ? v->scanned_bytes : pages) + (sent < total ? sent : total);
+    v->ram_bytes += total;
+}
+
 /* migrate-status into v (and *raw, the result object, when asked). */
 static int poll_status(struct cli_conn *c, struct mig_view *v, json_object **raw)
 {
@@ -36,6 +51,7 @@ static int poll_status(struct cli_conn *c, struct mig_view *v, json_object **raw
         return -1;
     }
     mig_view_parse(cli_result(reply), v);
+    count_disks(cli_result(reply), v);
     if (raw)
         *raw = json_object_get(cli_result(reply));
     json_object_put(reply);
@@ -164,6 +180,8 @@ int cmd_migrate(struct cli_conn *c, const struct migrate_opts *o)
         json_object_object_add(args, "via", json_object_new_string(o->via));
     if (o->compress)
         json_object_object_add(args, "compress", json_object_new_string(o->compress));
+    if (o->storage_to)
+        json_object_object_add(args, "storage_to", json_object_new_string(o->storage_to));
     if (o->verify)
         json_object_object_add(args, "verify", json_object_new_string(o->verify));
     else if (o->no_verify)

@@ -18,6 +18,9 @@
 
 #define MIRROR_THRESHOLD (4ull << 20)   /* dirty bytes small enough to finish in the mirror phase */
 #define MIRROR_RUN (256u << 10)          /* mirror-phase copy unit: what a colliding guest write waits for */
+#define CHUNK_BLOCKS (MOVE_CHUNK / MOVE_BLOCK)
+
+static const struct blk_cursor ALL_DIRTY = { .dirty = true };
 
 enum { MODE_OFF, MODE_TRACK, MODE_MIRROR };
 
@@ -94,9 +97,16 @@ static uint64_t count_dirty(struct blk_move *m)
     return n;
 }
 
-/* The first dirty block at or after *blk and the run of dirty blocks that
- * follows (up to one chunk): [*lo, *hi). false when none is left. */
-static bool next_run(struct blk_move *m, uint64_t *blk, uint64_t *lo, uint64_t *hi, uint64_t max)
+static bool ours(const struct blk_cursor *c, uint64_t chunk)
+{
+    return c->lanes <= 1 || chunk % c->lanes == c->lane;
+}
+
+/* The first dirty block at or after *blk in one of c's chunks and the run
+ * of dirty blocks that follows (up to max blocks; with lanes, even one, not
+ * past its chunk): [*lo, *hi). false when none is left. */
+static bool next_run(struct blk_move *m, const struct blk_cursor *c, uint64_t *blk, uint64_t *lo, uint64_t *hi,
+                     uint64_t max)
 {
     uint64_t i = *blk;
     while (i < m->nblocks) {
@@ -106,6 +116,10 @@ static bool next_run(struct blk_move *m, uint64_t *blk, uint64_t *lo, uint64_t *
             continue;
         }
         i += (uint64_t)__builtin_ctzll(w);
+        if (i < m->nblocks && !ours(c, i / CHUNK_BLOCKS)) {
+            i = (i / CHUNK_BLOCKS + 1) * CHUNK_BLOCKS;
+            continue;
+        }
         break;
     }
     if (i >= m->nblocks) {
@@ -113,7 +127,7 @@ static bool next_run(struct blk_move *m, uint64_t *blk, uint64_t *lo, uint64_t *
         return false;
     }
     uint64_t j = i + 1;
-    while (j < m->nblocks && j - i < max && test_bit(m, j))
+    while (j < m->nblocks && j - i < max && test_bit(m, j) && (!c->lanes || j % CHUNK_BLOCKS))
         j++;
     *lo = i;
     *hi = j;
@@ -194,7 +208,7 @@ static bool throttle(struct blk_move *m, uint64_t bytes)
 
 /* ---- I/O helpers --------------------------------------------------------- */
 
-static bool all_zero(const uint8_t *p, size_t len)
+bool blk_buf_zero(const uint8_t *p, size_t len)
 {
     const uint64_t *q = (const uint64_t *)(const void *)p;
     for (size_t i = 0; i < len / 8; i += 8) {
@@ -244,21 +258,45 @@ static int put_zero(struct blk_move *m, const uint8_t *zbuf, uint64_t off, size_
     return io_full(m->dst_fd, (uint8_t *)zbuf, len, off, true);
 }
 
-/* Where the chunks of a pass come from: the source's data extents (pass 0)
- * or the dirty bitmap (later passes; bits are cleared as runs are taken,
- * before they are read, so a guest write after the read sets them again). */
-struct gen {
-    bool dirty;
-    uint64_t off, end;   /* extents: the rest of the current extent */
-    uint64_t blk;        /* dirty: scan position */
-};
+/* The next piece of fd's data extents (size bytes) in one of g's chunks:
+ * 1, or 0 at the end. */
+static int extents_next(int fd, uint64_t size, struct blk_cursor *g, uint64_t *off, size_t *len)
+{
+    for (;;) {
+        if (g->off >= g->end) {
+            if (g->end >= size)
+                return 0;
+            off_t d = lseek(fd, (off_t)g->end, SEEK_DATA), h;
+            if (d < 0 && errno == ENXIO)
+                return 0;
+            if (d < 0) {   /* no SEEK_DATA here (a block device): all of it is data */
+                d = (off_t)g->end;
+                h = (off_t)size;
+            } else if ((h = lseek(fd, d, SEEK_HOLE)) < 0) {
+                h = (off_t)size;
+            }
+            g->off = (uint64_t)d;
+            g->end = (uint64_t)h < size ? (uint64_t)h : size;
+            if (g->off >= g->end)
+                return 0;
+        }
+        /* cut at chunk boundaries so the I/O stays aligned */
+        uint64_t cut = (g->off / MOVE_CHUNK + 1) * MOVE_CHUNK;
+        uint64_t end = cut < g->end ? cut : g->end;
+        *off = g->off;
+        *len = (size_t)(end - g->off);
+        g->off = end;
+        if (ours(g, *off / MOVE_CHUNK))
+            return 1;
+    }
+}
 
-/* 1 with the next chunk, 0 at the end, -1 on an error (set). */
-static int next_chunk(struct blk_move *m, struct gen *g, uint64_t *off, size_t *len)
+/* 1 with the next chunk, 0 at the end. */
+static int next_chunk(struct blk_move *m, struct blk_cursor *g, uint64_t *off, size_t *len)
 {
     if (g->dirty) {
         uint64_t lo, hi;
-        if (!next_run(m, &g->blk, &lo, &hi, MOVE_CHUNK / MOVE_BLOCK))
+        if (!next_run(m, g, &g->blk, &lo, &hi, CHUNK_BLOCKS))
             return 0;
         clear(m, lo, hi);
         *off = lo * MOVE_BLOCK;
@@ -266,30 +304,7 @@ static int next_chunk(struct blk_move *m, struct gen *g, uint64_t *off, size_t *
         *len = (size_t)(end - *off);
         return 1;
     }
-    if (g->off >= g->end) {
-        if (g->end >= m->size)
-            return 0;
-        off_t d = lseek(m->src_fd, (off_t)g->end, SEEK_DATA), h;
-        if (d < 0 && errno == ENXIO)
-            return 0;
-        if (d < 0) {   /* no SEEK_DATA here (a block device): all of it is data */
-            d = (off_t)g->end;
-            h = (off_t)m->size;
-        } else if ((h = lseek(m->src_fd, d, SEEK_HOLE)) < 0) {
-            h = (off_t)m->size;
-        }
-        g->off = (uint64_t)d;
-        g->end = (uint64_t)h < m->size ? (uint64_t)h : m->size;
-        if (g->off >= g->end)
-            return 0;
-    }
-    /* cut at chunk boundaries so the I/O stays aligned */
-    uint64_t cut = (g->off / MOVE_CHUNK + 1) * MOVE_CHUNK;
-    uint64_t end = cut < g->end ? cut : g->end;
-    *off = g->off;
-    *len = (size_t)(end - g->off);
-    g->off = end;
-    return 1;
+    return extents_next(m->src_fd, m->size, g, off, len);
 }
 
 /* Data bytes of the source (the sum of its data extents). */
@@ -314,7 +329,7 @@ static uint64_t data_bytes(struct blk_move *m)
 /* One chunk read into buf: write it out (or leave/punch a hole). */
 static int put_chunk(struct blk_move *m, const uint8_t *buf, uint64_t off, size_t len, bool fresh)
 {
-    bool zero = all_zero(buf, len);
+    bool zero = blk_buf_zero(buf, len);
     account(m, len, zero, fresh);
     if (zero && fresh)
         return 0;    /* the new file is a hole there already */
@@ -324,7 +339,7 @@ static int put_chunk(struct blk_move *m, const uint8_t *buf, uint64_t off, size_
     return r;
 }
 
-static int copy_sync(struct blk_move *m, struct gen *g, bool fresh)
+static int copy_sync(struct blk_move *m, struct blk_cursor *g, bool fresh)
 {
     uint64_t off;
     size_t len;
@@ -360,7 +375,7 @@ static void queue_io(struct blk_move *m, struct slot *s, int idx, bool write)
     s->state = write ? SLOT_WRITE : SLOT_READ;
 }
 
-static int copy_uring(struct blk_move *m, struct gen *g, bool fresh)
+static int copy_uring(struct blk_move *m, struct blk_cursor *g, bool fresh)
 {
     struct slot slots[MOVE_QD] = { 0 };
     int inflight = 0, failed = 0;
@@ -409,7 +424,7 @@ static int copy_uring(struct blk_move *m, struct gen *g, bool fresh)
                     set_error(m, "cannot read %s: %s", m->source, strerror(res < 0 ? -res : errno));
                     failed = 1;
                 } else if (!failed) {
-                    bool zero = all_zero(buf, s->len);
+                    bool zero = blk_buf_zero(buf, s->len);
                     if (!zero) {
                         account(m, s->len, false, fresh);
                         queue_io(m, s, idx, true);
@@ -433,7 +448,7 @@ static int copy_uring(struct blk_move *m, struct gen *g, bool fresh)
     return failed || stopping(m) ? -1 : 0;
 }
 
-static int copy_pass(struct blk_move *m, struct gen *g, bool fresh)
+static int copy_pass(struct blk_move *m, struct blk_cursor *g, bool fresh)
 {
     return m->uring ? copy_uring(m, g, fresh) : copy_sync(m, g, fresh);
 }
@@ -535,7 +550,7 @@ void blk_move_flush(struct blk_move *m)
 static int mirror_pass(struct blk_move *m)
 {
     uint64_t blk = 0, lo, hi;
-    while (!stopping(m) && next_run(m, &blk, &lo, &hi, MIRROR_RUN / MOVE_BLOCK)) {
+    while (!stopping(m) && next_run(m, &ALL_DIRTY, &blk, &lo, &hi, MIRROR_RUN / MOVE_BLOCK)) {
         uint64_t off = lo * MOVE_BLOCK, end = hi * MOVE_BLOCK < m->size ? hi * MOVE_BLOCK : m->size;
         size_t len = (size_t)(end - off);
         if (!throttle(m, len))   /* before taking the run: the guest must not wait for the cap */
@@ -622,7 +637,7 @@ static int run(struct blk_move *m)
     struct virtio_blk *b = m->b;
     m->tb_base_ns = now_ns();
 
-    struct gen g = { .dirty = false };
+    struct blk_cursor g = { .dirty = false };
     if (copy_pass(m, &g, true) < 0)
         return -1;
     uint64_t prev = UINT64_MAX;
@@ -635,7 +650,7 @@ static int run(struct blk_move *m)
         pthread_mutex_lock(&m->lock);
         m->pass = pass;
         pthread_mutex_unlock(&m->lock);
-        g = (struct gen){ .dirty = true };
+        g = (struct blk_cursor){ .dirty = true };
         if (copy_pass(m, &g, false) < 0)
             return -1;
     }
@@ -768,6 +783,44 @@ bool blk_move_active(struct virtio_blk *b)
     return a;
 }
 
+/* A move or tracker on b: bitmap, locks, our own read-only fd on the very
+ * file the device has open (whatever its name is now). NULL with err. */
+static struct blk_move *move_alloc(struct virtio_blk *b, char *err, size_t errlen)
+{
+    struct blk_move *m = calloc(1, sizeof(*m));
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    m->b = b;
+    m->src_fd = m->dst_fd = -1;
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&m->range_cond, NULL);
+    m->size = b->id.size;
+    m->nblocks = (m->size + MOVE_BLOCK - 1) / MOVE_BLOCK;
+    m->nwords = (m->nblocks + 63) / 64;
+    m->source = strdup(b->path);
+    m->bm = calloc(m->nwords ? m->nwords : 1, sizeof(*m->bm));
+    if (!m->source || !m->bm) {
+        snprintf(err, errlen, "out of memory");
+        move_free(m);
+        return NULL;
+    }
+    char self[64];
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", b->fd);
+    if ((m->src_fd = open(self, O_RDONLY | O_CLOEXEC)) < 0) {
+        snprintf(err, errlen, "cannot reopen %s: %s", b->path, strerror(errno));
+        move_free(m);
+        return NULL;
+    }
+    return m;
+}
+
 int blk_move_start(struct virtio_blk *b, const struct blk_move_params *p, char *err, size_t errlen)
 {
     if (blk_move_active(b)) {
@@ -797,43 +850,20 @@ int blk_move_start(struct virtio_blk *b, const struct blk_move_params *p, char *
             return -1;
         }
     }
-    struct blk_move *m = calloc(1, sizeof(*m));
-    if (!m) {
-        snprintf(err, errlen, "out of memory");
+    struct blk_move *m = move_alloc(b, err, errlen);
+    if (!m)
         return -1;
-    }
-    m->b = b;
     m->p = *p;
-    m->src_fd = m->dst_fd = -1;
-    pthread_mutex_init(&m->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&m->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_cond_init(&m->range_cond, NULL);
-    m->size = b->id.size;
-    m->nblocks = (m->size + MOVE_BLOCK - 1) / MOVE_BLOCK;
-    m->nwords = (m->nblocks + 63) / 64;
-    m->source = strdup(b->path);
     m->target = strdup(p->target);
     m->partial = malloc(strlen(p->target) + sizeof(MOVE_PARTIAL_SUFFIX));
-    m->bm = calloc(m->nwords ? m->nwords : 1, sizeof(*m->bm));
     if (posix_memalign((void **)&m->bufs, 4096, (size_t)MOVE_QD * MOVE_CHUNK))
         m->bufs = NULL;
-    if (!m->source || !m->target || !m->partial || !m->bm || !m->bufs) {
+    if (!m->target || !m->partial || !m->bufs) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
     m->p.target = m->target;
     sprintf(m->partial, "%s%s", p->target, MOVE_PARTIAL_SUFFIX);
-    /* our own fd on the very file the device has open (whatever its name is now) */
-    char self[64];
-    snprintf(self, sizeof(self), "/proc/self/fd/%d", b->fd);
-    if ((m->src_fd = open(self, O_RDONLY | O_CLOEXEC)) < 0) {
-        snprintf(err, errlen, "cannot reopen %s: %s", b->path, strerror(errno));
-        goto fail;
-    }
     /* a partial file of an earlier, crashed move is ours to replace */
     m->dst_fd = open(m->partial, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, S_ISREG(cur.st_mode) ? cur.st_mode & 0777 : 0600);
     if (m->dst_fd < 0) {
@@ -942,4 +972,93 @@ void blk_move_destroy(struct virtio_blk *b)
     pthread_mutex_unlock(&m->lock);
     move_free(m);   /* joins the thread: it removes the partial file */
     b->move = NULL;
+}
+
+/* ---- shared-nothing migration (blk_move.h) -------------------------------- */
+
+int blk_track_start(struct virtio_blk *b, char *err, size_t errlen)
+{
+    if (blk_move_active(b)) {
+        snprintf(err, errlen, "disk %s is being moved (move-disk): wait for the move or cancel it first", b->path);
+        return -1;
+    }
+    struct blk_move *m = move_alloc(b, err, errlen);
+    if (!m)
+        return -1;
+    m->total = data_bytes(m);
+    /* as for a move: no write in flight while tracking starts */
+    hold_device(b);
+    atomic_store(&m->mode, MODE_TRACK);
+    b->track = m;
+    release_device(b);
+    return 0;
+}
+
+void blk_track_stop(struct virtio_blk *b)
+{
+    struct blk_move *m = b->track;
+    if (!m)
+        return;
+    hold_device(b);
+    b->track = NULL;
+    release_device(b);
+    move_free(m);
+}
+
+uint64_t blk_track_dirty(struct virtio_blk *b)
+{
+    return b->track ? count_dirty(b->track) : 0;
+}
+
+uint64_t blk_track_data_bytes(struct virtio_blk *b)
+{
+    return b->track ? b->track->total : 0;
+}
+
+/* Extents start and end anywhere: widen to whole blocks (never past the
+ * chunk, a multiple of blocks), which a migration's destination hashes. */
+static void widen(uint64_t size, uint64_t *off, size_t *len)
+{
+    uint64_t lo = *off / MOVE_BLOCK * MOVE_BLOCK, hi = (*off + *len + MOVE_BLOCK - 1) / MOVE_BLOCK * MOVE_BLOCK;
+    *off = lo;
+    *len = (size_t)((hi < size ? hi : size) - lo);
+}
+
+int blk_track_next(struct virtio_blk *b, struct blk_cursor *c, uint64_t *off, size_t *len)
+{
+    if (next_chunk(b->track, c, off, len) <= 0)
+        return 0;
+    widen(b->track->size, off, len);
+    return 1;
+}
+
+int blk_extents_next(int fd, uint64_t size, struct blk_cursor *c, uint64_t *off, size_t *len)
+{
+    if (extents_next(fd, size, c, off, len) <= 0)
+        return 0;
+    widen(size, off, len);
+    return 1;
+}
+
+int blk_track_read(struct virtio_blk *b, uint8_t *buf, size_t len, uint64_t off)
+{
+    return io_full(b->track->src_fd, buf, len, off, false);
+}
+
+int blk_image_rename(struct virtio_blk *b, const char *path, char *err, size_t errlen)
+{
+    if (rename(b->path, path) < 0) {
+        snprintf(err, errlen, "cannot rename %s to %s: %s", b->path, path, strerror(errno));
+        return -1;
+    }
+    sync_dir(path);
+    char *now = realpath(path, NULL);
+    if (!now)
+        return 0;   /* the device works on its fd regardless */
+    hold_device(b);   /* status readers and the request thread's messages use b->path */
+    char *old = b->path;
+    b->path = now;
+    release_device(b);
+    free(old);
+    return 0;
 }

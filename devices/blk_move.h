@@ -101,4 +101,39 @@ void blk_move_write_end(struct blk_move *m, uint64_t off, uint64_t len, int mirr
  * the move, not the guest's flush). */
 void blk_move_flush(struct blk_move *m);
 
+/* ---- shared-nothing migration: the same bitmap, no target file ----------
+ * The migration sends the image itself over its streams (migration/disks.h):
+ * a tracker (b->track) marks every guest write in a bitmap of its own, and
+ * cursors walk the image's data extents (round 0) or take its dirty blocks
+ * (later rounds), each stream its lane of 1 MiB chunks (chunk % lanes ==
+ * lane), so that a block sent again always follows its older copy on the same
+ * stream. Pieces start and end on MOVE_BLOCK boundaries (or the image's end). */
+struct blk_cursor {
+    bool dirty;               /* false: data extents; true: dirty blocks (cleared as taken) */
+    uint32_t lanes, lane;     /* lanes 0: every chunk, runs across chunks (a move); else pieces
+                                 within one chunk, those with chunk % lanes == lane */
+    uint64_t off, end, blk;   /* position */
+};
+/* Start tracking b's writes (no write in flight misses it). -1 with a
+ * reason: a move is under way, or no memory. */
+int blk_track_start(struct virtio_blk *b, char *err, size_t errlen);
+/* Stop tracking and free the tracker (no-op without one). */
+void blk_track_stop(struct virtio_blk *b);
+/* Dirty blocks now; data (non-hole) bytes of the image. */
+uint64_t blk_track_dirty(struct virtio_blk *b);
+uint64_t blk_track_data_bytes(struct virtio_blk *b);
+/* The next piece [*off, *off + *len) of the walk, at most MOVE_CHUNK bytes
+ * within one chunk. 1, or 0 at the end. */
+int blk_track_next(struct virtio_blk *b, struct blk_cursor *c, uint64_t *off, size_t *len);
+/* The same walk over the data extents of an image not in use (cold copy):
+ * fd, size bytes. */
+int blk_extents_next(int fd, uint64_t size, struct blk_cursor *c, uint64_t *off, size_t *len);
+/* Read a piece from the tracked image (0, or -1 with errno). */
+int blk_track_read(struct virtio_blk *b, uint8_t *buf, size_t len, uint64_t off);
+/* Rename the device's image file to path (an incoming shared-nothing image
+ * that became the VM's at COMMIT) and make that the disk's path. */
+int blk_image_rename(struct virtio_blk *b, const char *path, char *err, size_t errlen);
+/* len bytes at p are all zero. */
+bool blk_buf_zero(const uint8_t *p, size_t len);
+
 #endif

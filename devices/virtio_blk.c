@@ -264,6 +264,8 @@ static void execute(struct virtio_blk *b, struct virtio_blk_req *r)
             blk_move_write_end(mv, sector * SECTOR, len, mfd, merr, rr == 0);
             errno = saved;
         }
+        if (wr)   /* a migration copying the disk: marked after the write, as for a move */
+            blk_move_write_end(b->track, sector * SECTOR, len, -1, 0, true);
         if (rr < 0) {
             if (!b->nerrors++)
                 log_warn("%s: %s at sector %llu: %s", b->name, wr ? "write" : "read",
@@ -305,6 +307,7 @@ static void execute(struct virtio_blk *b, struct virtio_blk_req *r)
         uint64_t doff, dlen;
         r->status = do_discard(b, e, type == VIRTIO_BLK_T_WRITE_ZEROES, &doff, &dlen);
         blk_move_write_end(b->move, doff, dlen, -1, 0, true);   /* tracked, never mirrored */
+        blk_move_write_end(b->track, doff, dlen, -1, 0, true);
         atomic_store(&b->unflushed, true);
         break;
     }
@@ -465,6 +468,14 @@ static void build_config(struct virtio_blk *b)
     c[CFG_WZ_UNMAP] = 1;
 }
 
+void virtio_blk_set_serial(struct virtio_blk *b, const char *path)
+{
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    size_t blen = strlen(base);   /* NUL-padded, not terminated when 20 long */
+    memset(b->serial, 0, sizeof(b->serial));
+    memcpy(b->serial, base, blen < sizeof(b->serial) ? blen : sizeof(b->serial));
+}
+
 int virtio_blk_create(struct virtio_blk *b, int index, const char *path, bool readonly,
                       const struct disk_id *expect, int vm_fd, struct guest_mem *mem,
                       const struct vm_gate *gate, char *err, size_t errlen)
@@ -499,9 +510,7 @@ int virtio_blk_create(struct virtio_blk *b, int index, const char *path, bool re
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-    size_t blen = strlen(base);   /* NUL-padded, not terminated when 20 long */
-    memcpy(b->serial, base, blen < sizeof(b->serial) ? blen : sizeof(b->serial));
+    virtio_blk_set_serial(b, path);
     build_config(b);
     uint64_t features = (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_BLK_SIZE) |
                         (1ull << VIRTIO_BLK_F_FLUSH) | (1ull << VIRTIO_F_INDIRECT_DESC) |
@@ -524,6 +533,7 @@ fail:
 void virtio_blk_destroy(struct virtio_blk *b)
 {
     blk_move_destroy(b);   /* a move not yet switched leaves the disk on its image */
+    blk_track_stop(b);
     io_thread_stop(&b->io, &b->gate);
     virtio_pci_destroy(&b->vp);
     if (b->fd >= 0)
@@ -566,8 +576,11 @@ int virtio_blk_state_save(void *opaque, void *state, char *err, size_t errlen)
         return -1;
     s->fingerprint = now.fingerprint;
     /* the destination reads the image through its own page cache (maybe on
-     * another host): what the guest wrote must be on the storage first */
-    if (atomic_exchange(&b->unflushed, false) && fdatasync(b->fd) < 0) {
+     * another host): what the guest wrote must be on the storage first;
+     * unless a shared-nothing migration copies it (b->track): then the
+     * destination gets the blocks on the stream and syncs its own copy, and
+     * this flush would only lengthen the pause */
+    if (!b->track && atomic_exchange(&b->unflushed, false) && fdatasync(b->fd) < 0) {
         atomic_store(&b->unflushed, true);
         snprintf(err, errlen, "%s: cannot flush %s: %s", b->name, b->path, strerror(errno));
         return -1;

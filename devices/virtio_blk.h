@@ -93,6 +93,8 @@ struct virtio_blk {
 
     struct blk_move *move;         /* the current or last disk move (blk_move.h); set with the
                                       request thread held */
+    struct blk_move *track;        /* a shared-nothing migration's write tracker (blk_move.h);
+                                      set with the request thread held */
     struct vmstate_desc section;   /* vmstate_virtio_blk, named after the device */
     uint64_t nreqs, nerrors;       /* statistics */
 };
@@ -103,6 +105,9 @@ struct virtio_blk {
 int virtio_blk_create(struct virtio_blk *b, int index, const char *path, bool readonly,
                       const struct disk_id *expect, int vm_fd, struct guest_mem *mem,
                       const struct vm_gate *gate, char *err, size_t errlen);
+/* The serial (GET_ID) from path's file name: at create, and on an incoming
+ * shared-nothing disk the source's, whatever the file is called here. */
+void virtio_blk_set_serial(struct virtio_blk *b, const char *path);
 /* The disk's identity now (its content changes while the guest runs). */
 int virtio_blk_identify(struct virtio_blk *b, struct disk_id *id, char *err, size_t errlen);
 /* Stop the thread, close everything (after the VM stopped). */

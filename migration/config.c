@@ -11,10 +11,11 @@
 #include "vmm/log.h"
 #include "vmm/vm.h"
 
-/* ---- "disks": [{"path", "readonly", "size", "fingerprint"}] ----
+/* ---- "disks": [{"path", "readonly", "size", "fingerprint"[, "copy_to"]}] ----
  * The destination opens the same paths (shared storage) and refuses a file
  * whose size or content fingerprint (hex XXH3 of the first and last MiB and
- * the size) differs. */
+ * the size) differs. With "copy_to" (shared-nothing, added by the source
+ * engine) it creates that image instead and receives it on the stream. */
 static void disks_to_json(struct vm *vm, json_object *o)
 {
     json_object *arr = json_object_new_array();
@@ -68,6 +69,9 @@ static int disks_from_json(json_object *o, struct vm_config *cfg, char *err, siz
         if (!vd->path || strlen(fp) != 16 || *end)
             goto bad;
         vd->have_id = true;
+        if (json_object_object_get_ex(d, "copy_to", &v) &&
+            (!json_object_is_type(v, json_type_string) || !(vd->copy_to = strdup(json_object_get_string(v)))))
+            goto bad;
         cfg->ndisks = (int)i + 1;
         continue;
     bad:

@@ -2,8 +2,16 @@
  * use; the VM's vCPUs start only after every stream delivered its pages,
  * the state loaded into KVM and the source handed the VM over (COMMIT).
  * Each stream has a thread that reads its pages straight into guest RAM;
- * stream 0, read here, also carries the control messages. */
+ * stream 0, read here, also carries the control messages.
+ *
+ * Shared-nothing (HELLO's disks carry "copy_to"): each image is received into
+ * COPY_TO.ferry-partial, which the VM's disk opens; it becomes COPY_TO only
+ * once the VM is ours (COMMIT), and a migration that fails before removes it,
+ * so COPY_TO never names a half-received image. */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -11,11 +19,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/tls.h"
+#include "devices/blk_move.h"
+#include "devices/virtio_blk.h"
 #include "migration/digest.h"
+#include "migration/disks.h"
 #include "migration/net.h"
 #include "migration/pages.h"
 #include "migration/sections.h"
@@ -26,6 +38,7 @@
 #define JOIN_TIMEOUT_MS 10000         /* for the other streams after HELLO */
 #define DIGEST_TIMEOUT_S 120          /* for the source's digest after the hand-over */
 #define PEER_TIMEOUT_S 30             /* for a new connection's handshake and first message */
+#define DRAIN_MS 3000                 /* after a failure: for the source to read why and close */
 
 struct receiver;
 
@@ -34,6 +47,7 @@ struct rstream {
     int index;
     struct chan ch;
     struct pages_rx rx;
+    struct disks_rx drx;
     pthread_t thread;
     bool live;
     int rc;
@@ -57,6 +71,13 @@ struct receiver {
     struct rstream s[MIG_MAX_STREAMS];
     atomic_int failed;                /* the first page stream that failed on its own, or -1 */
     atomic_bool stopping;             /* we are shutting the streams down: failures are ours */
+    /* shared-nothing */
+    struct disk_sink sink;            /* the images being received (fds ours) */
+    char *partial[DISKS_MAX];         /* COPY_TO.ferry-partial, created here */
+    char *src_path[DISKS_MAX];        /* the image's path on the source */
+    struct msg ddigest[DISKS_MAX];    /* verify=strict: the source's DISK_DIGESTs, checked at COMPLETE */
+    int nddigest;
+    bool committed;
 };
 
 static uint64_t now_ms(void)
@@ -108,6 +129,64 @@ out:
     return rc;
 }
 
+/* Shared-nothing: create each disk's COPY_TO.ferry-partial, sized as the
+ * source's image (sparse), for the disk to open; all disks or none. */
+static int create_disks(struct receiver *r, struct vm_config *cfg, char *err, size_t errlen)
+{
+    for (int i = 0; i < cfg->ndisks; i++) {
+        struct vm_disk *vd = &cfg->disks[i];
+        if (!vd->copy_to != !cfg->disks[0].copy_to) {
+            snprintf(err, errlen, "HELLO: \"copy_to\" on some disks only");
+            return -1;
+        }
+        if (!vd->copy_to)
+            continue;
+        struct stat st;
+        if (vd->copy_to[0] != '/' || strlen(vd->copy_to) > 4000) {
+            snprintf(err, errlen, "disk %d: destination image path must be absolute: %s", i, vd->copy_to);
+            return -1;
+        }
+        for (int k = 0; k < i; k++) {
+            if (!strcmp(cfg->disks[k].copy_to, vd->copy_to)) {
+                snprintf(err, errlen, "disks %d and %d: the same destination image %s", k, i, vd->copy_to);
+                return -1;
+            }
+        }
+        if (stat(vd->copy_to, &st) == 0 && !S_ISREG(st.st_mode)) {
+            snprintf(err, errlen, "disk %d: %s exists and is not a regular file", i, vd->copy_to);
+            return -1;
+        }
+        char *partial = malloc(strlen(vd->copy_to) + sizeof(MOVE_PARTIAL_SUFFIX));
+        if (!partial) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        sprintf(partial, "%s%s", vd->copy_to, MOVE_PARTIAL_SUFFIX);
+        /* a partial file of an earlier, killed migration is ours to replace */
+        int fd = open(partial, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            snprintf(err, errlen, "cannot create %s: %s", partial, strerror(errno));
+            free(partial);
+            return -1;
+        }
+        r->partial[i] = partial;
+        if (ftruncate(fd, (off_t)vd->size) < 0 || disk_sink_add(&r->sink, fd, partial, vd->size) < 0) {
+            snprintf(err, errlen, "cannot size %s to %llu bytes: %s", partial, (unsigned long long)vd->size,
+                     strerror(errno ? errno : ENOMEM));
+            close(fd);
+            return -1;
+        }
+        char *path = strdup(partial);
+        if (!path) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        r->src_path[i] = (char *)vd->path;   /* the disk's serial, as the guest knows it */
+        vd->path = path;
+    }
+    return 0;
+}
+
 /* HELLO: build the VM the source describes, if this host can run it. */
 static int on_hello(struct receiver *r, const struct msg *m, const struct vm_config *local,
                     char *err, size_t errlen)
@@ -129,13 +208,17 @@ static int on_hello(struct receiver *r, const struct msg *m, const struct vm_con
             snprintf(err, errlen, "cannot open /dev/kvm");
         goto out;
     }
-    if (cpuid_check_compatible(cpuid, have, err, errlen) < 0)
+    if (cpuid_check_compatible(cpuid, have, err, errlen) < 0 || create_disks(r, &cfg, err, errlen) < 0)
         goto out;
     cfg.incoming = true;
     cfg.cpuid = cpuid;
     r->vm_created = true;
     if (vm_create(r->vm, &cfg, err, errlen) < 0)
         goto out;
+    for (int i = 0; i < r->sink.n; i++) {
+        r->sink.path[i] = r->vm->blk[i]->path;
+        virtio_blk_set_serial(r->vm->blk[i], r->src_path[i]);
+    }
     r->hash = digest_hashes_new(&r->vm->mem);
     if (staged_init(&r->st, r->vm) < 0 || !r->hash) {
         snprintf(err, errlen, "out of memory");
@@ -260,6 +343,11 @@ static void *stream_thread(void *arg)
                 break;
             continue;
         }
+        if (m.type == MSG_DISK_BLOCKS) {
+            if (disks_rx_recv(&s->drx, &r->sink, &s->ch, &m, s->err, sizeof(s->err)) < 0)
+                break;
+            continue;
+        }
         if (m.type == MSG_FLUSH && m.len == 0)
             return NULL;  /* rc 0: all this stream's pages are in */
         if (m.type == MSG_SYNC && m.len == 0) {
@@ -345,10 +433,28 @@ static void verify_after(struct receiver *r)
     struct timeval tv = { .tv_sec = DIGEST_TIMEOUT_S };
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     struct msg m = { 0 };
-    char err[256], res[200];
-    if (msg_read(c, &m, err, sizeof(err)) < 0 || on_digest(r, &m, err, sizeof(err)) < 0) {
+    char err[256], res[200], disk_err[256] = "";
+    int disks = 0, rd;
+    /* each disk's DISK_DIGEST (shared-nothing), then the memory's DIGEST */
+    while ((rd = msg_read(c, &m, err, sizeof(err))) == 0 && m.type == MSG_DISK_DIGEST && disks < r->sink.n) {
+        if (disk_digest_check(&r->sink, &m, err, sizeof(err)) < 0 && !disk_err[0])
+            snprintf(disk_err, sizeof(disk_err), "%s", err);
+        disks++;
+        msg_free(&m);
+    }
+    if (rd == 0 && (disks != r->sink.n || m.type != MSG_DIGEST)) {
+        snprintf(err, sizeof(err), "%d disk digest(s) for %d disk(s), then %s", disks, r->sink.n,
+                 msg_type_name(m.type));
+        rd = -1;
+    }
+    if (rd < 0 || on_digest(r, &m, err, sizeof(err)) < 0) {
         snprintf(res, sizeof(res), "unknown: %.150s", err);
         log_warn("incoming migration: the memory digest could not be compared: %s", err);
+    } else if (disk_err[0]) {
+        snprintf(res, sizeof(res), "MISMATCH: %.150s", disk_err);
+        log_err("DISK DIGEST MISMATCH after the hand-over: %s; the VM runs here with a disk that "
+                "differs from the source's copy", disk_err);
+        send_ack(c, ACK_MISMATCH, disk_err);
     } else if (compare_digest(r, err, sizeof(err)) < 0) {
         snprintf(res, sizeof(res), "MISMATCH: %.150s", err);
         log_err("MEMORY DIGEST MISMATCH after the hand-over: %s; the VM runs here with memory that "
@@ -363,6 +469,33 @@ static void verify_after(struct receiver *r)
     pthread_mutex_lock(&r->vm->mig.lock);
     snprintf(r->vm->mig.in.verify_result, sizeof(r->vm->mig.in.verify_result), "%s", res);
     pthread_mutex_unlock(&r->vm->mig.lock);
+}
+
+/* ---- shared-nothing disks --------------------------------------------------- */
+
+/* Before accepting the VM: the received images must be durable (the source
+ * stops its VM, and with it its copy, after the hand-over). */
+static int sync_disks(struct receiver *r, char *err, size_t errlen)
+{
+    for (int i = 0; i < r->sink.n; i++) {
+        if (fdatasync(r->sink.fd[i]) < 0) {
+            snprintf(err, errlen, "cannot sync %s: %s", r->sink.path[i], strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The VM is ours: each image takes its name. A failing rename leaves the
+ * VM running on the partial name (it must run: the source let go). */
+static void commit_disks(struct receiver *r)
+{
+    char err[512];
+    for (int i = 0; i < r->sink.n; i++) {
+        if (blk_image_rename(r->vm->blk[i], r->vm->cfg.disks[i].copy_to, err, sizeof(err)) < 0)
+            log_err("incoming migration: %s; the VM runs on that file", err);
+        r->sink.path[i] = r->vm->blk[i]->path;
+    }
 }
 
 /* ---- the control loop on stream 0 ---------------------------------------- */
@@ -388,7 +521,20 @@ static int receive(struct receiver *r, char *err, size_t errlen)
                 return -1;
             continue;
         }
+        if (m.type == MSG_DISK_BLOCKS) {
+            if (r->have_state) {
+                snprintf(err, errlen, "disk blocks after the device state");
+                return -1;
+            }
+            if (disks_rx_recv(&r->s[0].drx, &r->sink, c, &m, err, errlen) < 0)
+                return -1;
+            continue;
+        }
         if (m.type == MSG_SYNC && m.len == 0) {
+            /* the pause is near: write the received images back now, so
+             * that the sync at COMPLETE (in the pause) has little left */
+            if (sync_disks(r, err, errlen) < 0)
+                return -1;
             send_ack(c, ACK_READY, "");
             continue;
         }
@@ -421,6 +567,17 @@ static int receive(struct receiver *r, char *err, size_t errlen)
                 rc = on_digest(r, &m, err, errlen);
             }
             break;
+        case MSG_DISK_DIGEST:
+            /* checked at COMPLETE, once the other streams delivered their blocks */
+            if (strcmp(r->verify, "strict") || r->nddigest == r->sink.n) {
+                snprintf(err, errlen, "unexpected DISK_DIGEST before COMPLETE (verify=%s, %d disk(s) received)",
+                         r->verify, r->sink.n);
+                rc = -1;
+            } else {
+                r->ddigest[r->nddigest++] = m;
+                continue;   /* kept: not freed here */
+            }
+            break;
         case MSG_COMPLETE: {
             uint64_t t0 = now_ms(), t_join = 0;
             if (!r->have_state) {
@@ -429,10 +586,14 @@ static int receive(struct receiver *r, char *err, size_t errlen)
             } else if (join_streams(r, false, err, errlen) < 0) {
                 rc = -1;
             } else if (!strcmp(r->verify, "strict")) {
-                rc = r->digest ? compare_digest(r, err, errlen) : -1;
-                if (!r->digest)
-                    snprintf(err, errlen, "verify=strict but no DIGEST before COMPLETE");
+                rc = r->digest && r->nddigest == r->sink.n ? compare_digest(r, err, errlen) : -1;
+                if (rc < 0 && !(r->digest && r->nddigest == r->sink.n))
+                    snprintf(err, errlen, "verify=strict but no DIGEST (or not one per disk) before COMPLETE");
+                for (int i = 0; rc == 0 && i < r->nddigest; i++)
+                    rc = disk_digest_check(&r->sink, &r->ddigest[i], err, errlen);
             }
+            if (rc == 0)
+                rc = sync_disks(r, err, errlen);
             t_join = now_ms();
             if (rc == 0)
                 rc = sections_apply(r->vm, &r->st, err, errlen);
@@ -495,7 +656,8 @@ static void record(struct receiver *r)
         in->pages += p->pages;
         in->zero_pages += p->zero_pages;
         in->data_bytes += p->data_bytes;
-        in->wire_bytes += p->wire_bytes;
+        in->wire_bytes += p->wire_bytes + r->s[i].drx.wire_bytes;
+        in->disk_bytes += r->s[i].drx.bytes;
     }
     snprintf(in->verify_result, sizeof(in->verify_result), "%s",
              !strcmp(r->verify, "strict") ? "match (in the pause)" : !strcmp(r->verify, "off") ? "off" : "pending");
@@ -528,6 +690,8 @@ static int run(struct receiver *r, const struct vm_config *cfg, int (*start)(str
     send_ack(c, ACK_READY, "");
     if (await_commit(r, err, errlen) < 0)
         return -1;
+    r->committed = true;
+    commit_disks(r);
     /* The VM is ours now, whatever happens to this connection. Its vCPUs
      * start before RESUMED goes out, so the pause the source measures ends
      * when the VM runs here, not when it could. */
@@ -545,6 +709,41 @@ reject:
     return -1;
 }
 
+/* After a failure before COMMIT (our ACK(rejected) or ABORT went out on
+ * stream 0): reset the page streams, so that a source blocked writing one
+ * fails at once, but keep reading stream 0 for a while, so that the source
+ * stops and reads our reason there rather than a reset. */
+static void let_source_know(struct receiver *r)
+{
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    for (int i = 1; i < r->n; i++) {
+        if (r->s[i].ch.fd >= 0)
+            setsockopt(r->s[i].ch.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        chan_close(&r->s[i].ch);
+    }
+    int fd = r->s[0].ch.fd;
+    if (fd < 0)
+        return;
+    static char sink[65536];
+    uint64_t end = now_ms() + DRAIN_MS;
+    set_timeout(fd, 1);
+    for (uint64_t t = now_ms(); t < end; t = now_ms()) {
+        ssize_t n = recv(fd, sink, sizeof(sink), 0);
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            break;
+        if (n == 0) {
+            /* the source closed, or nothing is queued on a socket a page
+             * stream shut for reading (SHUT_RD) to wake us: only TCP knows */
+            struct tcp_info ti;
+            socklen_t tl = sizeof(ti);
+            if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0 || ti.tcpi_state != TCP_ESTABLISHED)
+                break;
+            nanosleep(&(struct timespec){ .tv_nsec = 10000000L }, NULL);
+        }
+    }
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
 int migration_incoming(struct vm *vm, const struct vm_config *cfg, const char *addr, SSL_CTX *tls,
                        int (*start)(struct vm *), char *err, size_t errlen)
 {
@@ -559,10 +758,25 @@ int migration_incoming(struct vm *vm, const struct vm_config *cfg, const char *a
     int rc = run(&r, cfg, start, err, errlen);
     close(r.lfd);
     join_streams(&r, true, (char[8]){ 0 }, 8);   /* after a failure: stop the readers */
+    if (rc < 0 && !r.committed)
+        let_source_know(&r);
     for (int i = 0; i < MIG_MAX_STREAMS; i++) {
         pages_rx_free(&r.s[i].rx);
+        disks_rx_free(&r.s[i].drx);
         chan_close(&r.s[i].ch);
     }
+    for (int i = 0; i < DISKS_MAX; i++) {
+        /* never ours: no half-received image is left behind */
+        if (r.partial[i] && !r.committed && unlink(r.partial[i]) < 0 && errno != ENOENT)
+            log_warn("incoming migration: cannot remove %s: %s", r.partial[i], strerror(errno));
+        free(r.partial[i]);
+        free(r.src_path[i]);
+        if (i < r.sink.n)
+            close(r.sink.fd[i]);
+    }
+    for (int i = 0; i < r.nddigest; i++)
+        msg_free(&r.ddigest[i]);
+    disk_sink_free(&r.sink);
     if (r.vm_created)
         staged_free(&r.st);
     free(r.digest);

@@ -23,6 +23,7 @@ enum mig_phase {
 
 #define MIG_MAX_STREAMS 8
 #define MIG_MAX_VIA     4
+#define MIG_MAX_DISKS   4             /* = VM_MAX_DISKS */
 
 /* When the memory digest is compared (docs/migration-protocol.md, "Verification"). */
 enum mig_verify {
@@ -41,12 +42,18 @@ struct mig_params {
     int compress;                /* COMPRESS_AUTO or an enum page_codec */
     enum mig_verify verify;
     uint64_t test_skip_gpa;      /* test hook: never send this page (0: off) */
+    uint64_t test_skip_disk_block;   /* test hook: never send the piece of disk 0 holding this
+                                        64 KiB block (0: off) */
     uint64_t downtime_ms;        /* switch over once the predicted pause is this short */
     uint64_t bandwidth;          /* bytes/s cap, 0 = unlimited */
     uint64_t max_time_ms;        /* give up pre-copy after this long (0 = no limit) */
     uint32_t max_rounds;         /* give up after this many rounds */
     bool force;                  /* at a limit, switch over anyway instead of failing */
     bool auto_converge;          /* slow the vCPUs of a guest the link cannot keep up with */
+    /* shared-nothing: the image path of each disk on the destination, in
+     * disk order (nstorage 0: shared storage, the same path there) */
+    char storage_to[MIG_MAX_DISKS][1024];
+    int nstorage;
 };
 
 struct mig_stats {
@@ -65,6 +72,9 @@ struct mig_stats {
     uint64_t pause_us, final_us, state_us, ack_us;
     uint64_t final_pages;         /* sent while paused */
     uint64_t data_bytes;          /* page data before compression */
+    /* shared-nothing: the disks' data bytes at the start, disk data sent,
+     * dirty disk blocks at the last sync */
+    uint64_t disk_total, disk_bytes, disk_dirty_blocks;
     int streams, rtt_us;
     int codec;                    /* enum page_codec in use */
     char cipher[64];              /* negotiated TLS cipher, or "none (--insecure)" */
@@ -80,6 +90,7 @@ struct mig_incoming {
     char cipher[64];
     char peers[MIG_MAX_STREAMS][64];   /* the source address of each stream */
     uint64_t pages, zero_pages, data_bytes, wire_bytes;
+    uint64_t disk_bytes;               /* disk data received (shared-nothing) */
     char verify_result[200];
 };
 

@@ -36,6 +36,7 @@ struct page_stats {
     uint64_t pages, zero_pages;
     uint64_t data_bytes;          /* page data before compression */
     uint64_t wire_bytes;          /* everything written or read, headers included */
+    uint64_t disk_bytes;          /* disk data in DISK_BLOCKS (disks.h), holes not counted */
 };
 
 /* True when the 4 KiB page holds only zero bytes. */

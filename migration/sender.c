@@ -1,5 +1,6 @@
 /* The source's streams and their sender threads (see sender.h). */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,9 @@
 #include <unistd.h>
 
 #include "common/tls.h"
+#include "devices/blk_move.h"
+#include "devices/virtio_blk.h"
+#include "migration/disks.h"
 #include "migration/net.h"
 #include "migration/sender.h"
 #include "vmm/log.h"
@@ -128,14 +132,54 @@ static bool stopping(struct sender *s)
     return atomic_load(&s->failed) || atomic_load(&s->mg->cancel);
 }
 
+/* Count what went out against the cap. */
+static void sent_bytes(struct stream *st, uint64_t wire)
+{
+    st->bw_bytes += wire;
+    throttle(st, st->s->mg->p.bandwidth / (uint64_t)st->s->n);
+}
+
+/* This stream's lane of each disk: in round 0 the data extents (all-zero
+ * pieces stay holes, as the destination's new image starts), later the
+ * dirty blocks (all-zero ones as holes: older data may be there). A guest
+ * write after a piece's bits were taken marks it again. */
+static int send_disks(struct stream *st, bool round0)
+{
+    struct sender *s = st->s;
+    for (int d = 0; s->disks && d < s->vm->cfg.ndisks; d++) {
+        struct virtio_blk *b = s->vm->blk[d];
+        struct blk_cursor cur = { .dirty = !round0, .lanes = (uint32_t)s->n, .lane = (uint32_t)st->index };
+        uint64_t off, wire;
+        size_t len;
+        while (blk_track_next(b, &cur, &off, &len)) {
+            if (stopping(s))
+                return -1;
+            if (blk_track_read(b, st->dbuf, len, off) < 0) {
+                snprintf(st->err, sizeof(st->err), "cannot read %s: %s", b->path, strerror(errno));
+                return -1;
+            }
+            bool zero = blk_buf_zero(st->dbuf, len);
+            uint64_t skip = s->mg->p.test_skip_disk_block * DISK_BLOCK;
+            if ((zero && round0) || (skip && d == 0 && off <= skip && skip < off + len))
+                continue;
+            if (disk_blocks_send(&st->ch, (uint32_t)d, off, st->dbuf, len, zero, &wire, st->err,
+                                 sizeof(st->err)) < 0)
+                return -1;
+            st->tx.st.wire_bytes += wire;
+            st->tx.st.disk_bytes += zero ? 0 : len;
+            sent_bytes(st, wire);
+        }
+    }
+    return 0;
+}
+
 static int flush_pages(struct stream *st)
 {
     uint64_t before = st->tx.st.wire_bytes;
     st->tx.codec = (enum page_codec)atomic_load(&st->s->codec);
     if (pages_tx_send(&st->tx, &st->ch, st->err, sizeof(st->err)) < 0)
         return -1;
-    st->bw_bytes += st->tx.st.wire_bytes - before;
-    throttle(st, st->s->mg->p.bandwidth / (uint64_t)st->s->n);
+    sent_bytes(st, st->tx.st.wire_bytes - before);
     return 0;
 }
 
@@ -179,7 +223,7 @@ static int send_share(struct stream *st, bool round0)
                 atomic_fetch_add(&s->scanned, n);
         }
     }
-    return flush_pages(st);
+    return flush_pages(st) < 0 ? -1 : send_disks(st, round0);
 }
 
 /* SYNC on this stream, then the destination's ACK once it has taken in
@@ -238,6 +282,11 @@ int sender_start(struct sender *s, char *err, size_t errlen)
     pthread_cond_init(&s->go, NULL);
     pthread_cond_init(&s->done_cv, NULL);
     for (int i = 0; i < s->n; i++) {
+        if (s->disks && posix_memalign((void **)&s->st[i].dbuf, 4096, DISK_CHUNK)) {
+            s->st[i].dbuf = NULL;
+            snprintf(err, errlen, "out of memory for disk blocks");
+            return -1;
+        }
         if (pthread_create(&s->st[i].thread, NULL, stream_thread, &s->st[i]) != 0) {
             snprintf(err, errlen, "cannot start the sender threads");
             return -1;
@@ -245,6 +294,19 @@ int sender_start(struct sender *s, char *err, size_t errlen)
         s->st[i].live = true;
     }
     return 0;
+}
+
+/* During a round the destination has nothing to say on stream 0 (it
+ * answers only SYNC and COMPLETE): anything there, or its close, means it
+ * gave up, and the reason (ACK rejected, ABORT) is read once the threads
+ * stopped. Without this a destination that failed while it keeps draining
+ * stream 0 would go unnoticed until the next SYNC. */
+static bool peer_spoke(struct sender *s)
+{
+    struct pollfd p = { .fd = s->st[0].ch.fd, .events = POLLIN };
+    if (!s->peer_spoke && poll(&p, 1, 0) > 0)
+        s->peer_spoke = true;
+    return s->peer_spoke;
 }
 
 static int run_all(struct sender *s, bool round0, bool final, bool sync, void (*tick)(struct sender *),
@@ -268,12 +330,18 @@ static int run_all(struct sender *s, bool round0, bool final, bool sync, void (*
         if (pthread_cond_timedwait(&s->done_cv, &s->lock, &until) == ETIMEDOUT && tick) {
             pthread_mutex_unlock(&s->lock);
             tick(s);
+            if (peer_spoke(s))
+                atomic_store(&s->failed, true);
             pthread_mutex_lock(&s->lock);
         }
     }
     pthread_mutex_unlock(&s->lock);
     if (atomic_load(&s->mg->cancel)) {
         snprintf(err, errlen, "cancelled by the operator");
+        return -1;
+    }
+    if (s->peer_spoke) {
+        snprintf(err, errlen, "connection to destination lost: it closed stream 0 or gave up mid-round");
         return -1;
     }
     for (int i = 0; i < s->n; i++) {
@@ -305,6 +373,7 @@ void sender_totals(struct sender *s, struct page_stats *out)
         out->zero_pages += p->zero_pages;
         out->data_bytes += p->data_bytes;
         out->wire_bytes += p->wire_bytes;
+        out->disk_bytes += p->disk_bytes;
     }
 }
 
@@ -324,6 +393,8 @@ void sender_close(struct sender *s)
             pthread_join(s->st[i].thread, NULL);
         s->st[i].live = false;
         pages_tx_free(&s->st[i].tx);
+        free(s->st[i].dbuf);
+        s->st[i].dbuf = NULL;
         chan_close(&s->st[i].ch);
     }
     if (any) {

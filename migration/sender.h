@@ -31,6 +31,7 @@ struct stream {
     bool live;
     char err[256];
     uint64_t bw_t0, bw_bytes;         /* bandwidth-cap window */
+    uint8_t *dbuf;                    /* a disk piece (shared-nothing) */
     unsigned gen;                     /* last round done */
 };
 
@@ -45,7 +46,9 @@ struct sender {
     unsigned gen;                     /* the round handed out */
     int done;                         /* streams finished with it */
     bool round0, final, sync, quit;
+    bool disks;                       /* shared-nothing: the disks travel too (disks.h) */
     atomic_bool failed;               /* a stream failed: all stop at once */
+    bool peer_spoke;                  /* the destination wrote or closed stream 0 mid-round */
     atomic_int codec;                 /* enum page_codec for the next messages */
     atomic_uint_fast64_t scanned;     /* round 0 progress, pages */
     uint8_t session[SESSION_ID_LEN];
@@ -60,7 +63,8 @@ int sender_open(struct sender *s, const char *hello_json, char *err, size_t errl
 int sender_read_ack(struct chan *c, char *reason, size_t rlen, char *err, size_t errlen);
 /* Start the stream threads. */
 int sender_start(struct sender *s, char *err, size_t errlen);
-/* Send the pages in the dirty log over all streams; with final, each stream
+/* Send the pages in the dirty log over all streams, and with disks the
+ * disks' data extents (round0) or dirty blocks; with final, each stream
  * but 0 ends with FLUSH. tick(s) runs every 200 ms meanwhile. 0, or -1 with
  * the first failure (a stream's, or "cancelled by the operator"). */
 int sender_round(struct sender *s, bool round0, bool final, void (*tick)(struct sender *),

@@ -7,7 +7,13 @@
  * once that meets the target it pauses the vCPUs, sends the last pages and
  * the state, and hands the VM over. Until the destination's ACK(resumed) the
  * VM is ours: every failure resumes it here. The memory digest is compared
- * after the hand-over (or, with verify=strict, inside the pause). */
+ * after the hand-over (or, with verify=strict, inside the pause).
+ *
+ * Shared-nothing (storage_to): the disks travel on the same streams, their
+ * data extents in round 0 and the blocks the guest wrote since in each later
+ * round (blk_move's tracker), the last ones in the pause; the pause's
+ * prediction counts the dirty disk bytes with the dirty pages, and each disk's
+ * digest is checked with the memory's. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +24,10 @@
 #include <unistd.h>
 
 #include "common/tls.h"
+#include "devices/blk_move.h"
+#include "devices/virtio_blk.h"
 #include "migration/digest.h"
+#include "migration/disks.h"
 #include "migration/net.h"
 #include "migration/sections.h"
 #include "migration/sender.h"
@@ -86,7 +95,17 @@ static void publish(struct engine *e)
     mg->s.zero_pages = t.zero_pages;
     mg->s.scanned_pages = atomic_load(&e->s.scanned);
     mg->s.codec = atomic_load(&e->s.codec);
+    mg->s.disk_bytes = t.disk_bytes;
     pthread_mutex_unlock(&mg->lock);
+}
+
+/* Dirty disk blocks now (shared-nothing), all disks. */
+static uint64_t disk_dirty(struct engine *e)
+{
+    uint64_t n = 0;
+    for (int d = 0; e->s.disks && d < e->s.vm->cfg.ndisks; d++)
+        n += blk_track_dirty(e->s.vm->blk[d]);
+    return n;
 }
 
 /* Compression switches itself on when the link, not the CPU, limits the
@@ -110,11 +129,13 @@ static void auto_compress(struct engine *e)
     }
     uint64_t now = now_ns();
     double dt = (double)(now - e->t_last_tick) / 1e9;
-    double busy = (cpu - e->cpu_last) / dt / s->n, rate = (double)(t.data_bytes - e->data_last_tick) / dt;
+    /* disk data counts too: it shares the link (and is never compressed) */
+    double busy = (cpu - e->cpu_last) / dt / s->n,
+           rate = (double)(t.data_bytes + t.disk_bytes - e->data_last_tick) / dt;
     bool valid = e->t_last_tick && e->ticks_in_state++ > 0;   /* a whole tick in this state */
     e->cpu_last = cpu;
     e->t_last_tick = now;
-    e->data_last_tick = t.data_bytes;
+    e->data_last_tick = t.data_bytes + t.disk_bytes;
     if (s->mg->p.compress != COMPRESS_AUTO || !valid || e->auto_state == AUTO_DONE)
         return;
     int codec = atomic_load(&s->codec);
@@ -183,6 +204,11 @@ static char *hello_json(struct engine *e, char *err, size_t errlen)
     json_object_object_add(mig, "verify", json_object_new_string(
         e->s.mg->p.verify == VERIFY_OFF ? "off" : e->s.mg->p.verify == VERIFY_STRICT ? "strict" : "after"));
     json_object_object_add(o, "migration", mig);
+    json_object *disks;
+    if (e->s.disks && json_object_object_get_ex(o, "disks", &disks))
+        for (size_t i = 0; i < json_object_array_length(disks); i++)
+            json_object_object_add(json_object_array_get_idx(disks, i), "copy_to",
+                                   json_object_new_string(e->s.mg->p.storage_to[i]));
     char *s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);
     return s;
@@ -260,18 +286,20 @@ static int precopy(struct engine *e, char *err, size_t errlen)
         int64_t dirty = dirty_log_fetch(&e->s.d, err, errlen);
         if (dirty < 0)
             return -1;
+        uint64_t dblocks = disk_dirty(e), dirty_bytes = (uint64_t)dirty * PAGE_SIZE + dblocks * DISK_BLOCK;
         if (round > 0) {
             double secs = (double)(t_sync - t_prev_sync) / 1e9;
             /* The pause: the last pages, then COMPLETE -> ACK -> COMMIT -> ACK,
              * two round trips. The target bounds the part pre-copy can shrink,
              * the pages; the round trips are the link's floor (300 ms at 150
              * ms RTT), shown in the prediction but not held against it. */
-            double pages_ms = throughput > 0 ? (double)dirty * PAGE_SIZE / throughput * 1000.0 : 1e9;
+            double pages_ms = throughput > 0 ? (double)dirty_bytes / throughput * 1000.0 : 1e9;
             double predicted = pages_ms + 2 * rtt_ms;
             pthread_mutex_lock(&mg->lock);
             mg->s.round = round;
-            mg->s.remaining_pages = (uint64_t)dirty;
-            mg->s.dirty_rate = secs > 0 ? (double)dirty / secs : 0;
+            mg->s.remaining_pages = (dirty_bytes + PAGE_SIZE - 1) / PAGE_SIZE;
+            mg->s.disk_dirty_blocks = dblocks;
+            mg->s.dirty_rate = secs > 0 ? (double)dirty_bytes / PAGE_SIZE / secs : 0;
             mg->s.predicted_downtime_ms = predicted;
             mg->s.elapsed_ms = (t_sync - t_start) / 1000000;
             pthread_mutex_unlock(&mg->lock);
@@ -298,8 +326,8 @@ static int precopy(struct engine *e, char *err, size_t errlen)
              * slowed, more each such round. One that converges on its own
              * (or once slowed enough) is left alone: a slowed service is
              * slow for its users too, so no more than convergence needs. */
-            bool stuck = prev_dirty == 0 || dirty * 2 > prev_dirty;
-            prev_dirty = dirty;
+            bool stuck = prev_dirty == 0 || (int64_t)dirty_bytes * 2 > prev_dirty;
+            prev_dirty = (int64_t)dirty_bytes;   /* dirty disk blocks count: a slower guest writes less too */
             if (p->auto_converge && round >= THROTTLE_FROM_ROUND && pages_ms > target && stuck &&
                 throttle < THROTTLE_MAX) {
                 throttle = throttle_next(throttle, mg->s.dirty_rate * PAGE_SIZE, throughput);
@@ -333,8 +361,9 @@ static int precopy(struct engine *e, char *err, size_t errlen)
         if (sender_round(&e->s, round == 0, false, tick, err, errlen) < 0)
             return -1;
         sender_totals(&e->s, &after);
-        /* page data per second: what the pause will have to move */
-        uint64_t sent = after.data_bytes - before.data_bytes, dt = now_ns() - t0;
+        /* page and disk data per second: what the pause will have to move */
+        uint64_t sent = after.data_bytes + after.disk_bytes - before.data_bytes - before.disk_bytes,
+                 dt = now_ns() - t0;
         /* small rounds say little about the link: keep the previous estimate */
         if (dt && (sent >= (4u << 20) || throughput == 0))
             throughput = (double)sent * 1e9 / (double)dt;
@@ -345,9 +374,28 @@ static int precopy(struct engine *e, char *err, size_t errlen)
     }
 }
 
-/* The source's digest of its (paused) RAM in a DIGEST message. */
+/* Each disk's digest (shared-nothing), read from the quiet image. */
+static int send_disk_digests(struct engine *e, char *err, size_t errlen)
+{
+    for (int d = 0; e->s.disks && d < e->s.vm->cfg.ndisks; d++) {
+        struct virtio_blk *b = e->s.vm->blk[d];
+        struct buf m = { 0 };
+        int rc = disk_digest_encode(&m, (uint32_t)d, b->fd, b->id.size, err, errlen);
+        if (rc == 0)
+            rc = send_ctl(e, MSG_DISK_DIGEST, m.data, m.len, err, errlen);
+        buf_free(&m);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The source's digest of its (paused) RAM in a DIGEST message, after the
+ * disks' (the destination answers once, for all). */
 static int send_digest(struct engine *e, char *err, size_t errlen)
 {
+    if (send_disk_digests(e, err, errlen) < 0)
+        return -1;
     const struct guest_mem *mem = &e->s.vm->mem;
     size_t n = digest_count(mem, DIGEST_CHUNK);
     uint64_t *dig = malloc(n * sizeof(*dig));
@@ -375,11 +423,12 @@ static void verify_after(struct engine *e)
         snprintf(res, sizeof(res), "match");
     } else if (st == ACK_MISMATCH) {
         snprintf(res, sizeof(res), "MISMATCH: %s", reason);
-        log_err("MEMORY DIGEST MISMATCH after the hand-over: %s; the VM runs on the destination with "
-                "memory that differs from this host's copy", reason);
+        bool disk = !strncmp(reason, "disk", 4);
+        log_err("%s DIGEST MISMATCH after the hand-over: %s; the VM runs on the destination with "
+                "%s that differs from this host's copy", disk ? "DISK" : "MEMORY", reason, disk ? "a disk" : "memory");
     } else {
         snprintf(res, sizeof(res), "unknown: %s", st >= 0 ? "unexpected answer" : err);
-        log_warn("migration: the memory digest could not be compared after the hand-over: %s", res + 9);
+        log_warn("migration: the digest could not be compared after the hand-over: %s", res + 9);
     }
     pthread_mutex_lock(&mg->lock);
     snprintf(mg->s.verify_result, sizeof(mg->s.verify_result), "%s", res);
@@ -472,6 +521,41 @@ fail:
     return rc;
 }
 
+/* Shared-nothing: track every disk's writes from before the first extent
+ * is read, so that no write escapes both the walk and the bitmap. */
+static int track_disks(struct engine *e, char *err, size_t errlen)
+{
+    struct vm *vm = e->s.vm;
+    uint64_t total = 0;
+    for (int d = 0; e->s.disks && d < vm->cfg.ndisks; d++) {
+        if (blk_track_start(vm->blk[d], err, errlen) < 0)
+            return -1;
+        total += blk_track_data_bytes(vm->blk[d]);
+    }
+    pthread_mutex_lock(&e->s.mg->lock);
+    e->s.mg->s.disk_total = total;
+    pthread_mutex_unlock(&e->s.mg->lock);
+    return 0;
+}
+
+/* The link broke while we wrote: a destination that gave up (a full or
+ * failing disk, a bad message) said why on stream 0 before it closed, and
+ * that is the reason the operator needs, not "connection reset". */
+static void explain_loss(struct engine *e, char *err, size_t errlen)
+{
+    struct chan *c = &e->s.st[0].ch;
+    if ((!e->s.peer_spoke && !strstr(err, "connection to destination lost")) || c->fd < 0)
+        return;
+    struct timeval tv = { .tv_sec = 2 };
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char reason[200] = "", why[256] = "";
+    int st = sender_read_ack(c, reason, sizeof(reason), why, sizeof(why));
+    if (st == ACK_REJECTED)
+        snprintf(err, errlen, "destination refused the VM: %s", reason);
+    else if (st < 0 && !strncmp(why, "destination aborted", 19))
+        snprintf(err, errlen, "%s", why);
+}
+
 static void *source_thread(void *arg)
 {
     struct vm *vm = arg;
@@ -481,7 +565,8 @@ static void *source_thread(void *arg)
     uint64_t t_start = now_ns(), t_pause = 0;
     int rc = -1;
 
-    if (connect_all(&e, err, sizeof(err)) == 0 &&
+    e.s.disks = mg->p.nstorage > 0;
+    if (track_disks(&e, err, sizeof(err)) == 0 && connect_all(&e, err, sizeof(err)) == 0 &&
         dirty_log_start(&e.s.d, vm->kvm_fd, vm->fd, &vm->mem, err, sizeof(err)) == 0 &&
         sender_start(&e.s, err, sizeof(err)) == 0) {
         if (mg->p.compress != COMPRESS_AUTO)
@@ -499,17 +584,22 @@ static void *source_thread(void *arg)
         snprintf(why, sizeof(why), "source: %s", cancelled ? "cancelled by the operator" : err);
         msg_write(&e.s.st[0].ch, MSG_ABORT, why, (uint32_t)strlen(why));  /* best effort */
         chan_flush(&e.s.st[0].ch);
+        if (!cancelled)
+            explain_loss(&e, err, sizeof(err));
     }
     publish(&e);
     sender_close(&e.s);
     dirty_log_stop(&e.s.d);
     throttle_set(vm, 0);   /* before a failed migration resumes the VM: full speed again */
+    for (int d = 0; e.s.disks && d < vm->cfg.ndisks; d++)
+        blk_track_stop(vm->blk[d]);
     pthread_mutex_lock(&mg->lock);
     mg->s.total_ms = (t_end - t_start) / 1000000;
     mg->s.elapsed_ms = mg->s.total_ms;
     if (rc == 0) {
         mg->s.phase = MIG_COMPLETED;
         mg->s.remaining_pages = 0;
+        mg->s.disk_dirty_blocks = 0;
         if (mg->p.verify == VERIFY_OFF)
             snprintf(mg->s.verify_result, sizeof(mg->s.verify_result), "off");
     } else {
@@ -622,6 +712,7 @@ static void incoming_status(struct vm *vm, json_object *o)
     json_object_object_add(i, "zero_pages", json_object_new_int64((int64_t)in.zero_pages));
     json_object_object_add(i, "data_bytes", json_object_new_int64((int64_t)in.data_bytes));
     json_object_object_add(i, "wire_bytes", json_object_new_int64((int64_t)in.wire_bytes));
+    json_object_object_add(i, "disk_bytes", json_object_new_int64((int64_t)in.disk_bytes));
     json_object_object_add(i, "verify_result", json_object_new_string(in.verify_result));
     json_object_object_add(o, "incoming", i);
 }
@@ -658,6 +749,16 @@ void migration_status(struct vm *vm, json_object *o)
     json_object_object_add(o, "rtt_ms", json_object_new_double(s.rtt_us / 1000.0));
     if (s.window_note[0])
         json_object_object_add(o, "tcp_window", json_object_new_string(s.window_note));
+    if (p.nstorage) {
+        json_object *to = json_object_new_array();
+        for (int d = 0; d < p.nstorage; d++)
+            json_object_array_add(to, json_object_new_string(p.storage_to[d]));
+        json_object_object_add(o, "storage_to", to);
+        json_object_object_add(o, "disk_total_bytes", json_object_new_int64((int64_t)s.disk_total));
+        json_object_object_add(o, "disk_bytes_sent", json_object_new_int64((int64_t)s.disk_bytes));
+        json_object_object_add(o, "disk_dirty_blocks", json_object_new_int64((int64_t)s.disk_dirty_blocks));
+        json_object_object_add(o, "disk_block_size", json_object_new_int64(DISK_BLOCK));
+    }
     json_object_object_add(o, "compression", json_object_new_string(page_codec_name(s.codec)));
     json_object_object_add(o, "data_bytes", json_object_new_int64((int64_t)s.data_bytes));
     json_object_object_add(o, "compression_ratio",

@@ -18,7 +18,7 @@ static const char *const type_names[] = {
     [MSG_HELLO] = "HELLO", [MSG_MEM_PAGES] = "MEM_PAGES", [MSG_STATE] = "STATE",
     [MSG_DIGEST] = "DIGEST", [MSG_COMPLETE] = "COMPLETE", [MSG_ABORT] = "ABORT",
     [MSG_ACK] = "ACK", [MSG_COMMIT] = "COMMIT", [MSG_JOIN] = "JOIN", [MSG_FLUSH] = "FLUSH",
-    [MSG_SYNC] = "SYNC",
+    [MSG_SYNC] = "SYNC", [MSG_DISK_BLOCKS] = "DISK_BLOCKS", [MSG_DISK_DIGEST] = "DISK_DIGEST",
 };
 
 const char *msg_type_name(uint16_t type)

@@ -25,7 +25,8 @@
 
 /* Protocol version carried by HELLO: major << 16 | minor. Peers must agree on
  * the major; a minor bump only adds things an older peer may ignore. */
-#define MIG_PROTO_MAJOR  2   /* 2.0: several streams (JOIN, FLUSH), MEM_PAGES v2, digest after hand-over */
+#define MIG_PROTO_MAJOR  3   /* 3.0: disks on the streams (DISK_BLOCKS, DISK_DIGEST); 2.0: several
+                                streams (JOIN, FLUSH), MEM_PAGES v2, digest after hand-over */
 #define MIG_PROTO_MINOR  0
 #define MIG_PROTO_VERSION ((uint32_t)MIG_PROTO_MAJOR << 16 | MIG_PROTO_MINOR)
 
@@ -43,7 +44,9 @@ enum msg_type {
     MSG_JOIN,           /* 16-byte session id, u32 stream index: an extra stream of a migration */
     MSG_FLUSH,          /* empty: this stream carries no more pages (switchover) */
     MSG_SYNC,           /* empty: answer ACK(ready) once everything before it is taken in */
-    MSG_TYPE_MAX = MSG_SYNC,
+    MSG_DISK_BLOCKS,    /* disks.h: a piece of a disk image (shared-nothing migration) */
+    MSG_DISK_DIGEST,    /* disks.h: a disk image's digest per 1 MiB chunk */
+    MSG_TYPE_MAX = MSG_DISK_DIGEST,
 };
 
 enum ack_status {

@@ -1,5 +1,6 @@
 /* VM commands on the control socket: status, pause, resume, quit, shutdown. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 
@@ -289,6 +290,46 @@ static int arg_via(json_object *args, struct mig_params *p, char *err, size_t er
     return 0;
 }
 
+/* "storage_to": ["PATH", ...] or "PATH,PATH": shared-nothing, the image
+ * path of each disk on the destination, one per disk in disk order. */
+static int arg_storage(json_object *args, const struct vm *vm, struct mig_params *p, char *err, size_t errlen)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(args, "storage_to", &v))
+        return 0;
+    json_object *list = json_object_is_type(v, json_type_array) ? json_object_get(v) : json_object_new_array();
+    if (json_object_is_type(v, json_type_string)) {
+        char *copy = strdup(json_object_get_string(v));
+        for (char *save = NULL, *t = copy ? strtok_r(copy, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save))
+            json_object_array_add(list, json_object_new_string(t));
+        free(copy);
+    }
+    int rc = 0;
+    size_t n = json_object_array_length(list);
+    if (n != (size_t)vm->cfg.ndisks || n == 0) {
+        snprintf(err, errlen, "\"storage_to\" needs one destination path per disk, in disk order: this VM has %d "
+                 "disk(s), %zu path(s) given", vm->cfg.ndisks, n);
+        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        json_object *a = json_object_array_get_idx(list, i);
+        const char *path = json_object_is_type(a, json_type_string) ? json_object_get_string(a) : "";
+        bool dup = false;
+        for (size_t k = 0; k < i; k++)
+            dup |= !strcmp(p->storage_to[k], path);
+        if (path[0] != '/' || strlen(path) >= sizeof(p->storage_to[0]) - sizeof(".ferry-partial") || dup) {
+            snprintf(err, errlen, "\"storage_to\": disk %zu's path must be absolute and unique (%s)", i,
+                     dup ? "given twice" : "a path on the destination host");
+            rc = -1;
+        } else {
+            snprintf(p->storage_to[i], sizeof(p->storage_to[0]), "%s", path);
+        }
+    }
+    p->nstorage = rc == 0 ? (int)n : 0;
+    json_object_put(list);
+    return rc;
+}
+
 static int cmd_migrate(void *ctx, json_object *args, json_object *res, char *err, size_t errlen)
 {
     struct vm *vm = ctx;
@@ -315,8 +356,9 @@ static int cmd_migrate(void *ctx, json_object *args, json_object *res, char *err
         arg_bool(args, "auto_converge", &p.auto_converge, err, errlen) < 0 ||
         arg_u64(args, "streams", &streams, err, errlen) < 0 ||
         arg_u64(args, "test_skip_gpa", &p.test_skip_gpa, err, errlen) < 0 ||
+        arg_u64(args, "test_skip_disk_block", &p.test_skip_disk_block, err, errlen) < 0 ||
         arg_verify(args, &p.verify, err, errlen) < 0 || arg_compress(args, &p.compress, err, errlen) < 0 ||
-        arg_via(args, &p, err, errlen) < 0)
+        arg_via(args, &p, err, errlen) < 0 || arg_storage(args, vm, &p, err, errlen) < 0)
         return -1;
     if (p.downtime_ms == 0 || rounds > 100000 || max_s > 86400 * 7 || mbps > 10000000 ||
         streams > MIG_MAX_STREAMS) {

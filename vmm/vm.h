@@ -67,6 +67,8 @@ enum vm_stop_reason { STOP_NONE, STOP_POWEROFF, STOP_RESET, STOP_GUEST_EXIT, STO
 #define VM_MAX_DISKS 4
 struct vm_disk {
     const char *path;
+    const char *copy_to;      /* incoming, shared-nothing: the image arrives on the stream; it is
+                                 written to path (copy_to + ".ferry-partial"), renamed at COMMIT */
     bool readonly;
     bool have_id;
     uint64_t size, fingerprint;

@@ -16,7 +16,7 @@ table='
 flip              | ack | MEM_PAGES message checksum mismatch \(payload 0x[0-9a-f]{8}, header 0x[0-9a-f]{8}\)
 truncated         | ack | stream truncated: MEM_PAGES message ended early \(2112 bytes short\)
 truncated-header  | ack | stream truncated: connection closed after 7 of 16 header bytes
-version           | ack | incompatible migration protocol version 3\.0 \(this side speaks 2\.0\)
+version           | ack | incompatible migration protocol version 4\.0 \(this side speaks 3\.0\)
 oversized         | ack | MEM_PAGES message of 16777217 bytes exceeds the 16777216-byte limit
 oversized-max     | ack | MEM_PAGES message of 4294967295 bytes exceeds the 16777216-byte limit
 garbage           | any | bad magic 0x[0-9a-f]{8} \(not a Ferry stream, or out of sync\)

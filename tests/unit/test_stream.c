@@ -1,4 +1,4 @@
-/* Migration wire protocol 2.0: framing round trips and every way a message
+/* Migration wire protocol 3.0: framing round trips and every way a message
  * can be damaged, the HELLO / ACK / JOIN / DIGEST codecs, and MEM_PAGES end
  * to end (plaintext, lz4, zstd, TLS) into a fake guest RAM, including every
  * malformed frame the receiver must refuse before it writes a page. */
@@ -292,7 +292,7 @@ static void test_hello(void **state)
     assert_int_equal(hello_encode(&b, cfg), 0);
     struct msg m;
     loop_back(MSG_HELLO, &b, &m);
-    assert_int_equal(le32_load(m.payload), 2u << 16);         /* 2.0 */
+    assert_int_equal(le32_load(m.payload), 3u << 16);         /* 3.0 */
     uint32_t v;
     char *json, err[256];
     assert_int_equal(hello_decode(&m, &v, &json, err, sizeof(err)), 0);
@@ -309,12 +309,17 @@ static void test_hello(void **state)
     buf_patch_u32(&b, 0, 1u << 16 | 1);
     memcpy(m.payload, b.data, 4);
     assert_int_equal(hello_decode(&m, &v, &json, err, sizeof(err)), -1);
-    assert_string_equal(err, "incompatible migration protocol version 1.1 (this side speaks 2.0)");
+    assert_string_equal(err, "incompatible migration protocol version 1.1 (this side speaks 3.0)");
     assert_null(json);
-    buf_patch_u32(&b, 0, 3u << 16);
+    /* an old peer (no disk messages) is refused, and a newer one */
+    buf_patch_u32(&b, 0, 2u << 16);
     memcpy(m.payload, b.data, 4);
     assert_int_equal(hello_decode(&m, &v, &json, err, sizeof(err)), -1);
-    assert_string_equal(err, "incompatible migration protocol version 3.0 (this side speaks 2.0)");
+    assert_string_equal(err, "incompatible migration protocol version 2.0 (this side speaks 3.0)");
+    buf_patch_u32(&b, 0, 4u << 16);
+    memcpy(m.payload, b.data, 4);
+    assert_int_equal(hello_decode(&m, &v, &json, err, sizeof(err)), -1);
+    assert_string_equal(err, "incompatible migration protocol version 4.0 (this side speaks 3.0)");
     m.len = 3;
     assert_int_equal(hello_decode(&m, &v, &json, err, sizeof(err)), -1);
     assert_string_equal(err, "HELLO: payload of 3 bytes has no protocol version");
