@@ -14,35 +14,16 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <event2/listener.h>
 #include <event2/util.h>
 #include <openssl/ssl.h>
 
 #include "agent/ferryd.h"
+#include "common/https.h"
 #include "common/tls.h"
 
 static struct config cfg;
-
-/* evhttp makes each connection's bufferevent here: a TLS server side on
- * the shared context, adjusted per connection (the context stays as
- * common/tls.c made it for the blocking migration streams):
- * - no read-ahead: bytes OpenSSL pulled off the socket beyond the current
- *   record are invisible to libevent, which waits for the socket to become
- *   readable again, so a request could stall until the client sends more;
- * - idle keep-alive connections give their buffers back. */
-static struct bufferevent *tls_bevcb(struct event_base *base, void *arg)
-{
-    SSL *ssl = SSL_new(arg);
-    if (!ssl)
-        return NULL;
-    SSL_set_read_ahead(ssl, 0);
-    SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
-    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                          BEV_OPT_CLOSE_ON_FREE);
-}
 
 /* "IP:PORT" or "[IPV6]:PORT". Numeric on purpose: no resolver at start
  * (getaddrinfo's AI_ADDRCONFIG refuses 127.0.0.1 on a host whose only
@@ -57,13 +38,8 @@ static int bind_listen(struct event_base *base, struct evhttp *http, const char 
         snprintf(err, errlen, "config.listen: '%s' is not IP:PORT", listen);
         return -1;
     }
-    struct evconnlistener *l = evconnlistener_new_bind(
-        base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE, -1,
-        (struct sockaddr *)&ss, len);
-    if (!l || !evhttp_bind_listener(http, l)) {
+    if (!https_listen(base, http, (struct sockaddr *)&ss, len)) {
         snprintf(err, errlen, "cannot listen on %s: %s", listen, strerror(errno));
-        if (l)
-            evconnlistener_free(l);
         return -1;
     }
     return 0;
@@ -124,7 +100,7 @@ int main(int argc, char **argv)
         snprintf(err, sizeof(err), "cannot set up the event loop");
         goto fail;
     }
-    evhttp_set_bevcb(http, tls_bevcb, ctx);
+    evhttp_set_bevcb(http, https_bevcb, ctx);
     api_register(http, &cfg);
     if (migrate_init(base, &cfg) < 0) {
         snprintf(err, sizeof(err), "cannot set up the migration timer");

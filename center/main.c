@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
@@ -24,6 +23,7 @@
 #include <openssl/ssl.h>
 
 #include "center/center.h"
+#include "common/https.h"
 #include "common/tls.h"
 
 struct center_cfg cfg = { .workers = 4 };
@@ -64,20 +64,6 @@ static SSL_CTX *api_ctx(char *err, size_t errlen)
     return ctx;
 }
 
-/* Per connection, as in ferryd: no read-ahead (libevent cannot see bytes
- * OpenSSL buffered past a record, so a request could stall), and idle
- * connections release their buffers. */
-static struct bufferevent *tls_bevcb(struct event_base *base, void *arg)
-{
-    SSL *ssl = SSL_new(arg);
-    if (!ssl)
-        return NULL;
-    SSL_set_read_ahead(ssl, 0);
-    SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
-    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                          BEV_OPT_CLOSE_ON_FREE);
-}
-
 static struct sockaddr_storage listen_ss;
 static int listen_len;
 
@@ -110,13 +96,9 @@ static int bind_listen(struct event_base *base, struct evhttp *http, char *err, 
 {
     struct sockaddr_storage ss = listen_ss;
     int len = listen_len;
-    struct evconnlistener *l = evconnlistener_new_bind(
-        base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE, -1,
-        (struct sockaddr *)&ss, len);
-    if (!l || !evhttp_bind_listener(http, l)) {
+    struct evconnlistener *l = https_listen(base, http, (struct sockaddr *)&ss, len);
+    if (!l) {
         snprintf(err, errlen, "cannot listen on %s: %s", cfg.listen, strerror(errno));
-        if (l)
-            evconnlistener_free(l);
         return -1;
     }
     socklen_t sl = sizeof(ss);
@@ -192,7 +174,7 @@ static int serve(char *err, size_t errlen)
         snprintf(err, errlen, "cannot set up the event loop");
         return 1;
     }
-    evhttp_set_bevcb(http, tls_bevcb, ctx);
+    evhttp_set_bevcb(http, https_bevcb, ctx);
     api_register(http, db);
     if (bind_listen(base, http, err, errlen) < 0 || tasks_start(cfg.workers, err, errlen) < 0)
         return 1;

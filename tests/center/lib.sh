@@ -161,12 +161,15 @@ enrol() {
 }
 
 # ferryd_start NAME TLSDIR DATASTORE-DIRS...: a ferryd listening on
-# $FD_IP (default 127.0.0.1), its migration interface there labelled
-# $FD_MBPS Mbit/s (default 1000), its port groups $FD_NETWORKS (default
-# vm-net on a bridge that does not exist); datastores ds0, ds1, ... in that
-# order. Sets FPORT, FPID.
+# $FD_IP (default 127.0.0.1), its migration interface $FD_MIG_IP on
+# $FD_MIG_NIC (default: $FD_IP on lo) labelled $FD_MBPS Mbit/s (default
+# 1000), its port groups $FD_NETWORKS (default vm-net on a bridge that does
+# not exist); datastores ds0, ds1, ... in that order. In the network
+# namespace FD_NS[NAME] when that is set. Sets FPORT, FPID.
+declare -A FD_NS=()
 ferryd_start() {
     local name=$1 tls=$2 ds="" i=0 d ip=${FD_IP:-127.0.0.1}; shift 2
+    local mig=${FD_MIG_IP:-$ip} nic=${FD_MIG_NIC:-lo}
     local nets=${FD_NETWORKS:-"{\"name\": \"vm-net\", \"bridge\": \"brnone-$name\"}"}
     for d in "$@"; do
         mkdir -p "$d"
@@ -182,7 +185,7 @@ ferryd_start() {
   "state_dir": "$TMP/$name/state",
   "tls_dir": "$tls",
   "ferry_vmm": "$FERRY_VMM",
-  "migration_interfaces": [{"address": "$ip", "nic": "lo", "speed_mbps": ${FD_MBPS:-1000}}],
+  "migration_interfaces": [{"address": "$mig", "nic": "$nic", "speed_mbps": ${FD_MBPS:-1000}}],
   "networks": [$nets],
   "datastores": [$ds]
 }
@@ -197,7 +200,8 @@ ferryd_run() {
     tls=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(c["tls_dir"], c["listen"])' \
           "$TMP/$name/ferryd.json")
     read -r tls addr <<<"$tls"
-    "$FERRYD" --config "$TMP/$name/ferryd.json" >>"$TMP/$name/ferryd.log" 2>&1 &
+    ${FD_NS[$name]:+ip netns exec "${FD_NS[$name]}"} \
+        "$FERRYD" --config "$TMP/$name/ferryd.json" >>"$TMP/$name/ferryd.log" 2>&1 &
     FPID=$!
     FD_PID[$name]=$FPID
     BG_PIDS+=("$FPID")
