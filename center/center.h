@@ -83,6 +83,16 @@ void task_host_refresh(struct db *db, long long id, json_object *params);
  * certificate; the peer must present a certificate for cn. */
 json_object *ferryd_get(const char *address, const char *cn, const char *path, long long task_id,
                         char *err, size_t errlen);
+/* The same with any method and an optional JSON body; *status is the HTTP
+ * status (0 when no reply came). The reply object on 200/201, else NULL. */
+json_object *ferryd_call(const char *address, const char *cn, const char *method, const char *path,
+                         json_object *body, long long task_id, long *status, char *err, size_t errlen);
+
+/* api_vmops.c: VM create, start, stop, delete through the VM's host (the
+ * tasks that do it; api_vm_ops, the endpoints, is with the API below) */
+void task_vm_create(struct db *db, long long id, json_object *params);
+void task_vm_power(struct db *db, long long id, json_object *params);
+void task_vm_delete(struct db *db, long long id, json_object *params);
 
 /* api.c: the HTTP front (auth, routing, replies); api_inv.c: the handlers */
 struct evhttp;
@@ -98,6 +108,8 @@ struct req {
 void api_register(struct evhttp *http, struct db *db);
 void reply_json(struct req *q, int code, json_object *o);
 void reply_error(struct req *q, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* 202 {"task": the task}, after waking the workers for it */
+void reply_task(struct req *q, long long id);
 /* query parameter key, or NULL */
 const char *query_param(struct req *q, const char *key, char *out, size_t outlen);
 void api_clusters(struct req *q, const char *rest);
@@ -109,6 +121,7 @@ void api_events(struct req *q, const char *rest);
 void api_datastores(struct req *q, const char *rest);
 void api_networks(struct req *q, const char *rest);
 void api_vms(struct req *q, const char *rest);
+void api_vm_ops(struct req *q, const char *rest);
 void api_tokens(struct req *q, const char *rest);
 
 #endif

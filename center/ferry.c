@@ -67,8 +67,8 @@ static bool subject_cn(CURL *c, char *cn, size_t cnlen)
     return false;
 }
 
-json_object *ferryd_get(const char *address, const char *cn, const char *path, long long task_id,
-                        char *err, size_t errlen)
+json_object *ferryd_call(const char *address, const char *cn, const char *method, const char *path,
+                         json_object *body, long long task_id, long *status, char *err, size_t errlen)
 {
     char url[512], cert[4096], key[4096], ca[4096], ebuf[CURL_ERROR_SIZE] = "", peer[256];
     snprintf(url, sizeof(url), "https://%s%s", address, path);
@@ -100,9 +100,18 @@ json_object *ferryd_get(const char *address, const char *cn, const char *path, l
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, &task_id);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    struct curl_slist *hdr = NULL;
+    if (body) {
+        hdr = curl_slist_append(hdr, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN));
+    } else if (strcmp(method, "GET")) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");   /* an action without parameters */
+    }
     CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    *status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
     json_object *o = NULL;
     if (rc == CURLE_ABORTED_BY_CALLBACK) {
         snprintf(err, errlen, "cancelled");
@@ -111,16 +120,24 @@ json_object *ferryd_get(const char *address, const char *cn, const char *path, l
     } else if (!subject_cn(c, peer, sizeof(peer)) || strcmp(peer, cn)) {
         snprintf(err, errlen, "%s: the host's certificate is for '%s', not the enrolled '%s'",
                  address, peer, cn);
-    } else if (status != 200) {
+    } else if (*status != 200 && *status != 201) {
         json_object *e = b.p ? json_tokener_parse(b.p) : NULL, *m = NULL;
         json_object_object_get_ex(e, "error", &m);
-        snprintf(err, errlen, "%s: HTTP %ld%s%s", url, status, m ? ": " : "",
+        snprintf(err, errlen, "%s: HTTP %ld%s%s", url, *status, m ? ": " : "",
                  m ? json_object_get_string(m) : "");
         json_object_put(e);
     } else if (!b.p || !(o = json_tokener_parse(b.p))) {
         snprintf(err, errlen, "%s: the reply is not JSON", url);
     }
     free(b.p);
+    curl_slist_free_all(hdr);
     curl_easy_cleanup(c);
     return o;
+}
+
+json_object *ferryd_get(const char *address, const char *cn, const char *path, long long task_id,
+                        char *err, size_t errlen)
+{
+    long status;
+    return ferryd_call(address, cn, "GET", path, NULL, task_id, &status, err, errlen);
 }

@@ -1,0 +1,277 @@
+/* VM operations through the manager: create on a host, start, stop (hard),
+ * delete (powered off only). Each is a task that asks the VM's ferryd and
+ * records what the host answered: ferryd is the truth about a VM, the
+ * inventory its last known copy. The request is checked against the
+ * inventory first, so a refused one changes nothing. */
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/http.h>
+
+#include "center/center.h"
+
+static const char *jstr(json_object *o, const char *key)
+{
+    json_object *v;
+    return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+               ? json_object_get_string(v) : "";
+}
+
+static void not_allowed(struct req *q, const char *allow)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(q->r), "Allow", allow);
+    reply_error(q, 405, "method not allowed (allowed: %s)", allow);
+}
+
+/* POST /v1/vms {"host", "spec"}: ferryd validates the spec itself (its
+ * datastores and port groups are its own); here only what the inventory
+ * decides: the host, and that the name is free. */
+static void vm_create(struct req *q)
+{
+    char err[ERRLEN];
+    static const char *const fields[] = { "host", "spec", NULL };
+    const char *host, *name;
+    json_object *spec;
+    struct db_res *r;
+    if (json_only(q->body, fields, err, sizeof(err)) < 0 ||
+        json_str(q->body, "host", true, &host, err, sizeof(err)) < 0)
+        return reply_error(q, 400, "%s", err);
+    if (!json_object_object_get_ex(q->body, "spec", &spec) || !json_object_is_type(spec, json_type_object))
+        return reply_error(q, 400, "field 'spec' is required: the VM spec as ferryd takes it (an object)");
+    if (json_str(spec, "name", true, &name, err, sizeof(err)) < 0)
+        return reply_error(q, 400, "spec: %s", err);
+    if (!name_valid(name))
+        return reply_error(q, 400, "spec.name: '%.64s' is not a name (letters, digits, '.', '_', '-';"
+                                   " at most 63)", name);
+    if (DBQ(q->db, &r, err, "SELECT h.address, h.state, (SELECT COUNT(*) FROM vms WHERE name = ?)"
+                            " FROM hosts h WHERE h.name = ?", name, host) < 0)
+        return reply_error(q, 500, "%s", err);
+    int code = 0;
+    if (!r->nrows) {
+        code = 404;
+        snprintf(err, sizeof(err), "no host named '%.64s'", host);
+    } else if (db_int(r, 0, 2)) {
+        code = 409;
+        snprintf(err, sizeof(err), "a VM named '%s' exists already", name);
+    } else if (strcmp(db_val(r, 0, 1), "connected")) {
+        code = 409;
+        snprintf(err, sizeof(err), "host %s is %s", host, db_val(r, 0, 1));
+    }
+    if (code) {
+        db_res_free(r);
+        return reply_error(q, code, "%s", err);
+    }
+    json_object *params = json_object_new_object();
+    json_object_object_add(params, "host", json_object_new_string(host));
+    json_object_object_add(params, "address", json_object_new_string(db_val(r, 0, 0)));
+    json_object_object_add(params, "spec", json_object_get(spec));
+    db_res_free(r);
+    long long id = task_create(q->db, "vm.create", name, params, q->who, err, sizeof(err));
+    json_object_put(params);
+    if (id < 0)
+        return reply_error(q, 500, "%s", err);
+    reply_task(q, id);
+}
+
+/* start, stop, delete of VM name: a task on its host. */
+static void vm_op(struct req *q, const char *name, const char *action)
+{
+    char err[ERRLEN], kind[16];
+    struct db_res *r;
+    if (q->body && json_object_object_length(q->body))
+        return reply_error(q, 400, "%s takes no parameters", action);
+    if (DBQ(q->db, &r, err, "SELECT v.power_state, h.name, h.address, h.state FROM vms v"
+                            " LEFT JOIN hosts h ON h.id = v.host_id WHERE v.name = ?", name) < 0)
+        return reply_error(q, 500, "%s", err);
+    int code = 0;
+    if (!r->nrows) {
+        code = 404;
+        snprintf(err, sizeof(err), "no VM named '%.64s'", name);
+    } else if (!db_val(r, 0, 1) || strcmp(db_val(r, 0, 3), "connected")) {
+        code = 409;
+        snprintf(err, sizeof(err), "VM %s: its host %s is not connected", name,
+                 db_val(r, 0, 1) ? db_val(r, 0, 1) : "(none)");
+    } else if (!strcmp(action, "delete") && strcmp(db_val(r, 0, 0), "stopped")) {
+        code = 409;
+        snprintf(err, sizeof(err), "VM %s is %s: stop it first", name, db_val(r, 0, 0));
+    }
+    if (code) {
+        db_res_free(r);
+        return reply_error(q, code, "%s", err);
+    }
+    json_object *params = json_object_new_object();
+    json_object_object_add(params, "vm", json_object_new_string(name));
+    json_object_object_add(params, "host", json_object_new_string(db_val(r, 0, 1)));
+    json_object_object_add(params, "address", json_object_new_string(db_val(r, 0, 2)));
+    json_object_object_add(params, "action", json_object_new_string(action));
+    db_res_free(r);
+    snprintf(kind, sizeof(kind), "vm.%s", action);
+    long long id = task_create(q->db, kind, name, params, q->who, err, sizeof(err));
+    json_object_put(params);
+    if (id < 0)
+        return reply_error(q, 500, "%s", err);
+    reply_task(q, id);
+}
+
+void api_vm_ops(struct req *q, const char *rest)
+{
+    char name[64];
+    const char *slash = strchr(rest, '/');
+    if (!*rest)
+        return q->method == EVHTTP_REQ_POST ? vm_create(q) : not_allowed(q, "GET, POST");
+    if ((slash ? slash - rest : (long)strlen(rest)) >= (long)sizeof(name))
+        return reply_error(q, 404, "no VM named '%.64s'", rest);
+    snprintf(name, sizeof(name), "%.*s", (int)(slash ? slash - rest : (long)strlen(rest)), rest);
+    if (!slash)
+        return q->method == EVHTTP_REQ_DELETE ? vm_op(q, name, "delete") : not_allowed(q, "GET, DELETE");
+    if (strcmp(slash, "/start") && strcmp(slash, "/stop"))
+        return reply_error(q, 404, "no such endpoint");
+    if (q->method != EVHTTP_REQ_POST)
+        return not_allowed(q, "POST");
+    vm_op(q, name, slash + 1);
+}
+
+/* The task's end when ferryd did not do it: cancelled or error. */
+static void op_failed(struct db *db, long long id, const char *vm, const char *what, const char *why)
+{
+    bool cancelled = task_should_cancel(db, id);
+    task_finish(db, id, cancelled ? "cancelled" : "error", NULL, cancelled ? "cancelled by a user" : why);
+    inv_event(db, cancelled ? "info" : "error", what, vm, id, "%s of VM %s %s: %s", what, vm,
+              cancelled ? "cancelled" : "failed", why);
+}
+
+/* The VM as ferryd reports it, into the inventory: power state (and the
+ * spec it stored, once created). */
+static int vm_record(struct db *db, const char *vm, json_object *st, char *err, size_t errlen)
+{
+    char now[40];
+    now_iso(now);
+    return db_exec(db, "UPDATE vms SET power_state = ?, updated = ? WHERE name = ?", 3,
+                   (const char *[]){ jstr(st, "state"), now, vm }, NULL, err, errlen) < 0 ? -1 : 0;
+}
+
+static json_object *vm_result(const char *vm, const char *host, json_object *st)
+{
+    json_object *res = json_object_new_object(), *pid;
+    json_object_object_add(res, "vm", json_object_new_string(vm));
+    json_object_object_add(res, "host", json_object_new_string(host));
+    json_object_object_add(res, "uuid", json_object_new_string(jstr(st, "uuid")));
+    json_object_object_add(res, "power_state", json_object_new_string(jstr(st, "state")));
+    if (json_object_object_get_ex(st, "pid", &pid))
+        json_object_object_add(res, "pid", json_object_get(pid));
+    return res;
+}
+
+static void op_done(struct db *db, long long id, const char *what, const char *vm, const char *host,
+                    json_object *st)
+{
+    json_object *res = vm_result(vm, host, st);
+    task_finish(db, id, "success", res, NULL);
+    json_object_put(res);
+    inv_event(db, "info", what, vm, id, "VM %s on %s: %s", vm, host, jstr(st, "state"));
+}
+
+void task_vm_create(struct db *db, long long id, json_object *params)
+{
+    char err[ERRLEN] = "cancelled", now[40], phase[400];
+    const char *host = jstr(params, "host"), *addr = jstr(params, "address");
+    json_object *spec;
+    json_object_object_get_ex(params, "spec", &spec);
+    const char *vm = jstr(spec, "name");
+    long status = 0;
+    snprintf(phase, sizeof(phase), "defining the VM on %s", host);
+    task_progress(db, id, 20, phase);
+    json_object *st = task_should_cancel(db, id) ? NULL
+                    : ferryd_call(addr, host, "POST", "/v1/vms", spec, id, &status, err, sizeof(err));
+    if (tasks_stopping()) {   /* left running: the next start reconciles it */
+        json_object_put(st);
+        return;
+    }
+    if (!st)
+        return op_failed(db, id, vm, "vm.create", err);
+    task_progress(db, id, 80, "recording the VM");
+    json_object *stored = NULL;
+    json_object_object_get_ex(st, "spec", &stored);
+    now_iso(now);
+    const char *spec_text = json_object_to_json_string_ext(stored, JSON_C_TO_STRING_PLAIN);
+    int rc = task_should_cancel(db, id) ? -1
+           : DBQ(db, NULL, err, "INSERT INTO vms (name, uuid, host_id, power_state, spec, updated)"
+                                " SELECT ?, ?, id, ?, ?, ? FROM hosts WHERE name = ?",
+                 vm, jstr(st, "uuid"), jstr(st, "state"), spec_text, now, host);
+    if (rc != 1) {
+        /* undo: the VM must not stay on the host behind the inventory's back */
+        char path[128], e2[ERRLEN];
+        snprintf(path, sizeof(path), "/v1/vms/%s", vm);
+        json_object_put(ferryd_call(addr, host, "DELETE", path, NULL, 0, &status, e2, sizeof(e2)));
+        if (rc == -2)
+            snprintf(err, sizeof(err), "the inventory holds VM %s or its uuid already", vm);
+        else if (rc == 0)
+            snprintf(err, sizeof(err), "host %s was removed meanwhile", host);
+        json_object_put(st);
+        return op_failed(db, id, vm, "vm.create", err);
+    }
+    op_done(db, id, "vm.create", vm, host, st);
+    json_object_put(st);
+}
+
+/* vm.start, vm.stop */
+void task_vm_power(struct db *db, long long id, json_object *params)
+{
+    char err[ERRLEN] = "cancelled", e2[ERRLEN], path[128], phase[400];
+    const char *vm = jstr(params, "vm"), *host = jstr(params, "host"), *addr = jstr(params, "address");
+    const char *action = jstr(params, "action");
+    char what[16];
+    long status = 0;
+    snprintf(what, sizeof(what), "vm.%s", action);
+    snprintf(phase, sizeof(phase), "%s VM on %s", !strcmp(action, "start") ? "starting" : "stopping", host);
+    task_progress(db, id, 20, phase);
+    snprintf(path, sizeof(path), "/v1/vms/%s/%s", vm, action);
+    json_object *st = task_should_cancel(db, id) ? NULL
+                    : ferryd_call(addr, host, "POST", path, NULL, id, &status, err, sizeof(err));
+    if (tasks_stopping()) {
+        json_object_put(st);
+        return;
+    }
+    if (!st) {
+        /* the power state may still have changed (a VM that ran already,
+         * or stopped meanwhile): record what the host says now */
+        snprintf(path, sizeof(path), "/v1/vms/%s", vm);
+        json_object *now = ferryd_call(addr, host, "GET", path, NULL, 0, &status, e2, sizeof(e2));
+        if (now && vm_record(db, vm, now, e2, sizeof(e2)) < 0)
+            center_log("VM %s: %s", vm, e2);
+        json_object_put(now);
+        return op_failed(db, id, vm, what, err);
+    }
+    if (vm_record(db, vm, st, err, sizeof(err)) < 0)
+        op_failed(db, id, vm, what, err);
+    else
+        op_done(db, id, what, vm, host, st);
+    json_object_put(st);
+}
+
+void task_vm_delete(struct db *db, long long id, json_object *params)
+{
+    char err[ERRLEN] = "cancelled", path[128];
+    const char *vm = jstr(params, "vm"), *host = jstr(params, "host"), *addr = jstr(params, "address");
+    long status = 0;
+    snprintf(path, sizeof(path), "/v1/vms/%s", vm);
+    task_progress(db, id, 20, "deleting the VM on its host");
+    json_object *st = task_should_cancel(db, id) ? NULL
+                    : ferryd_call(addr, host, "DELETE", path, NULL, id, &status, err, sizeof(err));
+    if (tasks_stopping()) {
+        json_object_put(st);
+        return;
+    }
+    /* 404: the host has no such VM any more, so the inventory's is stale */
+    if (!st && status != 404)
+        return op_failed(db, id, vm, "vm.delete", err);
+    json_object_put(st);
+    if (DBQ(db, NULL, err, "DELETE FROM vms WHERE name = ?", vm) < 0)
+        return op_failed(db, id, vm, "vm.delete", err);
+    json_object *res = json_object_new_object();
+    json_object_object_add(res, "vm", json_object_new_string(vm));
+    json_object_object_add(res, "host", json_object_new_string(host));
+    task_finish(db, id, "success", res, NULL);
+    json_object_put(res);
+    inv_event(db, "info", "vm.delete", vm, id, "VM %s deleted from %s", vm, host);
+}
