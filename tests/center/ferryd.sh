@@ -20,45 +20,6 @@ center_start --workers 2
 ADMIN=$(sed -n 's/^bootstrap admin token: //p' "$TMP/center.out")
 expect 201 POST /v1/clusters '{"name": "c1"}'
 
-enrol() {   # enrol NAME: token in ET, the host's identity in $TMP/NAME/tls
-    expect 201 POST /v1/enrolments "{\"host_name\": \"$1\"}"
-    ET=$(field .token)
-    expect_as "" 200 POST /v1/enrol "{\"token\": \"$ET\"}"
-    mkdir -p "$TMP/$1/tls"
-    for f in ca cert key; do field ".${f}_pem" >"$TMP/$1/tls/$f.pem"; done
-    chmod 600 "$TMP/$1/tls/key.pem"
-}
-
-# ferryd_start NAME TLSDIR DATASTORE-DIRS...: sets FPORT
-ferryd_start() {
-    local name=$1 tls=$2 ds="" i=0 d; shift 2
-    for d in "$@"; do
-        mkdir -p "$d"
-        ds+="${ds:+, }{\"name\": \"ds$i\", \"path\": \"$d\"}"
-        i=$((i + 1))
-    done
-    FPORT=$(free_port)
-    mkdir -p "$TMP/$name/state"
-    cat >"$TMP/$name/ferryd.json" <<JSON
-{
-  "host_name": "$name",
-  "listen": "127.0.0.1:$FPORT",
-  "state_dir": "$TMP/$name/state",
-  "tls_dir": "$tls",
-  "ferry_vmm": "$FERRY_VMM",
-  "migration_interfaces": [{"address": "127.0.0.1", "nic": "lo", "speed_mbps": 1000}],
-  "networks": [{"name": "vm-net", "bridge": "brnone-$name"}],
-  "datastores": [$ds]
-}
-JSON
-    "$FERRYD" --config "$TMP/$name/ferryd.json" >>"$TMP/$name/ferryd.log" 2>&1 &
-    FPID=$!
-    BG_PIDS+=("$FPID")
-    wait_for 10 curl -s -o /dev/null --cacert "$tls/ca.pem" --cert "$tls/cert.pem" --key "$tls/key.pem" \
-        --resolve "$name:$FPORT:127.0.0.1" "https://$name:$FPORT/v1/host" ||
-        { cat "$TMP/$name/ferryd.log" >&2; fail "ferryd $name does not answer"; }
-}
-
 add_host() {   # add_host ADDRESS TOKEN: the task's final state in BODY
     expect 202 POST /v1/hosts "{\"address\": \"$1\", \"cluster\": \"c1\", \"enrolment_token\": \"$2\"}"
     local id; id=$(field .task.id)

@@ -18,6 +18,11 @@ _cleanup() {
     local p
     [ -n "$CENTER_PID" ] && kill -KILL "$CENTER_PID" 2>/dev/null
     for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    # VMs outlive their ferryd by design: stop the ones a failed test left
+    for f in "$TMP"/*/state/vms/*/vmm.pid; do
+        [ -f "$f" ] && p=$(cut -d' ' -f1 "$f") && grep -qF "$TMP" "/proc/$p/cmdline" 2>/dev/null &&
+            kill -KILL "$p"
+    done
     [ -n "$PG_DATA" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1
     if [ -n "${KEEP_TMP:-}" ]; then echo "$T_NAME: kept $TMP" >&2; else rm -rf "$TMP"; fi
 }
@@ -134,3 +139,43 @@ holds() { [ "$(field "$1")" = True ]; }
 # wait_task ID STATE...: until the task is in one of STATEs (10 s).
 task_in() { api GET "/v1/tasks/$1"; local s; s=$(field .state); shift; for w in "$@"; do [ "$s" = "$w" ] && return 0; done; return 1; }
 wait_task() { local id=$1; shift; wait_for 15 task_in "$id" "$@" || fail "task $id never became $*: $BODY"; }
+
+# ---- hosts: needs ADMIN, FERRYD and FERRY_VMM ----
+enrol() {   # enrol NAME: token in ET, the host's identity in $TMP/NAME/tls
+    expect 201 POST /v1/enrolments "{\"host_name\": \"$1\"}"
+    ET=$(field .token)
+    expect_as "" 200 POST /v1/enrol "{\"token\": \"$ET\"}"
+    mkdir -p "$TMP/$1/tls"
+    for f in ca cert key; do field ".${f}_pem" >"$TMP/$1/tls/$f.pem"; done
+    chmod 600 "$TMP/$1/tls/key.pem"
+}
+
+# ferryd_start NAME TLSDIR DATASTORE-DIRS...: sets FPORT
+ferryd_start() {
+    local name=$1 tls=$2 ds="" i=0 d; shift 2
+    for d in "$@"; do
+        mkdir -p "$d"
+        ds+="${ds:+, }{\"name\": \"ds$i\", \"path\": \"$d\"}"
+        i=$((i + 1))
+    done
+    FPORT=$(free_port)
+    mkdir -p "$TMP/$name/state"
+    cat >"$TMP/$name/ferryd.json" <<JSON
+{
+  "host_name": "$name",
+  "listen": "127.0.0.1:$FPORT",
+  "state_dir": "$TMP/$name/state",
+  "tls_dir": "$tls",
+  "ferry_vmm": "$FERRY_VMM",
+  "migration_interfaces": [{"address": "127.0.0.1", "nic": "lo", "speed_mbps": 1000}],
+  "networks": [{"name": "vm-net", "bridge": "brnone-$name"}],
+  "datastores": [$ds]
+}
+JSON
+    "$FERRYD" --config "$TMP/$name/ferryd.json" >>"$TMP/$name/ferryd.log" 2>&1 &
+    FPID=$!
+    BG_PIDS+=("$FPID")
+    wait_for 10 curl -s -o /dev/null --cacert "$tls/ca.pem" --cert "$tls/cert.pem" --key "$tls/key.pem" \
+        --resolve "$name:$FPORT:127.0.0.1" "https://$name:$FPORT/v1/host" ||
+        { cat "$TMP/$name/ferryd.log" >&2; fail "ferryd $name does not answer"; }
+}
