@@ -124,7 +124,9 @@ int vms_init(const struct config *c, char *err, size_t errlen);
  * -EINVAL bad input, -ENOENT no such VM, -EEXIST duplicate, -EBUSY wrong
  * power state, anything else a failure on this host. */
 json_object *vms_list(void);
-int vms_create(json_object *spec, json_object **out, char *err, size_t errlen);
+/* dry_run: every check, nothing stored; *out is {"spec": the spec as it
+ * would be stored} (the manager asks before it queues a create). */
+int vms_create(json_object *spec, bool dry_run, json_object **out, char *err, size_t errlen);
 int vms_get(const char *name, json_object **out, char *err, size_t errlen);
 int vms_start(const char *name, json_object **out, char *err, size_t errlen);
 int vms_stop(const char *name, json_object **out, char *err, size_t errlen);

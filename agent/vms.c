@@ -245,7 +245,7 @@ int vms_get(const char *name, json_object **out, char *err, size_t errlen)
     return 0;
 }
 
-int vms_create(json_object *in, json_object **out, char *err, size_t errlen)
+int vms_create(json_object *in, bool dry_run, json_object **out, char *err, size_t errlen)
 {
     json_object *spec = spec_validate(in, cfg, err, errlen);
     if (!spec)
@@ -268,6 +268,11 @@ int vms_create(json_object *in, json_object **out, char *err, size_t errlen)
         snprintf(err, errlen, "spec.name: too long for a control socket path under %s",
                  cfg->state_dir);
         goto fail;
+    }
+    if (dry_run) {
+        *out = json_object_new_object();
+        json_object_object_add(*out, "spec", spec);
+        return 0;
     }
     char dir[4096], path[4200];
     snprintf(dir, sizeof(dir), "%s/vms/%s", cfg->state_dir, name);

@@ -3,9 +3,15 @@
  * records what the host answered: ferryd is the truth about a VM, the
  * inventory its last known copy. The request is checked against the
  * inventory first, so a refused one changes nothing. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include <event2/event.h>
 #include <event2/http.h>
 
 #include "center/center.h"
@@ -23,9 +29,95 @@ static void not_allowed(struct req *q, const char *allow)
     reply_error(q, 405, "method not allowed (allowed: %s)", allow);
 }
 
-/* POST /v1/vms {"host", "spec"}: ferryd validates the spec itself (its
- * datastores and port groups are its own); here only what the inventory
- * decides: the host, and that the name is free. */
+/* POST /v1/vms waits for the host's verdict on the spec, but the API's
+ * loop must not wait for a host (a hung one would stall every client): a
+ * thread asks ferryd (a dry run: nothing is stored) and hands the answer
+ * back through a pipe; the loop then replies 400/409 with ferryd's reason,
+ * or queues the vm.create task. libevent keeps a request whose client went
+ * away meanwhile until its reply, which then just frees it. */
+struct spec_check {
+    struct evhttp_request *r;
+    struct db *db;
+    char who[32], host[64], address[300];
+    json_object *spec;
+    json_object *reply;   /* ferryd's, on 200 */
+    long status;          /* ferryd's HTTP status; 0: no answer */
+    char err[ERRLEN];
+};
+static int check_pipe[2] = { -1, -1 };
+static struct event *check_event;
+
+static void *spec_check_run(void *arg)
+{
+    struct spec_check *k = arg;
+    k->reply = ferryd_call(k->address, k->host, "POST", "/v1/vms?dry_run=1", k->spec, 0, &k->status,
+                           k->err, sizeof(k->err));
+    if (write(check_pipe[1], &k, sizeof(k)) != sizeof(k))
+        center_log("VM spec check: cannot hand the answer back: %s", strerror(errno));
+    return NULL;
+}
+
+/* ferryd's verdict: "https://.../v1/vms?dry_run=1: HTTP 400: reason" -> "reason" */
+static const char *verdict(const char *err)
+{
+    const char *p = strstr(err, ": HTTP ");
+    p = p ? strstr(p + 7, ": ") : NULL;
+    return p ? p + 2 : err;
+}
+
+static void spec_checked(evutil_socket_t fd, short what, void *arg)
+{
+    struct spec_check *k;
+    char err[ERRLEN];
+    while (read(fd, &k, sizeof(k)) == sizeof(k)) {
+        struct req q = { .r = k->r, .db = k->db, .method = EVHTTP_REQ_POST };
+        snprintf(q.who, sizeof(q.who), "%s", k->who);
+        const char *name = json_object_get_string(json_object_object_get(k->spec, "name"));
+        if (!k->reply && (k->status == 400 || k->status == 409)) {
+            reply_error(&q, (int)k->status, "host %s refuses the spec: %s", k->host, verdict(k->err));
+        } else if (!k->reply) {
+            reply_error(&q, 502, "host %s: %s", k->host, k->err);
+        } else {
+            json_object *params = json_object_new_object();
+            json_object_object_add(params, "host", json_object_new_string(k->host));
+            json_object_object_add(params, "address", json_object_new_string(k->address));
+            json_object_object_add(params, "spec", json_object_get(k->spec));
+            long long id = task_create(q.db, "vm.create", name, params, q.who, err, sizeof(err));
+            json_object_put(params);
+            if (id < 0)
+                reply_error(&q, 500, "%s", err);
+            else
+                reply_task(&q, id);
+        }
+        json_object_put(k->reply);
+        json_object_put(k->spec);
+        free(k);
+    }
+}
+
+static int spec_check_start(struct req *q, struct spec_check *k, char *err, size_t errlen)
+{
+    pthread_t t;
+    if (!check_event) {
+        struct event_base *base = evhttp_connection_get_base(evhttp_request_get_connection(q->r));
+        if (pipe2(check_pipe, O_CLOEXEC) < 0 || fcntl(check_pipe[0], F_SETFL, O_NONBLOCK) < 0 ||
+            !(check_event = event_new(base, check_pipe[0], EV_READ | EV_PERSIST, spec_checked, NULL)) ||
+            event_add(check_event, NULL) < 0) {
+            snprintf(err, errlen, "cannot set up the spec check: %s", strerror(errno));
+            return -1;
+        }
+    }
+    if (pthread_create(&t, NULL, spec_check_run, k)) {
+        snprintf(err, errlen, "cannot start the spec check");
+        return -1;
+    }
+    pthread_detach(t);
+    return 0;
+}
+
+/* POST /v1/vms {"host", "spec"}: here what the inventory decides (the
+ * host, a free name); then the host's own checks (its datastores and port
+ * groups) through spec_check. */
 static void vm_create(struct req *q)
 {
     char err[ERRLEN];
@@ -61,16 +153,21 @@ static void vm_create(struct req *q)
         db_res_free(r);
         return reply_error(q, code, "%s", err);
     }
-    json_object *params = json_object_new_object();
-    json_object_object_add(params, "host", json_object_new_string(host));
-    json_object_object_add(params, "address", json_object_new_string(db_val(r, 0, 0)));
-    json_object_object_add(params, "spec", json_object_get(spec));
+    struct spec_check *k = calloc(1, sizeof(*k));
+    if (!k) {
+        db_res_free(r);
+        return reply_error(q, 500, "out of memory");
+    }
+    *k = (struct spec_check){ .r = q->r, .db = q->db, .spec = json_object_get(spec) };
+    snprintf(k->who, sizeof(k->who), "%s", q->who);
+    snprintf(k->host, sizeof(k->host), "%s", host);
+    snprintf(k->address, sizeof(k->address), "%s", db_val(r, 0, 0));
     db_res_free(r);
-    long long id = task_create(q->db, "vm.create", name, params, q->who, err, sizeof(err));
-    json_object_put(params);
-    if (id < 0)
-        return reply_error(q, 500, "%s", err);
-    reply_task(q, id);
+    if (spec_check_start(q, k, err, sizeof(err)) < 0) {
+        json_object_put(k->spec);
+        free(k);
+        reply_error(q, 500, "%s", err);
+    }
 }
 
 /* start, stop, delete of VM name: a task on its host. */
