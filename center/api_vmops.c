@@ -228,6 +228,17 @@ void api_vm_ops(struct req *q, const char *rest)
     vm_op(q, name, slash + 1);
 }
 
+/* ferryd's refusal in err as "host h1: reason (HTTP 409)"; a failure to
+ * reach it stays as it is. */
+static void host_said(char *err, size_t errlen, const char *host, long status)
+{
+    char why[ERRLEN];
+    if (status < 400)
+        return;
+    snprintf(why, sizeof(why), "%s", verdict(err));
+    snprintf(err, errlen, "host %s: %.400s (HTTP %ld)", host, why, status);
+}
+
 /* The task's end when ferryd did not do it: cancelled or error. */
 static void op_failed(struct db *db, long long id, const char *vm, const char *what, const char *why)
 {
@@ -284,8 +295,10 @@ void task_vm_create(struct db *db, long long id, json_object *params)
         json_object_put(st);
         return;
     }
-    if (!st)
+    if (!st) {
+        host_said(err, sizeof(err), host, status);
         return op_failed(db, id, vm, "vm.create", err);
+    }
     task_progress(db, id, 80, "recording the VM");
     json_object *stored = NULL;
     json_object_object_get_ex(st, "spec", &stored);
@@ -332,8 +345,10 @@ void task_vm_power(struct db *db, long long id, json_object *params)
     if (!st) {
         /* the power state may still have changed (a VM that ran already,
          * or stopped meanwhile): record what the host says now */
+        long st2;
+        host_said(err, sizeof(err), host, status);
         snprintf(path, sizeof(path), "/v1/vms/%s", vm);
-        json_object *now = ferryd_call(addr, host, "GET", path, NULL, 0, &status, e2, sizeof(e2));
+        json_object *now = ferryd_call(addr, host, "GET", path, NULL, 0, &st2, e2, sizeof(e2));
         if (now && vm_record(db, vm, now, e2, sizeof(e2)) < 0)
             center_log("VM %s: %s", vm, e2);
         json_object_put(now);
@@ -360,8 +375,10 @@ void task_vm_delete(struct db *db, long long id, json_object *params)
         return;
     }
     /* 404: the host has no such VM any more, so the inventory's is stale */
-    if (!st && status != 404)
+    if (!st && status != 404) {
+        host_said(err, sizeof(err), host, status);
         return op_failed(db, id, vm, "vm.delete", err);
+    }
     json_object_put(st);
     if (DBQ(db, NULL, err, "DELETE FROM vms WHERE name = ?", vm) < 0)
         return op_failed(db, id, vm, "vm.delete", err);

@@ -7,6 +7,7 @@
 
 #include "cli/center.h"
 #include "cli/cli.h"
+#include "cli/progress.h"
 
 static int usage(const char *msg)
 {
@@ -45,13 +46,9 @@ static int run_task(const struct center *c, const char *method, const char *path
     if (status != 202) {
         cli_err("%s", err);
         /* the pre-migration checks: each failed one on its own line */
-        json_object *rep = status == 409 ? jget(reply, "report") : NULL;
-        for (size_t i = 0; rep && json_object_is_type(rep, json_type_array) && i < json_object_array_length(rep); i++) {
-            json_object *k = json_object_array_get_idx(rep, i);
-            const char *lvl = jstr(k, "level");
-            if (strcmp(lvl, "ok") && strcmp(lvl, "pass") && strcmp(lvl, "info"))
-                fprintf(stderr, "ferry: check %s (%s): %s\n", jstr(k, "check"), lvl, jstr(k, "reason"));
-        }
+        char checks[8192];
+        report_text(status == 409 ? jget(reply, "report") : NULL, "ferry: check ", checks, sizeof(checks));
+        fputs(checks, stderr);
         if (c->json && reply)
             printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
         json_object_put(reply);

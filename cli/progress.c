@@ -332,8 +332,9 @@ size_t task_line(json_object *task, int width, char *buf, size_t len)
     get_str(task, "phase", phase, sizeof(phase));
     add(buf, len, &pos, "task %lld %s %s", (long long)get_i64(task, "id", 0), kind, target);
     if (width > 0) {
-        /* the bar takes what the phase leaves, up to 30 columns */
-        int bar = width - 1 - (int)pos - 10 - (int)strlen(phase);
+        /* the bar takes what the phase leaves, up to 30 columns: "  [" "]"
+         * and "  100%  " are 13 more */
+        int bar = width - 1 - (int)pos - 13 - (int)strlen(phase);
         bar = bar > 30 ? 30 : bar;
         if (bar >= 8)
             add_bar(buf, len, &pos, pct / 100.0, bar);
@@ -344,6 +345,26 @@ size_t task_line(json_object *task, int width, char *buf, size_t len)
         }
     } else {
         add(buf, len, &pos, ": %d%%, %s", pct, phase);
+    }
+    return pos;
+}
+
+size_t report_text(json_object *report, const char *prefix, char *buf, size_t len)
+{
+    size_t pos = 0;
+    char check[64], level[16], reason[512];
+    if (!len)
+        return 0;
+    buf[0] = '\0';
+    for (size_t i = 0; report && json_object_is_type(report, json_type_array) &&
+                       i < json_object_array_length(report); i++) {
+        json_object *c = json_object_array_get_idx(report, i);
+        get_str(c, "check", check, sizeof(check));
+        get_str(c, "level", level, sizeof(level));
+        get_str(c, "reason", reason, sizeof(reason));
+        if (strcmp(level, "ok") && strcmp(level, "pass") && strcmp(level, "info"))
+            add(buf, len, &pos, "%s%s (%s): %s\n", prefix, check[0] ? check : "?", level[0] ? level : "?",
+                reason[0] ? reason : "no reason given");
     }
     return pos;
 }

@@ -47,6 +47,11 @@ size_t status_summary(json_object *status, char *buf, size_t len);
  * bar of its percent when width > 0 (a terminal), and its phase. */
 size_t task_line(json_object *task, int width, char *buf, size_t len);
 
+/* A refused migration's pre-migration checks ([{"check", "level",
+ * "reason"}]): each one that did not pass (level other than ok, pass,
+ * info) as "PREFIXcheck (level): reason\n". */
+size_t report_text(json_object *report, const char *prefix, char *buf, size_t len);
+
 /* The terminal's width (80 when stdout is not one). */
 int progress_term_width(void);
 
