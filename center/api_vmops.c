@@ -158,7 +158,10 @@ static void vm_create(struct req *q)
         db_res_free(r);
         return reply_error(q, 500, "out of memory");
     }
-    *k = (struct spec_check){ .r = q->r, .db = q->db, .spec = json_object_get(spec) };
+    k->r = q->r;
+    k->db = q->db;
+    /* the thread's own copy: json-c objects are not shared across threads */
+    json_object_deep_copy(spec, &k->spec, NULL);
     snprintf(k->who, sizeof(k->who), "%s", q->who);
     snprintf(k->host, sizeof(k->host), "%s", host);
     snprintf(k->address, sizeof(k->address), "%s", db_val(r, 0, 0));
