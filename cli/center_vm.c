@@ -36,9 +36,10 @@ static json_object *spec_load(const char *path, const char *name, int *rc)
     return spec;
 }
 
-/* A change that is a task: send it, follow the task, say how it ended. */
+/* A change that is a task: send it, follow the task, say how it ended
+ * ("VM vm1 " what " " host; NULL: the host in the task's result). */
 static int run_task(const struct center *c, const char *method, const char *path, json_object *body,
-                    const char *what)
+                    const char *what, const char *host)
 {
     char err[1024];
     json_object *reply;
@@ -58,8 +59,8 @@ static int run_task(const struct center *c, const char *method, const char *path
     json_object *t = task_follow(c, task_of_reply(reply), &rc), *res = jget(t, "result");
     if (rc == EXIT_OK && !c->json) {
         const char *power = jstr(res, "power_state");
-        printf("VM %s %s%s%s%s%s\n", jstr(t, "target"), what, jstr(res, "host")[0] ? " on " : "",
-               jstr(res, "host"), power[0] ? ": " : "", power);
+        host = host ? host : jstr(res, "host");
+        printf("VM %s %s %s%s%s\n", jstr(t, "target"), what, host, power[0] ? ": " : "", power);
     }
     json_object_put(t);
     json_object_put(reply);
@@ -119,7 +120,7 @@ int cmd_center_vm(const struct center *c, int nw, char **w)
         body = json_object_new_object();
         json_object_object_add(body, "host", json_object_new_string(c->host));
         json_object_object_add(body, "spec", spec);
-        rc = run_task(c, "POST", "/v1/vms", body, "created");
+        rc = run_task(c, "POST", "/v1/vms", body, "created on", c->host);
     } else if (migrate) {
         if (!c->host)
             return usage("vm migrate NAME needs --host H (or --to HOST:PORT with -S SOCKET)");
@@ -130,13 +131,13 @@ int cmd_center_vm(const struct center *c, int nw, char **w)
         if (c->priority)
             json_object_object_add(body, "priority", json_object_new_string(c->priority));
         snprintf(path, sizeof(path), "/v1/vms/%.200s/migrate", name);
-        rc = run_task(c, "POST", path, body, "migrated");
+        rc = run_task(c, "POST", path, body, "migrated to", c->host);
     } else if (!strcmp(sub, "delete")) {
         snprintf(path, sizeof(path), "/v1/vms/%.200s", name);
-        rc = run_task(c, "DELETE", path, NULL, "deleted");
+        rc = run_task(c, "DELETE", path, NULL, "deleted from", NULL);
     } else {   /* start, stop */
         snprintf(path, sizeof(path), "/v1/vms/%.200s/%s", name, sub);
-        rc = run_task(c, "POST", path, NULL, !strcmp(sub, "start") ? "started" : "stopped");
+        rc = run_task(c, "POST", path, NULL, !strcmp(sub, "start") ? "started on" : "stopped on", NULL);
     }
     json_object_put(body);
     return rc;

@@ -107,6 +107,7 @@ run_err 1 '*cannot connect to*' -S "$SOCK" vm status
 run 0 --json vm show vm1
 json 'b["power_state"] == "stopped"'
 run 0 vm delete vm1
+[ "$(tail -n 1 <<<"$OUT")" = "VM vm1 deleted from h1" ] || fail "vm delete: $OUT"
 [ ! -e "$TMP/h1/state/vms/vm1" ] || fail "vm delete: the VM is still on h1"
 run 0 vm list --json
 json 'b == []'
