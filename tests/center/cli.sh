@@ -159,4 +159,66 @@ FERRY_TOKEN=$RO run_err 1 '*403 this token is readonly*' vm create x --host h1 -
 [ "$(ntasks)" = "$before" ] || fail "a refused request made a task"
 expect 200 GET /v1/vms
 holds 'b == []' || fail "a refused request changed the VMs: $BODY"
+# ---- migrate and set-baseline against their contracts ----
+# Their endpoints are other parts' (issue 9): a stand-in with the manager's
+# own certificate answers as the contract says, only to the right body.
+cat >"$TMP/standin.py" <<'PY'
+import http.server, json, ssl, sys
+TASK = {"id": 7, "kind": "vm.migrate", "target": "vm1", "state": "queued", "percent": 0, "phase": "queued"}
+class H(http.server.BaseHTTPRequestHandler):
+    def reply(self, code, obj):
+        b = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+    def body(self):
+        return json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+    def do_POST(self):
+        b = self.body()
+        if self.path != "/v1/vms/vm1/migrate":
+            return self.reply(404, {"error": "no such endpoint"})
+        if b == {"host": "h2", "priority": "high"}:
+            return self.reply(202, TASK)          # the task itself ...
+        if b == {"host": "h2"}:
+            return self.reply(202, {"task": TASK})  # ... or wrapped, as the manager's other 202s
+        self.reply(409, {"error": "VM vm1 cannot move to h3", "report": [
+            {"check": "cpu", "level": "ok", "reason": "baseline met"},
+            {"check": "memory", "level": "error", "reason": "h3 has 100 MiB free, vm1 needs 64 MiB more"},
+            {"check": "network", "level": "error", "reason": "h3 has no port group vm-net"}]})
+    def do_PUT(self):
+        b = self.body()
+        if self.path == "/v1/clusters/c1/baseline" and b in ({"features": ["sse4_2", "avx"]}, {"mode": "common"}):
+            return self.reply(200, {"name": "c1", "features": ["sse4_2", "avx"]})
+        self.reply(400, {"error": "unexpected %s %s" % (self.path, json.dumps(b))})
+    def do_GET(self):
+        if self.path == "/v1/tasks/7":
+            return self.reply(200, dict(TASK, state="success", percent=100, phase="success", result={"vm": "vm1"}))
+        self.reply(404, {"error": "no such endpoint"})
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+PY
+coproc STANDIN { exec "$PYTHON" "$TMP/standin.py" "$TMP/tls/cert.pem" "$TMP/tls/key.pem"; }
+BG_PIDS+=("$STANDIN_PID")
+read -r -t 10 sport <&"${STANDIN[0]}" || fail "the stand-in did not start"
+export FERRY_CENTER=127.0.0.1:$sport
+run 0 vm migrate vm1 --host h2 --priority high
+[ "$(tail -n 1 <<<"$OUT")" = "VM vm1 migrated to h2" ] || fail "vm migrate (202, the task): $OUT"
+run 0 vm migrate vm1 --host h2
+[ "$(tail -n 1 <<<"$OUT")" = "VM vm1 migrated to h2" ] || fail "vm migrate (202, {task}): $OUT"
+run 1 vm migrate vm1 --host h3
+[ "$ERR" = "ferry: POST /v1/vms/vm1/migrate: 409 VM vm1 cannot move to h3
+ferry: check memory (error): h3 has 100 MiB free, vm1 needs 64 MiB more
+ferry: check network (error): h3 has no port group vm-net" ] || fail "vm migrate refused: the checks: $ERR"
+run 0 cluster set-baseline c1 --features sse4_2,avx
+[ "$OUT" = "cluster c1: CPU baseline set, 2 features" ] || fail "set-baseline --features: $OUT"
+run 0 --json cluster set-baseline c1 --common
+json 'b["features"] == ["sse4_2", "avx"]'
 exit 0
