@@ -97,7 +97,7 @@ static int vm_get(const struct center *c, const char *name)
 int cmd_center_vm(const struct center *c, int nw, char **w)
 {
     char path[256];
-    const char *sub = w[0], *name = nw == 2 ? w[1] : NULL;
+    const char *sub = w[0];
     bool create = !strcmp(sub, "create"), migrate = !strcmp(sub, "migrate");
     if ((c->spec && !create) || (c->host && !create && !migrate) || (c->priority && !migrate))
         return usage("--host, --spec and --priority are options of vm create and vm migrate");
@@ -105,8 +105,9 @@ int cmd_center_vm(const struct center *c, int nw, char **w)
         return usage("--cluster, --features, --common and --state are not options of vm commands");
     if (!strcmp(sub, "list"))
         return nw == 1 ? vm_get(c, NULL) : usage("vm list takes no arguments");
-    if (!name)
+    if (nw != 2)
         return usage("this vm command needs exactly one argument: the VM's name");
+    const char *name = w[1];
     if (!strcmp(sub, "show"))
         return vm_get(c, name);
     json_object *body = NULL;
@@ -136,8 +137,9 @@ int cmd_center_vm(const struct center *c, int nw, char **w)
         snprintf(path, sizeof(path), "/v1/vms/%.200s", name);
         rc = run_task(c, "DELETE", path, NULL, "deleted from", NULL);
     } else {   /* start, stop */
-        snprintf(path, sizeof(path), "/v1/vms/%.200s/%s", name, sub);
-        rc = run_task(c, "POST", path, NULL, !strcmp(sub, "start") ? "started on" : "stopped on", NULL);
+        bool start = !strcmp(sub, "start");
+        snprintf(path, sizeof(path), "/v1/vms/%.200s/%s", name, start ? "start" : "stop");
+        rc = run_task(c, "POST", path, NULL, start ? "started on" : "stopped on", NULL);
     }
     json_object_put(body);
     return rc;
