@@ -223,6 +223,19 @@ static void vm_routes(struct evhttp_request *req, enum evhttp_cmd_type m, const 
     }
 }
 
+/* ?dry_run=1 (or true): check, change nothing */
+static bool dry_run(struct evhttp_request *req)
+{
+    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    struct evkeyvalq kv;
+    if (!query || evhttp_parse_query_str(query, &kv) < 0)
+        return false;
+    const char *v = evhttp_find_header(&kv, "dry_run");
+    bool on = v && (!strcmp(v, "1") || !strcmp(v, "true"));
+    evhttp_clear_headers(&kv);
+    return on;
+}
+
 static void route(struct evhttp_request *req, void *arg)
 {
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
@@ -240,9 +253,10 @@ static void route(struct evhttp_request *req, void *arg)
             reply_json(req, 200, vms_list());
         } else if (m == EVHTTP_REQ_POST) {
             json_object *spec = request_json(req, err, sizeof(err)), *out = NULL;
-            int rc = spec ? vms_create(spec, &out, err, sizeof(err)) : -EINVAL;
+            bool dry = dry_run(req);
+            int rc = spec ? vms_create(spec, dry, &out, err, sizeof(err)) : -EINVAL;
             json_object_put(spec);
-            reply_result(req, rc, 201, out, err);
+            reply_result(req, rc, dry ? 200 : 201, out, err);
         } else {
             method_not_allowed(req, "GET, POST");
         }

@@ -145,7 +145,9 @@ int vms_init(const struct config *c, char *err, size_t errlen);
  * -EINVAL bad input, -ENOENT no such VM, -EEXIST duplicate, -EBUSY wrong
  * power state, anything else a failure on this host. */
 json_object *vms_list(void);
-int vms_create(json_object *spec, json_object **out, char *err, size_t errlen);
+/* dry_run: every check, nothing stored; *out is {"spec": the spec as it
+ * would be stored} (the manager asks before it queues a create). */
+int vms_create(json_object *spec, bool dry_run, json_object **out, char *err, size_t errlen);
 int vms_get(const char *name, json_object **out, char *err, size_t errlen);
 int vms_start(const char *name, json_object **out, char *err, size_t errlen);
 int vms_stop(const char *name, json_object **out, char *err, size_t errlen);
@@ -162,8 +164,10 @@ void vm_path(const struct vmrec *v, const char *file, char *out, size_t outlen);
 bool vm_alive(struct vmrec *v);                /* clears the pid of a VMM that is gone */
 void vm_last_words(const struct vmrec *v, char *out, size_t outlen);   /* vmm.log's last line */
 uint64_t now_ms(void);
-/* Store a validated spec (owned by the call, also on failure) as a new VM. */
-int vm_define(json_object *spec, struct vmrec **out, char *err, size_t errlen);
+/* Store a validated spec as a new VM; dry_run: only check that it could be
+ * (*out NULL). The spec is the call's, also on failure; but a dry run that
+ * passes leaves it to the caller. */
+int vm_define(json_object *spec, bool dry_run, struct vmrec **out, char *err, size_t errlen);
 int vm_check_supported(struct vmrec *v, cpu_set_t *aff, bool *have_aff, char *err, size_t errlen);
 /* ferry-vmm's argv: the spec's VM, or (incoming = HOST:PORT) a receiver for it. */
 int vm_argv(struct vmrec *v, const char *incoming, char **argv, char bufs[][4200], char *err,

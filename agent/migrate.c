@@ -186,7 +186,7 @@ int migrate_incoming(const char *name, json_object *body, json_object **out, cha
         json_object_put(spec);
         return !mi && !iface ? -ENXIO : -EINVAL;
     }
-    int rc = vm_define(spec, &v, err, errlen);   /* owns spec */
+    int rc = vm_define(spec, false, &v, err, errlen);   /* owns spec */
     if (rc < 0)
         return rc;
     if ((rc = incoming_spawn(v, mi, err, errlen)) < 0) {

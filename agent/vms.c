@@ -247,21 +247,26 @@ int vms_get(const char *name, json_object **out, char *err, size_t errlen)
     return 0;
 }
 
-int vms_create(json_object *in, json_object **out, char *err, size_t errlen)
+int vms_create(json_object *in, bool dry_run, json_object **out, char *err, size_t errlen)
 {
     json_object *spec = spec_validate(in, cfg, err, errlen);
     struct vmrec *v;
     if (!spec)
         return -EINVAL;
-    int rc = vm_define(spec, &v, err, errlen);
+    int rc = vm_define(spec, dry_run, &v, err, errlen);
     if (rc < 0)
         return rc;
+    if (dry_run) {   /* every check made, nothing stored */
+        *out = json_object_new_object();
+        json_object_object_add(*out, "spec", spec);
+        return 0;
+    }
     agent_log("VM %s: created", v->name);
     *out = vm_json(v, true);
     return 0;
 }
 
-int vm_define(json_object *spec, struct vmrec **out, char *err, size_t errlen)
+int vm_define(json_object *spec, bool dry_run, struct vmrec **out, char *err, size_t errlen)
 {
     const char *name = spec_str(spec, "name"), *uuid = spec_str(spec, "uuid");
     int rc = -EEXIST;
@@ -281,6 +286,10 @@ int vm_define(json_object *spec, struct vmrec **out, char *err, size_t errlen)
         snprintf(err, errlen, "spec.name: too long for a control socket path under %s",
                  cfg->state_dir);
         goto fail;
+    }
+    if (dry_run) {
+        *out = NULL;
+        return 0;
     }
     char dir[4096], path[4200];
     snprintf(dir, sizeof(dir), "%s/vms/%s", cfg->state_dir, name);

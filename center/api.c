@@ -60,6 +60,21 @@ void reply_error(struct req *q, int code, const char *fmt, ...)
     reply_json(q, code, o);
 }
 
+void reply_task(struct req *q, long long id)
+{
+    char err[ERRLEN], ids[24];
+    struct db_res *r;
+    tasks_kick();
+    fmt_ll(ids, id);
+    if (DBQ(q->db, &r, err, "SELECT " TASK_COLS " FROM tasks WHERE id = ?", ids) < 0)
+        return reply_error(q, 500, "%s", err);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "task", task_row_json(r, 0));
+    db_res_free(r);
+    evhttp_add_header(evhttp_request_get_output_headers(q->r), "Location", "/v1/tasks");
+    reply_json(q, 202, o);
+}
+
 const char *query_param(struct req *q, const char *key, char *out, size_t outlen)
 {
     const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(q->r));

@@ -113,17 +113,7 @@ static void host_add(struct req *q)
     json_object_put(params);
     if (id < 0 || db_commit(q->db, err, sizeof(err)) < 0)
         goto fail;
-    tasks_kick();
-    char ids[24];
-    fmt_ll(ids, id);
-    if (DBQ(q->db, &r, err, "SELECT " TASK_COLS " FROM tasks WHERE id = ?", ids) < 0)
-        return reply_error(q, 500, "%s", err);
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "task", task_row_json(r, 0));
-    db_res_free(r);
-    evhttp_add_header(evhttp_request_get_output_headers(q->r), "Location", "/v1/tasks");
-    reply_json(q, 202, o);
-    return;
+    return reply_task(q, id);
 fail:
     db_res_free(r);
     db_rollback(q->db);
@@ -133,7 +123,7 @@ fail:
 /* POST /v1/hosts/NAME/refresh: a host.refresh task */
 static void host_refresh(struct req *q, const char *name)
 {
-    char err[ERRLEN], ids[24];
+    char err[ERRLEN];
     struct db_res *r;
     if (q->method != EVHTTP_REQ_POST)
         return not_allowed(q, "POST");
@@ -155,14 +145,7 @@ static void host_refresh(struct req *q, const char *name)
     json_object_put(params);
     if (id < 0)
         return reply_error(q, 500, "%s", err);
-    tasks_kick();
-    fmt_ll(ids, id);
-    if (DBQ(q->db, &r, err, "SELECT " TASK_COLS " FROM tasks WHERE id = ?", ids) < 0)
-        return reply_error(q, 500, "%s", err);
-    json_object *o = json_object_new_object();
-    json_object_object_add(o, "task", task_row_json(r, 0));
-    db_res_free(r);
-    reply_json(q, 202, o);
+    reply_task(q, id);
 }
 
 void api_hosts(struct req *q, const char *rest)

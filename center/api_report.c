@@ -8,9 +8,9 @@
 
 #include "center/center.h"
 
-static bool get_only(struct req *q, const char *rest, bool named)
+static bool get_only(struct req *q, const char *rest)
 {
-    if (*rest && !named) {
+    if (*rest) {
         reply_error(q, 404, "no such endpoint");
         return false;
     }
@@ -62,7 +62,7 @@ void api_datastores(struct req *q, const char *rest)
 {
     char err[ERRLEN];
     struct db_res *r;
-    if (!get_only(q, rest, false))
+    if (!get_only(q, rest))
         return;
     if (DBQ0(q->db, &r, err, "SELECT d.uuid, d.name, h.name, d.path, d.accessible, d.capacity_bytes,"
                              " d.free_bytes FROM datastores d JOIN hosts h ON h.id = d.host_id"
@@ -85,7 +85,7 @@ void api_networks(struct req *q, const char *rest)
 {
     char err[ERRLEN];
     struct db_res *r;
-    if (!get_only(q, rest, false))
+    if (!get_only(q, rest))
         return;
     /* column 0 is the group key, column 1 the shown name: both the port group */
     if (DBQ0(q->db, &r, err, "SELECT n.name, n.name, h.name, n.bridge, n.bridge_exists FROM networks n"
@@ -121,8 +121,8 @@ void api_vms(struct req *q, const char *rest)
     }
     if (slash && !strcmp(slash, "/migrate"))
         return api_vm_migrate(q, rest);
-    if (!get_only(q, rest, true))
-        return;
+    if (q->method != EVHTTP_REQ_GET || slash)   /* create, power, delete */
+        return api_vm_ops(q, rest);
     if (*rest) {
         if (DBQ(q->db, &r, err, VM_SELECT " WHERE v.name = ?", rest) < 0)
             return reply_error(q, 500, "%s", err);

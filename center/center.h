@@ -111,6 +111,12 @@ int features_missing(json_object *want, json_object *facts, char *out, size_t ou
 int baseline_lock(struct db *db, const char *cluster_id, char *name, size_t namelen,
                   json_object **baseline, char *err, size_t errlen);
 
+/* api_vmops.c: VM create, start, stop, delete through the VM's host (the
+ * tasks that do it; api_vm_ops, the endpoints, is with the API below) */
+void task_vm_create(struct db *db, long long id, json_object *params);
+void task_vm_power(struct db *db, long long id, json_object *params);
+void task_vm_delete(struct db *db, long long id, json_object *params);
+
 /* api.c: the HTTP front (auth, routing, replies); api_inv.c: the handlers */
 struct evhttp;
 struct evhttp_request;
@@ -125,6 +131,8 @@ struct req {
 void api_register(struct evhttp *http, struct db *db);
 void reply_json(struct req *q, int code, json_object *o);
 void reply_error(struct req *q, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* 202 {"task": the task}, after waking the workers for it */
+void reply_task(struct req *q, long long id);
 /* query parameter key, or NULL */
 const char *query_param(struct req *q, const char *key, char *out, size_t outlen);
 void api_clusters(struct req *q, const char *rest);
@@ -137,6 +145,7 @@ void api_datastores(struct req *q, const char *rest);
 void api_networks(struct req *q, const char *rest);
 void api_vms(struct req *q, const char *rest);
 void api_vm_migrate(struct req *q, const char *rest);   /* api_migrate.c: rest "NAME/migrate" */
+void api_vm_ops(struct req *q, const char *rest);
 void api_tokens(struct req *q, const char *rest);
 void api_cluster_baseline(struct req *q, const char *cluster);   /* baseline.c */
 void api_vm_checks(struct req *q, const char *vm);               /* api_checks.c */

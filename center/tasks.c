@@ -29,6 +29,10 @@ static const struct task_kind {
     { "host.add", task_host_add },
     { "host.refresh", task_host_refresh },
     { "vm.migrate", task_vm_migrate },
+    { "vm.create", task_vm_create },
+    { "vm.start", task_vm_power },
+    { "vm.stop", task_vm_power },
+    { "vm.delete", task_vm_delete },
 };
 
 json_object *task_row_json(const struct db_res *r, int i)

@@ -1,5 +1,6 @@
-/* ferry: the operator's client for a ferry-vmm control socket. Argument
- * parsing and dispatch; migrate lives in migrate.c, text in progress.c. */
+/* ferry: the operator's client for a ferry-vmm control socket and for the
+ * manager. Argument parsing and dispatch; migrate lives in migrate.c, text
+ * in progress.c, the manager's commands in center.c. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -7,19 +8,46 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/center.h"
 #include "cli/cli.h"
 #include "cli/progress.h"
 
 static const char usage_text[] =
     "usage: ferry [-S SOCKET] vm COMMAND [options]\n"
+    "       ferry [--center URL] [--token T] [--ca FILE] [--json] host|cluster|vm|task COMMAND ...\n"
     "\n"
-    "Operate a running ferry-vmm through its control socket (ferry-vmm --control PATH).\n"
+    "Operate a running ferry-vmm through its control socket (ferry-vmm --control PATH),\n"
+    "or the cluster through its manager, ferry-center.\n"
     "\n"
     "Options:\n"
     "  -S, --socket PATH   the ferry-vmm control socket (default: $FERRY_SOCKET)\n"
     "  -h, --help          this help\n"
     "\n"
-    "Commands:\n"
+    "Manager options (before the command):\n"
+    "  --center URL        the manager, https://HOST:PORT (default: $FERRY_CENTER)\n"
+    "  --token T           an API token (default: $FERRY_TOKEN)\n"
+    "  --ca FILE           the cluster CA that signed the manager's certificate (default: $FERRY_CA)\n"
+    "  --json              print the API's JSON (also after the command)\n"
+    "\n"
+    "Manager commands (changes run as tasks: a progress bar on a terminal, the outcome at the end):\n"
+    "  host add ADDR --cluster C --token T\n"
+    "                              add an enrolled host by its ferryd address; T is its enrolment\n"
+    "                              token (docs/center.md)\n"
+    "  host list | host show NAME  the hosts; one host's state and facts\n"
+    "  cluster create NAME | cluster list\n"
+    "  cluster set-baseline NAME (--features LIST | --common)\n"
+    "                              the CPU features VMs of the cluster see: a comma-separated\n"
+    "                              list, or what every host has in common\n"
+    "  vm create NAME --host H --spec FILE\n"
+    "                              define a VM on host H from a ferryd VM spec (docs/ferryd.md)\n"
+    "  vm list | vm show NAME      VMs with their host and power state\n"
+    "  vm start NAME | vm stop NAME | vm delete NAME\n"
+    "                              power on; stop hard; remove a stopped VM\n"
+    "  vm migrate NAME --host H [--priority high|normal]\n"
+    "                              live-migrate to host H; a refusal lists each failed check\n"
+    "  task list [--state S] | task watch ID | task cancel ID\n"
+    "\n"
+    "Control-socket commands:\n"
     "  vm status [--json]          state, vCPUs, memory, boot and migration summary\n"
     "  vm pause                    park every vCPU\n"
     "  vm resume                   run the vCPUs again\n"
@@ -223,6 +251,8 @@ int main(int argc, char **argv)
     };
     if (argc > 1 && !strcmp(argv[1], "tls"))   /* no socket, options of its own */
         return cmd_tls(argc - 1, argv + 1);
+    if (center_command(argc, argv))
+        return cmd_center(argc, argv);
     const char *sock = getenv("FERRY_SOCKET");
     struct migrate_opts mo = { .downtime_ms = -1, .bandwidth_mbps = -1, .max_time_s = -1, .max_rounds = -1,
                                .streams = -1 };

@@ -1,4 +1,6 @@
 #include <math.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -90,6 +92,16 @@ static void add(char *buf, size_t len, size_t *pos, const char *fmt, ...)
     va_end(ap);
     if (n > 0)
         *pos = *pos + (size_t)n < len ? *pos + (size_t)n : len - 1;
+}
+
+/* "  [#####.....]": frac of bar columns filled */
+static void add_bar(char *buf, size_t len, size_t *pos, double frac, int bar)
+{
+    int fill = (int)(frac * bar + 0.5);
+    add(buf, len, pos, "  [");
+    for (int k = 0; k < bar; k++)
+        add(buf, len, pos, "%c", k < fill ? '#' : '.');
+    add(buf, len, pos, "]");
 }
 
 /* "13 ms", "1.2 s", "?" for the engine's "no estimate yet" (1e9). */
@@ -206,12 +218,7 @@ size_t progress_line(const struct mig_view *v, double rate_mbps, int width, char
             double done = (double)v->pages_sent * 4096;
             if ((double)v->scanned_bytes > done)
                 done = (double)v->scanned_bytes;
-            double frac = v->ram_bytes ? done / (double)v->ram_bytes : 0;
-            int fill = (int)(frac * bar + 0.5);
-            add(buf, len, &pos, "  [");
-            for (int k = 0; k < bar; k++)
-                add(buf, len, &pos, "%c", k < fill ? '#' : '.');
-            add(buf, len, &pos, "]");
+            add_bar(buf, len, &pos, v->ram_bytes ? done / (double)v->ram_bytes : 0, bar);
         }
         /* the phase and what follows it read as one: "precopy round 3" */
         add(buf, len, &pos, "%s%s", i == 0 ? "" : i == 1 ? " " : sep, g.text[i]);
@@ -313,4 +320,92 @@ size_t status_summary(json_object *st, char *buf, size_t len)
             (long long)(get_i64(n, "rx_dropped", 0) + get_i64(n, "tx_dropped", 0)));
     }
     return pos;
+}
+
+size_t task_line(json_object *task, int width, char *buf, size_t len)
+{
+    char kind[32], target[64], phase[256];
+    size_t pos = 0;
+    int pct = (int)get_i64(task, "percent", 0);
+    if (!len)
+        return 0;
+    buf[0] = '\0';
+    get_str(task, "kind", kind, sizeof(kind));
+    get_str(task, "target", target, sizeof(target));
+    get_str(task, "phase", phase, sizeof(phase));
+    add(buf, len, &pos, "task %lld %s %s", (long long)get_i64(task, "id", 0), kind, target);
+    if (width > 0) {
+        /* the bar takes what the phase leaves, up to 30 columns: "  [" "]"
+         * and "  100%  " are 13 more */
+        int bar = width - 1 - (int)pos - 13 - (int)strlen(phase);
+        bar = bar > 30 ? 30 : bar;
+        if (bar >= 8)
+            add_bar(buf, len, &pos, pct / 100.0, bar);
+        add(buf, len, &pos, "  %3d%%  %s", pct, phase);
+        if (pos > (size_t)width - 1) {
+            pos = (size_t)width - 1;
+            buf[pos] = '\0';
+        }
+    } else {
+        add(buf, len, &pos, ": %d%%, %s", pct, phase);
+    }
+    return pos;
+}
+
+size_t report_text(json_object *report, const char *prefix, char *buf, size_t len)
+{
+    size_t pos = 0;
+    char check[64], level[16], reason[512];
+    if (!len)
+        return 0;
+    buf[0] = '\0';
+    for (size_t i = 0; report && json_object_is_type(report, json_type_array) &&
+                       i < json_object_array_length(report); i++) {
+        json_object *c = json_object_array_get_idx(report, i);
+        get_str(c, "check", check, sizeof(check));
+        get_str(c, "level", level, sizeof(level));
+        get_str(c, "reason", reason, sizeof(reason));
+        if (strcmp(level, "ok") && strcmp(level, "pass") && strcmp(level, "info"))
+            add(buf, len, &pos, "%s%s (%s): %s\n", prefix, check[0] ? check : "?", level[0] ? level : "?",
+                reason[0] ? reason : "no reason given");
+    }
+    return pos;
+}
+
+int progress_term_width(void)
+{
+    struct winsize ws;
+    return ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20 ? ws.ws_col : 80;
+}
+
+void live_init(struct live *l, bool quiet)
+{
+    memset(l, 0, sizeof(*l));
+    l->quiet = quiet;
+    l->tty = !quiet && isatty(STDOUT_FILENO);
+}
+
+void live_show(struct live *l, const char *key, uint64_t now_ms,
+               size_t (*draw)(void *arg, int width, char *buf, size_t len), void *arg)
+{
+    char line[1024];
+    if (l->tty) {
+        draw(arg, progress_term_width(), line, sizeof(line));
+        printf("\r%s\033[K", line);
+        l->drawn = true;
+    } else if (!l->quiet && (strcmp(key, l->key) || now_ms - l->last_ms >= 1000)) {
+        draw(arg, 0, line, sizeof(line));
+        printf("%s\n", line);
+        l->last_ms = now_ms;
+    }
+    snprintf(l->key, sizeof(l->key), "%s", key);
+    fflush(stdout);
+}
+
+void live_end(struct live *l)
+{
+    if (l->drawn)
+        fputs("\n", stdout);
+    l->drawn = false;
+    fflush(stdout);
 }

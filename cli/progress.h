@@ -1,5 +1,6 @@
-/* ferry CLI: turning migrate-status / status results into text. Pure
- * functions (no I/O), so they can be tested without a socket. */
+/* ferry CLI: turning migrate-status / status results and the manager's
+ * tasks into text: pure functions, so they can be tested without a socket;
+ * and the live display the commands that watch something share. */
 #ifndef FERRY_CLI_PROGRESS_H
 #define FERRY_CLI_PROGRESS_H
 
@@ -42,5 +43,32 @@ int progress_outcome(const struct mig_view *v, bool verified, char *buf, size_t 
 
 /* A readable multi-line summary of a `status` result. */
 size_t status_summary(json_object *status, char *buf, size_t len);
+
+/* One line for a manager task (GET /v1/tasks/ID): id, kind, target, then a
+ * bar of its percent when width > 0 (a terminal), and its phase. */
+size_t task_line(json_object *task, int width, char *buf, size_t len);
+
+/* A refused migration's pre-migration checks ([{"check", "level",
+ * "reason"}]): each one that did not pass (level other than ok, pass,
+ * info) as "PREFIXcheck (level): reason\n". */
+size_t report_text(json_object *report, const char *prefix, char *buf, size_t len);
+
+/* The terminal's width (80 when stdout is not one). */
+int progress_term_width(void);
+
+/* A live progress display: on a terminal one line redrawn in place;
+ * otherwise a plain line when key changes (a phase) and at most each
+ * second; nothing when quiet (--json). draw makes the line (width 0:
+ * plain). */
+struct live {
+    bool tty, quiet, drawn;
+    char key[256];
+    uint64_t last_ms;
+};
+void live_init(struct live *l, bool quiet);
+void live_show(struct live *l, const char *key, uint64_t now_ms,
+               size_t (*draw)(void *arg, int width, char *buf, size_t len), void *arg);
+/* Ends a redrawn line, before anything else is printed. */
+void live_end(struct live *l);
 
 #endif

@@ -245,6 +245,12 @@ expect 400 POST /v1/vms '{"name":"vm2","memory_mib":64,"boot":{"kernel":"/k"},"c
 expect 400 POST /v1/vms '{"name":"vm2","memory_mib":64,"memory_reservation_mib":65,"boot":{"kernel":"/k"}}'
 expect 409 POST /v1/vms "$VM1"
 check error "a VM named 'vm1' exists already" "duplicate"
+# a dry run checks as a create does and stores nothing
+expect 409 POST '/v1/vms?dry_run=1' "$VM1"
+expect 400 POST '/v1/vms?dry_run=1' '{"name":"vm2","memory_mib":64,"boot":{"kernel":"/k"},"nics":[{"portgroup":"nope"}]}'
+check error "*unknown port group 'nope'*" "dry run: unknown port group"
+expect 200 POST '/v1/vms?dry_run=true' '{"name":"vm2","memory_mib":64,"boot":{"kernel":"/k"}}'
+check spec.uuid '????????-????-4???-????-????????????' "dry run"
 expect 404 GET /v1/vms/nosuch
 check error "no VM named 'nosuch'" "unknown VM"
 expect 404 POST /v1/vms/nosuch/start

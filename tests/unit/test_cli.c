@@ -1,6 +1,7 @@
 /* The ferry CLI's text (cli/progress.c): migrate-status parsing, the live
  * progress line at several widths, the final summary and exit codes, and
- * the `vm status` summary. Pure functions: no socket needed. */
+ * the `vm status` summary, a manager task's line and a refused migration's
+ * checks. Pure functions: no socket needed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -170,6 +171,43 @@ static void test_other_phases(void **state)
     assert_string_equal(buf, "none");
 }
 
+static void test_task_line(void **state)
+{
+    char buf[512];
+    json_object *t = json_tokener_parse("{\"id\":12,\"kind\":\"vm.start\",\"target\":\"vm1\","
+                                        "\"state\":\"running\",\"percent\":40,\"phase\":\"starting VM on h1\"}");
+    assert_non_null(t);
+    task_line(t, 0, buf, sizeof(buf));
+    assert_string_equal(buf, "task 12 vm.start vm1: 40%, starting VM on h1");
+    /* a terminal: a bar 40% filled, the line within the width */
+    size_t n = task_line(t, 80, buf, sizeof(buf));
+    assert_int_equal(n, strlen(buf));
+    assert_true(n <= 79);
+    assert_string_equal(buf, "task 12 vm.start vm1  [############.................]   40%  starting VM on h1");
+    /* too narrow for a bar: still the percent, cut to the width */
+    task_line(t, 30, buf, sizeof(buf));
+    assert_int_equal(strlen(buf), 29);
+    assert_null(strchr(buf, '['));
+    json_object_put(t);
+}
+
+static void test_report(void **state)
+{
+    char buf[512];
+    json_object *r = json_tokener_parse("[{\"check\":\"cpu\",\"level\":\"ok\",\"reason\":\"baseline met\"},"
+                                        "{\"check\":\"memory\",\"level\":\"error\",\"reason\":\"h2 has 1 GiB free\"},"
+                                        "{\"check\":\"network\",\"level\":\"warning\",\"reason\":\"no bridge\"},"
+                                        "{\"level\":\"error\"}]");
+    assert_non_null(r);
+    report_text(r, "ferry: check ", buf, sizeof(buf));
+    assert_string_equal(buf, "ferry: check memory (error): h2 has 1 GiB free\n"
+                             "ferry: check network (warning): no bridge\n"
+                             "ferry: check ? (error): no reason given\n");
+    json_object_put(r);
+    assert_int_equal(report_text(NULL, "", buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "");
+}
+
 static void test_outcome(void **state)
 {
     char buf[512];
@@ -234,6 +272,8 @@ int main(void)
         cmocka_unit_test(test_later_round),
         cmocka_unit_test(test_narrow_and_tiny),
         cmocka_unit_test(test_other_phases),
+        cmocka_unit_test(test_task_line),
+        cmocka_unit_test(test_report),
         cmocka_unit_test(test_outcome),
         cmocka_unit_test(test_status_summary),
     };
