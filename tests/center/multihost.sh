@@ -1,0 +1,124 @@
+#!/bin/bash
+# The system on one machine, driven by the operator's CLI: three hosts as
+# network namespaces, each with its own ferryd, its VM network bridge (port
+# group vm-net) and an address on a shared migration network, plus one
+# ferry-center (SQLite or PostgreSQL) in the root namespace, which reaches
+# the hosts over a management network:
+#
+#   root:  br mgmt 10.77.0.254 ---- h1/h2/h3 mgmt0 10.77.0.N   (ferryd's API)
+#          br mig  (no address) ---- h1/h2/h3 mig0  10.78.0.N   (migration streams)
+#          (10.79 and 10.80 on PostgreSQL)
+#   hN:    br-vm (vm-net): the VM's tap
+#
+# `ferry host add` joins the hosts, `ferry cluster set-baseline --common` gives
+# the cluster a CPU baseline (EVC); `ferry vm create/start` makes a dirtier
+# micro-guest with a NIC on vm-net on h1; `ferry vm migrate --host` moves it
+# by name h1 -> h2 -> h3 -> h1. After every hop: the inventory names the
+# host, exactly one ferry-vmm runs the VM (in the right namespace, with the
+# baseline's --cpu-features), the
+# memory digest matched, and the guest's own passes go on, consecutive,
+# each verifying its whole working set. Then `ferry task list` holds the
+# three migrations. Needs root, iproute2, FERRYD and /dev/kvm (else skipped).
+# shellcheck source=tests/center/lib.sh
+. "$(dirname "$0")/lib.sh"
+: "${GUEST_DIR:?GUEST_DIR is not set (run through meson test)}" "${FERRY_CLI:?FERRY_CLI is not set}"
+need_ferryd
+if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null || [ ! -c /dev/net/tun ]; then
+    echo "SKIP: $T_NAME needs root, iproute2 and /dev/net/tun" >&2
+    exit 77
+fi
+
+P=fmh$$-   # names of this run's namespaces and root-namespace links
+# the management and migration subnets, one pair per backend: meson runs the
+# two backends' tests at once, and both subnets live in the root namespace
+M=$([ "$BACKEND" = pg ] && echo 79 || echo 77) G=$([ "$BACKEND" = pg ] && echo 80 || echo 78)
+topology_down() {
+    local i
+    for i in 1 2 3; do ip netns del "${P}h$i" 2>/dev/null; done
+    ip link del "${P}mgmt" 2>/dev/null
+    ip link del "${P}mig" 2>/dev/null
+    _cleanup
+}
+trap topology_down EXIT
+ip link add "${P}mgmt" type bridge && ip addr add 10.$M.0.254/24 dev "${P}mgmt" &&
+    ip link set "${P}mgmt" up && ip link add "${P}mig" type bridge && ip link set "${P}mig" up ||
+    fail "cannot make the root namespace's bridges"
+for i in 1 2 3; do
+    ns=${P}h$i
+    ip netns add "$ns" &&
+    ip link add "${P}m$i" type veth peer name mgmt0 netns "$ns" &&
+    ip link set "${P}m$i" master "${P}mgmt" up &&
+    ip link add "${P}v$i" type veth peer name mig0 netns "$ns" &&
+    ip link set "${P}v$i" master "${P}mig" up &&
+    ip -n "$ns" addr add "10.$M.0.$i/24" dev mgmt0 && ip -n "$ns" link set mgmt0 up &&
+    ip -n "$ns" addr add "10.$G.0.$i/24" dev mig0 && ip -n "$ns" link set mig0 up &&
+    ip -n "$ns" link set lo up &&
+    ip -n "$ns" link add br-vm type bridge && ip -n "$ns" link set br-vm up ||
+        fail "cannot make host h$i's namespace"
+done
+
+# in_ns VM HOST: VM's ferry-vmm runs in HOST's namespace, with the cluster's
+# CPU baseline (EVC: --cpu-features, on the source and on every destination)
+in_ns() {
+    local pid
+    pid=$(pgrep -f "$TMP/$2/state/vms/$1/control.sock" | head -n1)
+    [ -n "$pid" ] && [ "$(ip netns identify "$pid")" = "${FD_NS[$2]}" ] &&
+        tr '\0' '\n' < "/proc/$pid/cmdline" | grep -cx -- --cpu-features >/dev/null   # -c reads it all: no SIGPIPE under pipefail
+}
+
+manager_up
+export FERRY_CENTER=https://127.0.0.1:$PORT FERRY_TOKEN=$ADMIN FERRY_CA=$TMP/tls/ca.pem
+ferry() { "$FERRY_CLI" "$@"; }
+
+for i in 1 2 3; do
+    h=h$i
+    FD_NS[$h]=${P}h$i
+    enrol "$h"
+    FD_IP=10.$M.0.$i FD_MIG_IP=10.$G.0.$i FD_MIG_NIC=mig0 FD_MBPS=10000 \
+        FD_NETWORKS='{"name": "vm-net", "bridge": "br-vm"}' ferryd_start "$h" "$TMP/$h/tls" "$TMP/shared"
+    ferry host add "10.$M.0.$i:$FPORT" --cluster c1 --token "$ET" >"$TMP/add-$h.out" 2>&1 ||
+        fail "ferry host add $h: $(cat "$TMP/add-$h.out")"
+done
+ferry cluster set-baseline c1 --common >"$TMP/baseline.out" 2>&1 ||
+    fail "ferry cluster set-baseline c1 --common: $(cat "$TMP/baseline.out")"
+ferry --json host list >"$TMP/hosts.json" || fail "ferry host list"
+python3 -c 'import json,sys; h=json.load(open(sys.argv[1])); sys.exit(sorted(x["name"] for x in h) != ["h1","h2","h3"])' \
+    "$TMP/hosts.json" || fail "ferry host list: $(cat "$TMP/hosts.json")"
+
+cat >"$TMP/vm1.json" <<JSON
+{"name": "vm1", "memory_mib": 128, "vcpus": 1,
+ "boot": {"kernel": "$GUEST_DIR/dirtier.elf", "cmdline": "mib=32 rate=8000 report_ms=0"},
+ "nics": [{"portgroup": "vm-net", "mac": "52:54:00:77:00:01"}]}
+JSON
+ferry vm create vm1 --host h1 --spec "$TMP/vm1.json" >"$TMP/create.out" 2>&1 ||
+    fail "ferry vm create: $(cat "$TMP/create.out")"
+ferry vm start vm1 >"$TMP/start.out" 2>&1 || fail "ferry vm start: $(cat "$TMP/start.out")"
+guest_passes h1 vm1 2
+in_ns vm1 h1 || fail "vm1's ferry-vmm is not in h1's namespace with the cluster's --cpu-features"
+
+summary=()
+for dst in h2 h3 h1; do
+    src=$(vm_host vm1) prev=$(last_pass "$src" vm1)
+    t0=$(date +%s%N)
+    ferry vm migrate vm1 --host "$dst" >"$TMP/mig-$dst.out" 2>&1 ||
+        fail "ferry vm migrate vm1 --host $dst: $(cat "$TMP/mig-$dst.out")"
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    ferry --json vm show vm1 >"$TMP/show.json" || fail "ferry vm show vm1"
+    python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); sys.exit(v["host"] != sys.argv[2] or v["power_state"] != "running")' \
+        "$TMP/show.json" "$dst" || fail "after $src -> $dst: ferry vm show: $(cat "$TMP/show.json")"
+    [ "$(single_host vm1)" = "$dst" ] || fail "after $src -> $dst: vm1 runs on $(vmm_hosts vm1)"
+    in_ns vm1 "$dst" || fail "after $src -> $dst: vm1's ferry-vmm is not in $dst's namespace with --cpu-features"
+    guest_continues "$dst" vm1 "$prev"
+    summary+=("$src->$dst ${ms}ms")
+done
+
+ferry --json task list >"$TMP/tasks.json" || fail "ferry task list"
+python3 - "$TMP/tasks.json" <<'PY' || fail "ferry task list: $(cat "$TMP/tasks.json")"
+import json, sys
+t = [x for x in json.load(open(sys.argv[1])) if x["kind"] == "vm.migrate"]
+ok = [x for x in t if x["state"] == "success" and x["target"] == "vm1"]
+sys.exit(len(ok) != 3 and "migrations: %s" % t)
+PY
+ferry task list >"$TMP/tasks.txt" 2>&1 || fail "ferry task list (text)"
+echo "multihost $BACKEND: ${summary[*]}; the tasks:"
+cat "$TMP/tasks.txt"
