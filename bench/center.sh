@@ -91,33 +91,45 @@ done
 echo "center-bench: ferry vm migrate -> first page on the wire: ${firsts[*]} ms (polled through the source's ferryd)"
 
 # ---- 3. 64 migrations through admission ----
-for i in $(seq -w 1 64); do vm_run a "q$i" 32 "mib=1 rate=100"; done
+# light guests (a page rewritten 10 times a second): the bench measures the
+# manager and its hosts, not 64 busy VMs on two cores
+for i in $(seq -w 1 64); do vm_run a "q$i" 32 "mib=1 rate=10"; done
 refresh a
-t0=$(date +%s%N)
-ids=()
-for i in $(seq -w 1 64); do migrate "q$i" b; ids+=("$TASK"); done
-peak=0
-while :; do
-    api GET "/v1/tasks?limit=200"
-    read -r running left < <(python3 -c '
-import json, sys
-t = [x for x in json.loads(sys.argv[1]) if x["kind"] == "vm.migrate" and x["target"].startswith("q")]
-print(sum(x["state"] == "running" for x in t), sum(x["state"] in ("queued", "running") for x in t))' "$BODY")
-    [ "$running" -gt "$peak" ] && peak=$running
-    [ "$left" = 0 ] && break
-    [ $((($(date +%s%N) - t0) / 1000000000)) -lt 600 ] || fail "64 migrations not done in 600 s"
-    sleep 0.1
-done
-total=$((($(date +%s%N) - t0) / 1000000))
-api GET "/v1/tasks?limit=200"
-python3 -c '
-import json, sys
+python3 - "$PORT" "$ADMIN" "$TMP/tls/ca.pem" <<'PY' || fail "64 migrations through admission"
+import http.client, json, ssl, sys, time
 from datetime import datetime
-t = [x for x in json.loads(sys.argv[1]) if x["kind"] == "vm.migrate" and x["target"].startswith("q")]
+port, token, ca = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+conn = http.client.HTTPSConnection("127.0.0.1", int(port), context=ctx)
+hdr = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+def call(method, path, body=None):
+    conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=hdr)
+    r = conn.getresponse()
+    return r.status, json.loads(r.read())
+t0 = time.perf_counter()
+for i in range(1, 65):
+    st, b = call("POST", "/v1/vms/q%02d/migrate" % i, {"host": "b"})
+    if st != 202:
+        sys.exit("migrate q%02d: HTTP %d %s" % (i, st, b))
+t_req = time.perf_counter() - t0
+peak = 0
+while True:
+    st, tasks = call("GET", "/v1/tasks?limit=200")
+    t = [x for x in tasks if x["kind"] == "vm.migrate" and x["target"].startswith("q")]
+    peak = max(peak, sum(x["state"] == "running" for x in t))
+    if not any(x["state"] in ("queued", "running") for x in t):
+        break
+    if time.perf_counter() - t0 > 600:
+        sys.exit("64 migrations not done in 600 s")
+    time.sleep(0.1)
+total = time.perf_counter() - t0
 bad = [x for x in t if x["state"] != "success"]
-if bad: sys.exit("not all succeeded: %s" % bad[:2])
-d = sorted((datetime.fromisoformat(x["finished"].rstrip("Z")) - datetime.fromisoformat(x["started"].rstrip("Z"))).total_seconds() * 1e3 for x in t)
-print("center-bench: 64 migrations through admission: each task p50 %.0f ms, p99 %.0f ms" % (d[len(d) // 2], d[-1]))' \
-    "$BODY" || fail "64 migrations"
-echo "center-bench: 64 migrations through admission: all done in $total ms, at most $peak running at once (limit 4)"
-[ "$peak" -le 4 ] || fail "admission let $peak migrations run at once from a 1 GbE host"
+if bad:
+    sys.exit("not all succeeded: %s" % bad[:2])
+iso = lambda s: datetime.fromisoformat(s.rstrip("Z"))
+d = sorted((iso(x["finished"]) - iso(x["started"])).total_seconds() * 1e3 for x in t)
+print("center-bench: 64 migrations through admission: requested in %.2f s, all done in %.1f s, at most %d running "
+      "at once (limit 4); each task p50 %.0f ms, p99 %.0f ms" % (t_req, total, peak, d[len(d) // 2], d[-1]))
+sys.exit(peak > 4 and "admission let %d migrations run at once from a 1 GbE host" % peak)
+PY
