@@ -10,29 +10,7 @@
 #include <curl/curl.h>
 
 #include "center/center.h"
-
-#define MAX_REPLY (16 << 20)
-
-struct buf {
-    char *p;
-    size_t n;
-};
-
-static size_t on_data(char *data, size_t size, size_t nmemb, void *arg)
-{
-    struct buf *b = arg;
-    size_t len = size * nmemb;
-    if (b->n + len > MAX_REPLY)
-        return 0;
-    char *np = realloc(b->p, b->n + len + 1);
-    if (!np)
-        return 0;
-    memcpy(np + b->n, data, len);
-    b->p = np;
-    b->n += len;
-    b->p[b->n] = '\0';
-    return len;
-}
+#include "common/reply_buf.h"
 
 /* A user's cancel ends the transfer (also a connect that hangs), and so
  * does the manager's shutdown: SIGTERM need not wait for a slow host. */
@@ -87,7 +65,7 @@ json_object *ferryd_call(const char *address, const char *cn, const char *method
         snprintf(err, errlen, "cannot start an HTTPS client");
         return NULL;
     }
-    struct buf b = { NULL, 0 };
+    struct reply_buf b = { NULL, 0 };
     struct curl_slist *hdrs = NULL;
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
@@ -110,7 +88,7 @@ json_object *ferryd_call(const char *address, const char *cn, const char *method
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, ebuf);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, reply_buf_append);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);

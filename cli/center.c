@@ -5,7 +5,6 @@
  * the connection's; after it, the command's (so `host add --token` is the
  * host's enrolment token). */
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,17 +71,6 @@ bool center_command(int argc, char **argv)
     return !strcmp(w[1], "migrate") && (nw == 3 || host_opt);
 }
 
-static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("ferry: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputs(" (see ferry --help)\n", stderr);
-    va_end(ap);
-    return EXIT_USAGE;
-}
 
 static void print_json(json_object *o)
 {
@@ -92,7 +80,7 @@ static void print_json(json_object *o)
 static int host_add(const struct center *c, const char *addr)
 {
     if (!c->cluster || !c->enrol_token)
-        return usage("host add needs --cluster C and --token T (the host's enrolment token)");
+        return cli_usage("host add needs --cluster C and --token T (the host's enrolment token)");
     json_object *b = json_object_new_object();
     json_object_object_add(b, "address", json_object_new_string(addr));
     json_object_object_add(b, "cluster", json_object_new_string(c->cluster));
@@ -141,12 +129,12 @@ static int cmd_host(const struct center *c, int nw, char **w)
     char path[256];
     const char *sub = nw ? w[0] : "";
     if (!strcmp(sub, "add"))
-        return nw == 2 ? host_add(c, w[1]) : usage("usage: ferry host add ADDR --cluster C --token T");
+        return nw == 2 ? host_add(c, w[1]) : cli_usage("usage: ferry host add ADDR --cluster C --token T");
     if (c->cluster)
-        return usage("--cluster is an option of host add only");
+        return cli_usage("--cluster is an option of host add only");
     bool list = !strcmp(sub, "list") && nw == 1;
     if (!list && (strcmp(sub, "show") || nw != 2))
-        return usage("usage: ferry host add ADDR --cluster C --token T | list | show NAME");
+        return cli_usage("usage: ferry host add ADDR --cluster C --token T | list | show NAME");
     snprintf(path, sizeof(path), "/v1/hosts%s%.200s", list ? "" : "/", list ? "" : w[1]);
     json_object *r = center_want(c, 200, "GET", path, NULL);
     if (!r)
@@ -191,7 +179,7 @@ static int cmd_cluster(const struct center *c, int nw, char **w)
     json_object *r = NULL, *b = NULL;
     bool baseline = !strcmp(sub, "set-baseline") && nw == 2;
     if ((c->features || c->common) && !baseline)
-        return usage("--features and --common are options of cluster set-baseline only");
+        return cli_usage("--features and --common are options of cluster set-baseline only");
     if (!strcmp(sub, "list") && nw == 1) {
         r = center_want(c, 200, "GET", "/v1/clusters", NULL);
     } else if (!strcmp(sub, "create") && nw == 2) {
@@ -200,12 +188,12 @@ static int cmd_cluster(const struct center *c, int nw, char **w)
         r = center_want(c, 201, "POST", "/v1/clusters", b);
     } else if (baseline) {
         if (!c->features == !c->common)
-            return usage("cluster set-baseline needs either --features LIST or --common");
+            return cli_usage("cluster set-baseline needs either --features LIST or --common");
         b = baseline_body(c);
         snprintf(path, sizeof(path), "/v1/clusters/%.200s/baseline", w[1]);
         r = center_want(c, 200, "PUT", path, b);
     } else {
-        return usage("usage: ferry cluster create NAME | list | set-baseline NAME (--features LIST | --common)");
+        return cli_usage("usage: ferry cluster create NAME | list | set-baseline NAME (--features LIST | --common)");
     }
     json_object_put(b);
     if (!r)
@@ -241,11 +229,11 @@ static int parse(int argc, char **argv, struct center *c, bool global)
         case O_TOKEN: *(global ? &c->token : &c->enrol_token) = optarg; break;
         case O_CA: c->ca = optarg; break;
         case O_JSON: c->json = true; break;
-        case ':': return usage("option '%s' needs a value", name);
-        case '?': return usage("unknown option '%s'", name);
+        case ':': return cli_usage("option '%s' needs a value", name);
+        case '?': return cli_usage("unknown option '%s'", name);
         default:
             if (global)
-                return usage("%s is an option of a command: give it after the command", name);
+                return cli_usage("%s is an option of a command: give it after the command", name);
             if (o == O_CLUSTER) c->cluster = optarg;
             if (o == O_HOST) c->host = optarg;
             if (o == O_SPEC) c->spec = optarg;
@@ -279,9 +267,9 @@ int cmd_center(int argc, char **argv)
         c.enrol_token = NULL;
     }
     if (!c.url || !c.url[0])
-        return usage("no manager: use --center URL or set FERRY_CENTER");
+        return cli_usage("no manager: use --center URL or set FERRY_CENTER");
     if (!c.ca || !c.ca[0])
-        return usage("no cluster CA to check the manager against: use --ca FILE or set FERRY_CA");
+        return cli_usage("no cluster CA to check the manager against: use --ca FILE or set FERRY_CA");
     /* "HOST:PORT" means https://HOST:PORT; no trailing slash before /v1 */
     snprintf(url, sizeof(url), "%s%s", strstr(c.url, "://") ? "" : "https://", c.url);
     for (size_t n = strlen(url); n && url[n - 1] == '/'; n--)

@@ -9,12 +9,6 @@
 #include "cli/cli.h"
 #include "cli/progress.h"
 
-static int usage(const char *msg)
-{
-    cli_err("%s (see ferry --help)", msg);
-    return EXIT_USAGE;
-}
-
 /* The spec file as JSON; its name must be NAME (added when it has none). */
 static json_object *spec_load(const char *path, const char *name, int *rc)
 {
@@ -100,13 +94,13 @@ int cmd_center_vm(const struct center *c, int nw, char **w)
     const char *sub = w[0];
     bool create = !strcmp(sub, "create"), migrate = !strcmp(sub, "migrate");
     if ((c->spec && !create) || (c->host && !create && !migrate) || (c->priority && !migrate))
-        return usage("--host, --spec and --priority are options of vm create and vm migrate");
+        return cli_usage("--host, --spec and --priority are options of vm create and vm migrate");
     if (c->cluster || c->features || c->common || c->state)
-        return usage("--cluster, --features, --common and --state are not options of vm commands");
+        return cli_usage("--cluster, --features, --common and --state are not options of vm commands");
     if (!strcmp(sub, "list"))
-        return nw == 1 ? vm_get(c, NULL) : usage("vm list takes no arguments");
+        return nw == 1 ? vm_get(c, NULL) : cli_usage("vm list takes no arguments");
     if (nw != 2)
-        return usage("this vm command needs exactly one argument: the VM's name");
+        return cli_usage("this vm command needs exactly one argument: the VM's name");
     const char *name = w[1];
     if (!strcmp(sub, "show"))
         return vm_get(c, name);
@@ -114,7 +108,7 @@ int cmd_center_vm(const struct center *c, int nw, char **w)
     int rc;
     if (create) {
         if (!c->host || !c->spec)
-            return usage("vm create needs --host H and --spec FILE");
+            return cli_usage("vm create needs --host H and --spec FILE");
         json_object *spec = spec_load(c->spec, name, &rc);
         if (!spec)
             return rc;
@@ -124,9 +118,9 @@ int cmd_center_vm(const struct center *c, int nw, char **w)
         rc = run_task(c, "POST", "/v1/vms", body, "created on", c->host);
     } else if (migrate) {
         if (!c->host)
-            return usage("vm migrate NAME needs --host H (or --to HOST:PORT with -S SOCKET)");
+            return cli_usage("vm migrate NAME needs --host H (or --to HOST:PORT with -S SOCKET)");
         if (c->priority && strcmp(c->priority, "high") && strcmp(c->priority, "normal"))
-            return usage("--priority is high or normal");
+            return cli_usage("--priority is high or normal");
         body = json_object_new_object();
         json_object_object_add(body, "host", json_object_new_string(c->host));
         if (c->priority)

@@ -12,30 +12,9 @@
 
 #include "cli/center.h"
 #include "cli/cli.h"
+#include "common/reply_buf.h"
 
-#define MAX_REPLY (16 << 20)
 #define CENTER_CN "ferry-center"
-
-struct buf {
-    char *p;
-    size_t n;
-};
-
-static size_t on_data(char *data, size_t size, size_t nmemb, void *arg)
-{
-    struct buf *b = arg;
-    size_t len = size * nmemb;
-    if (b->n + len > MAX_REPLY)
-        return 0;
-    char *np = realloc(b->p, b->n + len + 1);
-    if (!np)
-        return 0;
-    memcpy(np + b->n, data, len);
-    b->p = np;
-    b->n += len;
-    b->p[b->n] = '\0';
-    return len;
-}
 
 static CURLcode on_ssl_ctx(CURL *curl, void *ctx, void *arg)
 {
@@ -54,7 +33,7 @@ long center_call(const struct center *c, const char *method, const char *path, j
         snprintf(err, errlen, "cannot start an HTTPS client");
         return 0;
     }
-    struct buf b = { NULL, 0 };
+    struct reply_buf b = { NULL, 0 };
     struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
     if (c->token && c->token[0]) {
         snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->token);
@@ -73,7 +52,7 @@ long center_call(const struct center *c, const char *method, const char *path, j
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, reply_buf_append);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     if (body)

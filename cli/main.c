@@ -133,8 +133,7 @@ int cli_open(struct cli_conn *c, const char *sock)
     return 0;
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
+int cli_usage(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -151,7 +150,7 @@ static int parse_num(const char *opt, const char *s, long long *out)
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (errno || end == s || *end || v < 0)
-        return usage_error("%s needs a non-negative integer, not '%s'", opt, s);
+        return cli_usage("%s needs a non-negative integer, not '%s'", opt, s);
     *out = v;
     return 0;
 }
@@ -215,7 +214,7 @@ static int simple(struct cli_conn *c, const char *cmd, bool json)
 static int raw_cmd(struct cli_conn *c, const char *line)
 {
     if (strpbrk(line, "\r\n"))
-        return usage_error("vm cmd: the request must be one line");
+        return cli_usage("vm cmd: the request must be one line");
     char err[512];
     char *reply = cli_roundtrip(c, line, err, sizeof(err));
     if (!reply) {
@@ -281,12 +280,12 @@ int main(int argc, char **argv)
             break;
         case '?':
             if (optopt >= O_TIMEOUT)  /* --force=1 and the like */
-                return usage_error("option '%s' takes no argument", name);
+                return cli_usage("option '%s' takes no argument", name);
             if (optopt)
-                return usage_error("unknown option '-%c'", optopt);
-            return usage_error("unknown option '%s'", name);
+                return cli_usage("unknown option '-%c'", optopt);
+            return cli_usage("unknown option '%s'", name);
         case ':':
-            return usage_error("option '%s' needs an argument", name);
+            return cli_usage("option '%s' needs an argument", name);
         default:
             if (!migrate_opt)
                 snprintf(first_migrate_opt, sizeof(first_migrate_opt), "%s", name);
@@ -321,7 +320,7 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     if (strcmp(w[0], "vm"))
-        return usage_error("unknown command '%s'", w[0]);
+        return cli_usage("unknown command '%s'", w[0]);
     const char *sub = w[1];
     static const char *known[] = { "status", "pause", "resume", "quit", "shutdown", "migrate",
                                    "migrate-status", "migrate-cancel", "cmd", "move-disk",
@@ -330,36 +329,36 @@ int main(int argc, char **argv)
     while (known[k] && strcmp(known[k], sub))
         k++;
     if (!known[k])
-        return usage_error("unknown command 'vm %s'", sub);
+        return cli_usage("unknown command 'vm %s'", sub);
     bool is_cmd = !strcmp(sub, "cmd");
     bool is_move = !strcmp(sub, "move-disk"), move_other = !strncmp(sub, "move-disk-", 10);
     if (is_move && nw != 3)
-        return nw < 3 ? usage_error("vm move-disk needs the disk to move (vda, vdb, ... or its index)")
-                      : usage_error("unexpected argument '%s'", w[3]);
+        return nw < 3 ? cli_usage("vm move-disk needs the disk to move (vda, vdb, ... or its index)")
+                      : cli_usage("unexpected argument '%s'", w[3]);
     if (move_other && nw > 3)
-        return usage_error("unexpected argument '%s'", w[3]);
+        return cli_usage("unexpected argument '%s'", w[3]);
     if (!is_move && !move_other && nw != (is_cmd ? 3 : 2))
-        return is_cmd ? usage_error("vm cmd needs exactly one argument: the request line")
-                      : usage_error("unexpected argument '%s'", w[2]);
+        return is_cmd ? cli_usage("vm cmd needs exactly one argument: the request line")
+                      : cli_usage("unexpected argument '%s'", w[2]);
     bool is_migrate = !strcmp(sub, "migrate");
     if (is_move && first_nonmove_opt[0])
-        return usage_error("%s is an option of vm migrate only", first_nonmove_opt);
+        return cli_usage("%s is an option of vm migrate only", first_nonmove_opt);
     if (migrate_opt && !is_migrate && !is_move)
-        return usage_error("%s is an option of vm migrate%s only", first_migrate_opt,
+        return cli_usage("%s is an option of vm migrate%s only", first_migrate_opt,
                            first_nonmove_opt[0] ? "" : " and vm move-disk");
     if (delete_source && !is_move)
-        return usage_error("--delete-source is an option of vm move-disk only");
+        return cli_usage("--delete-source is an option of vm move-disk only");
     if (mo.json && strcmp(sub, "status") && strcmp(sub, "migrate-status") && !is_migrate && !is_move &&
         strcmp(sub, "move-disk-status"))
-        return usage_error("--json is not an option of vm %s", sub);
+        return cli_usage("--json is not an option of vm %s", sub);
     if (is_move && !mo.to)
-        return usage_error("vm move-disk needs --to PATH");
+        return cli_usage("vm move-disk needs --to PATH");
     if (timeout_s >= 0 && strcmp(sub, "shutdown"))
-        return usage_error("--timeout is an option of vm shutdown only");
+        return cli_usage("--timeout is an option of vm shutdown only");
     if (is_migrate && !mo.to)
-        return usage_error("vm migrate needs --to HOST:PORT");
+        return cli_usage("vm migrate needs --to HOST:PORT");
     if (!sock || !sock[0])
-        return usage_error("no control socket: use -S PATH or set FERRY_SOCKET");
+        return cli_usage("no control socket: use -S PATH or set FERRY_SOCKET");
 
     struct cli_conn conn;
     if (cli_open(&conn, sock) < 0)

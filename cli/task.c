@@ -93,16 +93,12 @@ static int task_list(const struct center *c, const char *state)
     return EXIT_OK;
 }
 
-/* "ID" as a task id, else a usage error */
+/* "ID" as a task id, else a usage error (EXIT_USAGE) */
 static int task_id(const char *s, long long *id)
 {
     char *end;
     *id = strtoll(s, &end, 10);
-    if (*end || *id <= 0) {
-        cli_err("'%s' is not a task id (see ferry --help)", s);
-        return -1;
-    }
-    return 0;
+    return *end || *id <= 0 ? cli_usage("'%s' is not a task id", s) : 0;
 }
 
 int cmd_task(const struct center *c, int nw, char **w)
@@ -112,15 +108,11 @@ int cmd_task(const struct center *c, int nw, char **w)
     const char *sub = nw ? w[0] : "";
     if (!strcmp(sub, "list") && nw == 1)
         return task_list(c, c->state);
-    if (c->state) {
-        cli_err("--state is an option of task list only (see ferry --help)");
-        return EXIT_USAGE;
-    }
-    if ((strcmp(sub, "watch") && strcmp(sub, "cancel")) || nw != 2) {
-        cli_err("usage: ferry task list [--state S] | watch ID | cancel ID (see ferry --help)");
-        return EXIT_USAGE;
-    }
-    if (task_id(w[1], &id) < 0)
+    if (c->state)
+        return cli_usage("--state is an option of task list only");
+    if ((strcmp(sub, "watch") && strcmp(sub, "cancel")) || nw != 2)
+        return cli_usage("usage: ferry task list [--state S] | watch ID | cancel ID");
+    if (task_id(w[1], &id))
         return EXIT_USAGE;
     snprintf(path, sizeof(path), "/v1/tasks/%lld%s", id, !strcmp(sub, "cancel") ? "/cancel" : "");
     json_object *t = center_want(c, 200, !strcmp(sub, "cancel") ? "POST" : "GET", path, NULL);

@@ -2,29 +2,17 @@
  * No control socket: these only write credentials directories. */
 #include <errno.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "common/tls.h"
 
-static int tls_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int tls_usage(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("ferry: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputs(" (see ferry --help)\n", stderr);
-    va_end(ap);
-    return EXIT_USAGE;
-}
 
 static int run_init(char **w, int nw, const char *cn, int days)
 {
     if (nw != 2)
-        return nw < 2 ? tls_usage("tls init needs DIR") : tls_usage("unexpected argument '%s'", w[2]);
+        return nw < 2 ? cli_usage("tls init needs DIR") : cli_usage("unexpected argument '%s'", w[2]);
     char err[1024];
     if (tls_ca_init(w[1], cn, days, err, sizeof(err)) < 0) {
         cli_err("%s", err);
@@ -38,9 +26,9 @@ static int run_init(char **w, int nw, const char *cn, int days)
 static int run_issue(char **w, int nw, const char *cn, int days)
 {
     if (nw != 3)
-        return nw < 3 ? tls_usage("tls issue needs CADIR and OUTDIR") : tls_usage("unexpected argument '%s'", w[3]);
+        return nw < 3 ? cli_usage("tls issue needs CADIR and OUTDIR") : cli_usage("unexpected argument '%s'", w[3]);
     if (!cn)
-        return tls_usage("tls issue needs --cn NAME (the new host's name)");
+        return cli_usage("tls issue needs --cn NAME (the new host's name)");
     char err[1024];
     if (tls_issue(w[1], w[2], cn, days, err, sizeof(err)) < 0) {
         cli_err("%s", err);
@@ -70,12 +58,12 @@ int cmd_tls(int argc, char **argv)
             errno = 0;
             days = strtoll(optarg, &end, 10);
             if (errno || end == optarg || *end || days < 1 || days > 36500)
-                return tls_usage("--days needs a number of days from 1 to 36500, not '%s'", optarg);
+                return cli_usage("--days needs a number of days from 1 to 36500, not '%s'", optarg);
             break;
         case ':':
-            return tls_usage("option '%s' needs an argument", argv[optind - 1]);
+            return cli_usage("option '%s' needs an argument", argv[optind - 1]);
         default:
-            return tls_usage("unknown option '%s'", argv[optind - 1]);
+            return cli_usage("unknown option '%s'", argv[optind - 1]);
         }
     }
     char **w = argv + optind;
@@ -84,5 +72,5 @@ int cmd_tls(int argc, char **argv)
         return run_init(w, nw, cn, (int)days);
     if (nw >= 1 && !strcmp(w[0], "issue"))
         return run_issue(w, nw, cn, (int)days);
-    return nw ? tls_usage("unknown command 'tls %s'", w[0]) : tls_usage("tls needs a command: init or issue");
+    return nw ? cli_usage("unknown command 'tls %s'", w[0]) : cli_usage("tls needs a command: init or issue");
 }
