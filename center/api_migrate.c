@@ -1,5 +1,6 @@
 /* POST /v1/vms/NAME/migrate {"host", "priority"}: compute migration
- * (vMotion). The pre-migration checks run first (center/checks.c): an
+ * (vMotion), or a cold move of a powered-off VM. The pre-migration checks
+ * run first (center/checks.c): an
  * error refuses the request with the whole report (409), warnings go with
  * the 202 and its vm.migrate task (center/migrate.c runs it). */
 #include <stdio.h>
@@ -67,11 +68,12 @@ void api_vm_migrate(struct req *q, const char *rest)
         return reply_error(q, 400, "%s", err);
     if (prio && strcmp(prio, "high") && strcmp(prio, "normal"))
         return reply_error(q, 400, "field 'priority': '%.16s' is neither high nor normal", prio);
-    if (DBQ(q->db, &r, err, "SELECT h.name FROM vms v LEFT JOIN hosts h ON h.id = v.host_id"
+    if (DBQ(q->db, &r, err, "SELECT h.name, v.power_state FROM vms v LEFT JOIN hosts h ON h.id = v.host_id"
                             " WHERE v.name = ?", vm) < 0)
         return reply_error(q, 500, "%s", err);
     char src[64] = "";
     int found = r->nrows;
+    bool cold = found && db_val(r, 0, 1) && !strcmp(db_val(r, 0, 1), "stopped");
     if (found && db_val(r, 0, 0))
         snprintf(src, sizeof(src), "%s", db_val(r, 0, 0));
     db_res_free(r);
@@ -113,6 +115,8 @@ void api_vm_migrate(struct req *q, const char *rest)
     json_object_object_add(params, "priority", json_object_new_string(prio ? prio : "normal"));
     json_object_object_add(params, "source", json_object_new_string(src));
     json_object_object_add(params, "datastores", dss);
+    if (cold)   /* powered off: no live migration (center/migrate.c, cold_move) */
+        json_object_object_add(params, "cold", json_object_new_boolean(1));
     long long id = vm_datastores(q->db, vm, dss, err, sizeof(err)) < 0 ? -1
                    : task_create(q->db, "vm.migrate", vm, params, q->who, err, sizeof(err));
     json_object_put(params);

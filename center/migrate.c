@@ -137,13 +137,14 @@ static void abort_destination(struct mig *m)
     json_object_put(o);
 }
 
-static void record(struct mig *m)
+/* The VM is the destination's now, in power state `power`. */
+static void record(struct mig *m, const char *power)
 {
     char err[ERRLEN], now[40];
     now_iso(now);
     if (DBQ(m->db, NULL, err, "UPDATE vms SET host_id = (SELECT id FROM hosts WHERE name = ?),"
-                              " power_state = 'running', updated = ? WHERE name = ?",
-            m->dst, now, m->vm) < 0)
+                              " power_state = ?, updated = ? WHERE name = ?",
+            m->dst, power, now, m->vm) < 0)
         center_log("task %lld: cannot record VM %s on %s: %s", m->id, m->vm, m->dst, err);
     json_object *res = json_object_new_object();
     json_object_object_add(res, "vm", json_object_new_string(m->vm));
@@ -217,7 +218,7 @@ static void follow(struct mig *m)
         /* completed, in doubt, forgotten by the source, or no answer */
         int where = on_destination(m);
         if (where == 1)
-            return record(m);
+            return record(m, "running");
         if (where == 0 && !s)   /* the receiver gave up: no COMMIT reached it */
             return failed(m, false, "the source does not answer and the destination's incoming VM is gone");
         if (where == 0) {
@@ -231,6 +232,60 @@ static void follow(struct mig *m)
             return;
         }
     }
+}
+
+/* A powered-off VM moves without a live migration (its disks stay on the
+ * datastores the checks found shared): defined on the destination, then
+ * removed from the source, recorded last. Each step looks first, so a
+ * manager restarted midway finishes the move. Both hosts may define the VM
+ * for a moment; neither runs it. */
+static void cold_move(struct mig *m)
+{
+    char err[ERRLEN];
+    long st;
+    json_object *spec;
+    task_progress(m->db, m->id, 10, "reading the VM on the source");
+    json_object *vm = call(m, 0, "GET", "", NULL, &st, err, sizeof(err));
+    if (!vm && st != 404)
+        goto fail;
+    if (vm && (strcmp(jstr(vm, "state"), "stopped") || !json_object_object_get_ex(vm, "spec", &spec))) {
+        snprintf(err, sizeof(err), "VM %s is %s on %s now: migrate it live", m->vm, jstr(vm, "state"), m->src);
+        json_object_put(vm);
+        goto fail;
+    }
+    json_object *there = call(m, 1, "GET", "", NULL, &st, err, sizeof(err));
+    if (!there && st != 404) {
+        json_object_put(vm);
+        goto fail;
+    }
+    if (!vm && !there) {
+        snprintf(err, sizeof(err), "VM %s is on neither %s nor %s: refresh the hosts", m->vm, m->src, m->dst);
+        goto fail;
+    }
+    if (vm && !there) {
+        task_progress(m->db, m->id, 40, "defining the VM on the destination");
+        there = ferryd_call(m->dst_addr, m->dst, "POST", "/v1/vms", spec, m->id, &st, err, sizeof(err));
+        if (!there) {
+            json_object_put(vm);
+            goto fail;
+        }
+    }
+    json_object_put(there);
+    if (vm) {
+        task_progress(m->db, m->id, 70, "removing the VM from the source");
+        json_object *gone = call(m, 0, "DELETE", "", NULL, &st, err, sizeof(err));
+        json_object_put(vm);
+        if (!gone && st != 404) {   /* undo: the VM stays the source's alone */
+            char why[ERRLEN];
+            json_object_put(call(m, 1, "DELETE", "", NULL, &st, why, sizeof(why)));
+            goto fail;
+        }
+        json_object_put(gone);
+    }
+    record(m, "stopped");
+    return;
+fail:
+    task_finish(m->db, m->id, "error", NULL, err);
 }
 
 void task_vm_migrate(struct db *db, long long id, json_object *params)
@@ -258,6 +313,8 @@ void task_vm_migrate(struct db *db, long long id, json_object *params)
     }
     if (!resume && task_should_cancel(db, id)) {
         task_finish(db, id, "cancelled", NULL, "cancelled by a user");
+    } else if (json_object_object_get_ex(params, "cold", &v) && json_object_get_boolean(v)) {
+        cold_move(&m);
     } else if (!resume && start(&m, err, sizeof(err)) < 0) {
         if (!tasks_stopping())
             failed(&m, task_should_cancel(db, id), err);
