@@ -25,6 +25,7 @@ struct mig {
     const char *vm, *src, *dst, *prio;
     char src_addr[256], dst_addr[256];
     json_object *last;   /* the source's last migrate-status */
+    int pct;             /* the task's percent so far: it never goes back */
 };
 
 static long long jll(json_object *o, const char *key)
@@ -172,8 +173,14 @@ static void failed(struct mig *m, bool cancelled, const char *why)
 
 static void show_progress(struct mig *m, const char *phase)
 {
+    /* round 0 copies RAM (10-85%); later rounds shrink what is left (85-95%) */
     long long ram = jll(m->last, "ram_bytes"), left = jll(m->last, "remaining_bytes");
-    int pct = 10 + (ram > 0 ? (int)(85 * (ram - (left < ram ? left : ram)) / ram) : 0);
+    long long round = jll(m->last, "round"), scanned = jll(m->last, "scanned_bytes");
+    int pct = ram <= 0 ? 10
+              : round == 0 ? 10 + (int)(75 * (scanned < ram ? scanned : ram) / ram)
+                           : 85 + (int)(10 * (ram - (left < ram ? left : ram)) / ram);
+    pct = pct < m->pct ? m->pct : pct;
+    m->pct = pct;
     char text[160];
     snprintf(text, sizeof(text), "%s: round %lld, %lld MiB left, %lld Mbit/s", phase,
              jll(m->last, "round"), left >> 20, jll(m->last, "throughput_mbps"));
