@@ -29,14 +29,10 @@ static const struct option opts[] = {
  * taken for a command word. */
 static bool takes_value(const char *a)
 {
-    static const char *const socket_opts[] = { "-S", "--socket", "--to", "--downtime-ms", "--bandwidth-mbps",
-                                               "--max-time", "--max-rounds", "--streams", "--via",
-                                               "--compress", "--verify", "--timeout", NULL };
     if (strchr(a, '='))
         return false;
-    for (const char *const *s = socket_opts; *s; s++)
-        if (!strcmp(a, *s))
-            return true;
+    if (cli_socket_opt_takes_value(a))
+        return true;
     for (const struct option *o = opts; o->name; o++)
         if (!strncmp(a, "--", 2) && !strcmp(a + 2, o->name))
             return o->has_arg == required_argument;

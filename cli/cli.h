@@ -20,6 +20,8 @@ struct migrate_opts {
 };
 
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* main.c: does this control-socket option take a value (-S, --to, ...)? */
+bool cli_socket_opt_takes_value(const char *arg);
 /* A usage error: one line on stderr pointing at --help; returns EXIT_USAGE. */
 int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* CLOCK_MONOTONIC in milliseconds, for the commands that poll. */

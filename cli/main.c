@@ -232,22 +232,34 @@ static int raw_cmd(struct cli_conn *c, const char *line)
 enum { O_TIMEOUT = 255, O_TO, O_DOWNTIME, O_BW, O_MAXTIME, O_MAXROUNDS, O_FORCE, O_NOVERIFY, O_JSON, O_KEEP,
        O_STREAMS, O_VIA, O_COMPRESS, O_VERIFY, O_DELSRC, O_NOCONVERGE, O_STORAGE };
 
+/* The control-socket commands' options (the manager's are in center.c). */
+static const struct option opts[] = {
+    { "socket", required_argument, NULL, 'S' }, { "help", no_argument, NULL, 'h' },
+    { "to", required_argument, NULL, O_TO }, { "downtime-ms", required_argument, NULL, O_DOWNTIME },
+    { "bandwidth-mbps", required_argument, NULL, O_BW },
+    { "max-time", required_argument, NULL, O_MAXTIME },
+    { "max-rounds", required_argument, NULL, O_MAXROUNDS }, { "force", no_argument, NULL, O_FORCE },
+    { "no-verify", no_argument, NULL, O_NOVERIFY }, { "json", no_argument, NULL, O_JSON },
+    { "keep-source", no_argument, NULL, O_KEEP }, { "streams", required_argument, NULL, O_STREAMS },
+    { "via", required_argument, NULL, O_VIA }, { "compress", required_argument, NULL, O_COMPRESS },
+    { "verify", required_argument, NULL, O_VERIFY },
+    { "delete-source", no_argument, NULL, O_DELSRC },
+    { "no-auto-converge", no_argument, NULL, O_NOCONVERGE }, { "storage-to", required_argument, NULL, O_STORAGE },
+    { "timeout", required_argument, NULL, O_TIMEOUT }, { 0 },
+};
+
+bool cli_socket_opt_takes_value(const char *arg)
+{
+    if (!strcmp(arg, "-S"))
+        return true;
+    for (const struct option *o = opts; o->name; o++)
+        if (!strncmp(arg, "--", 2) && !strcmp(arg + 2, o->name))
+            return o->has_arg == required_argument;
+    return false;
+}
+
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "socket", required_argument, NULL, 'S' }, { "help", no_argument, NULL, 'h' },
-        { "to", required_argument, NULL, O_TO }, { "downtime-ms", required_argument, NULL, O_DOWNTIME },
-        { "bandwidth-mbps", required_argument, NULL, O_BW },
-        { "max-time", required_argument, NULL, O_MAXTIME },
-        { "max-rounds", required_argument, NULL, O_MAXROUNDS }, { "force", no_argument, NULL, O_FORCE },
-        { "no-verify", no_argument, NULL, O_NOVERIFY }, { "json", no_argument, NULL, O_JSON },
-        { "keep-source", no_argument, NULL, O_KEEP }, { "streams", required_argument, NULL, O_STREAMS },
-        { "via", required_argument, NULL, O_VIA }, { "compress", required_argument, NULL, O_COMPRESS },
-        { "verify", required_argument, NULL, O_VERIFY },
-        { "delete-source", no_argument, NULL, O_DELSRC },
-        { "no-auto-converge", no_argument, NULL, O_NOCONVERGE }, { "storage-to", required_argument, NULL, O_STORAGE },
-        { "timeout", required_argument, NULL, O_TIMEOUT }, { 0 },
-    };
     if (argc > 1 && !strcmp(argv[1], "tls"))   /* no socket, options of its own */
         return cmd_tls(argc - 1, argv + 1);
     if (center_command(argc, argv))
