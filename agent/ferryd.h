@@ -188,6 +188,7 @@ int migrate_abort(const char *name, char *err, size_t errlen);
  * left is quit and forgotten; one whose leg failed stays as it was. */
 struct event_base;
 int migrate_init(struct event_base *base, const struct config *c);
+void migrate_fini(void);   /* before the event base goes */
 void leg_load(struct vmrec *v);
 json_object *leg_json(const struct vmrec *v);
 

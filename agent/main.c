@@ -116,12 +116,14 @@ int main(int argc, char **argv)
     event_base_dispatch(base);
     event_free(sigs[0]);
     event_free(sigs[1]);
+    migrate_fini();
     evhttp_free(http);
     event_base_free(base);
     SSL_CTX_free(ctx);
     config_free(&cfg);
     return 0;
 fail:
+    migrate_fini();
     agent_log("%s", err);
     return 1;
 }

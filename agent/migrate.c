@@ -400,10 +400,19 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static struct event *poll_ev;
+
 int migrate_init(struct event_base *base, const struct config *c)
 {
     static const struct timeval every = { 0, POLL_MS * 1000 };
     cfg = c;
-    struct event *ev = event_new(base, -1, EV_PERSIST, on_poll, NULL);
-    return ev && event_add(ev, &every) == 0 ? 0 : -1;
+    poll_ev = event_new(base, -1, EV_PERSIST, on_poll, NULL);
+    return poll_ev && event_add(poll_ev, &every) == 0 ? 0 : -1;
+}
+
+void migrate_fini(void)
+{
+    if (poll_ev)
+        event_free(poll_ev);
+    poll_ev = NULL;
 }
