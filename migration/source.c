@@ -313,6 +313,9 @@ static int precopy(struct engine *e, char *err, size_t errlen)
             if (pages_ms <= target) {
                 if (drained)
                     return 0;
+                /* Full speed for the last short round: a throttle sleep
+                 * must not sit next to the pause in the guest's clock. */
+                throttle_set(e->s.vm, 0);
                 /* Before pausing, let the destination take in what the
                  * sockets still hold, then look at the dirty pages again. */
                 if (sender_sync(&e->s, err, errlen) < 0)
@@ -331,11 +334,12 @@ static int precopy(struct engine *e, char *err, size_t errlen)
             if (p->auto_converge && round >= THROTTLE_FROM_ROUND && pages_ms > target && stuck &&
                 throttle < THROTTLE_MAX) {
                 throttle = throttle_next(throttle, mg->s.dirty_rate * PAGE_SIZE, throughput);
-                throttle_set(e->s.vm, throttle);
                 pthread_mutex_lock(&mg->lock);
                 mg->s.throttle_pct = throttle;
                 pthread_mutex_unlock(&mg->lock);
             }
+            if (throttle)   /* (again: a last round that did not converge lifted it) */
+                throttle_set(e->s.vm, throttle);
             bool out_of_rounds = p->max_rounds && round >= p->max_rounds;
             bool out_of_time = p->max_time_ms && (t_sync - t_start) / 1000000 >= p->max_time_ms;
             if (out_of_rounds || out_of_time) {

@@ -76,7 +76,10 @@ void throttle_vcpu(struct vcpu *v)
     }
     if (now - v->throttle_t0 < SLICE_NS)
         return;
+    /* At most a slice counts: a vCPU the ticker could not kick for long (a
+     * loaded host) must not then sleep for 99 times that at once. */
     uint64_t ran = clock_ns(CLOCK_THREAD_CPUTIME_ID) - v->throttle_cpu0;
+    ran = ran > SLICE_NS ? SLICE_NS : ran;
     struct timespec until = deadline_in(ran * (uint64_t)pct / (uint64_t)(100 - pct));
     pthread_mutex_lock(&vm->lock);
     while (!vm->pause_req && !atomic_load(&vm->stopping) && atomic_load(&vm->throttle.pct) == pct &&
