@@ -8,6 +8,9 @@
 #   wait_for S FILE RE until a line of FILE matches the extended regex RE; 1 after S seconds
 #   clean_on_exit [CMD...]  at exit: kill the processes in the array pids, wait, run CMD
 #                      (errors ignored), remove the directory $work
+#   lab_bad_blocks IMG how many of the image's first 256 64 KiB blocks hold neither zeros
+#                      nor "BLOCK n" (their number), as the lab guests' disk writers
+#                      write them
 #   lab_vcpus SOCK     for an L2 that seems stuck (a silent boot): its VMM's status and
 #                      each vCPU's state twice, 2 s apart (a RIP that never moves is
 #                      parked, one that moves spins), on stderr
@@ -25,6 +28,13 @@ wait_for() {
         [ "$(date +%s)" -lt "$end" ] || return 1
         sleep 0.5
     done
+}
+lab_bad_blocks() {
+    python3 - "$1" <<'PY'
+import sys
+data = open(sys.argv[1], 'rb').read()
+print(sum(1 for n in range(256) if data[n * 65536: n * 65536 + 14] not in (b'\0' * 14, b'BLOCK %08d' % n)))
+PY
 }
 lab_vcpus() {
     local i

@@ -247,12 +247,7 @@ written=$(grep -m1 '^FERRY-WRITTEN' "$work/all.log" | cut -d' ' -f2)
 ! grep -q 'FERRY-FAIL' "$work/all.log" || fail "guest I/O errors: $(grep -m3 FERRY-FAIL "$work/all.log" | tr '\n' ' ')"
 "$cli" -S "$work/c.sock" vm quit > /dev/null || fail "ferry vm quit failed"
 timeout 60 tail --pid="${vpid[c]}" -f /dev/null || fail "C did not exit after quit"
-bad=$(python3 - "$img" <<'PY'
-import sys
-data = open(sys.argv[1], 'rb').read()
-print(sum(1 for n in range(256) if data[n * 65536: n * 65536 + 14] not in (b'\0' * 14, b'BLOCK %08d' % n)))
-PY
-)
+bad=$(lab_bad_blocks "$img")
 [ "$bad" = 0 ] || fail "$bad blocks in the image file do not hold their number"
 echo "net-migrate: disk: ${written:-?} blocks written across A, B and C (A: $(count '^FERRY-W ' "$work/con-a")x8," \
      "B: $(count '^FERRY-W ' "$work/con-b")x8, C: $(count '^FERRY-W ' "$work/con-c")x8), guest check $verify, image check bad=$bad"

@@ -90,12 +90,7 @@ verify=$(grep -m1 '^FERRY-VERIFY' "$work/all.log" | cut -d' ' -f2)
 ! grep -q FERRY-FAIL "$work/all.log" || lab_fail "guest I/O errors: $(grep -m3 FERRY-FAIL "$work/all.log" | tr '\n' ' ')"
 "$cli" -S "$work/b.sock" vm quit > /dev/null || lab_fail "ferry vm quit failed"
 timeout 60 tail --pid="${lab_vpid[b]}" -f /dev/null || lab_fail "B did not exit after quit"
-bad=$(python3 - "$work/dsB/disk.img" <<'PY'
-import sys
-data = open(sys.argv[1], 'rb').read()
-print(sum(1 for n in range(256) if data[n * 65536: n * 65536 + 14] not in (b'\0' * 14, b'BLOCK %08d' % n)))
-PY
-)
+bad=$(lab_bad_blocks "$work/dsB/disk.img")
 [ "$bad" = 0 ] || lab_fail "$bad blocks of B's image do not hold their number"
 echo "storage-migrate: $(grep -m1 '^FERRY-WRITTEN' "$work/all.log" | cut -d' ' -f2) blocks written" \
      "(A: $(writes "$work/con-a")x8 across the move, B: ${n1}x8+), guest check $verify, B's image bad=$bad"
