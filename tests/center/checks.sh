@@ -12,10 +12,7 @@
 need_ferryd
 : "${GUEST_DIR:?GUEST_DIR is not set (run through meson test)}"
 
-db_setup
-center_start --workers 2
-ADMIN=$(sed -n 's/^bootstrap admin token: //p' "$TMP/center.out")
-expect 201 POST /v1/clusters '{"name": "c1"}'
+manager_up 2
 
 enrol h1
 ET1=$ET

@@ -11,10 +11,7 @@
 . "$(dirname "$0")/lib.sh"
 need_ferryd
 
-db_setup
-center_start --workers 2
-ADMIN=$(sed -n 's/^bootstrap admin token: //p' "$TMP/center.out")
-expect 201 POST /v1/clusters '{"name": "c1"}'
+manager_up 2
 
 enrol h1
 ET1=$ET

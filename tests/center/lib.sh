@@ -238,11 +238,12 @@ define_vm() {
 
 # ---- migrations (tests/center/migrate*.sh) ----
 
-# manager_up: the manager on $BACKEND with 16 task workers (more than the
-# admission limits), its admin token in ADMIN, cluster c1.
+# manager_up [WORKERS]: the manager on $BACKEND with WORKERS task workers
+# (default 16: more than the admission limits), its admin token in ADMIN,
+# cluster c1.
 manager_up() {
     db_setup
-    center_start --workers 16
+    center_start --workers "${1:-16}"
     ADMIN=$(sed -n 's/^bootstrap admin token: //p' "$TMP/center.out")
     expect 201 POST /v1/clusters '{"name": "c1"}'
 }

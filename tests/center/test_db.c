@@ -7,19 +7,9 @@
 #include <string.h>
 
 #include "center/center.h"
+#include "tests/center/check.h"
 
 struct center_cfg cfg;   /* the library's; unused here */
-
-static int failures;
-#define CHECK(cond, ...)                                              \
-    do {                                                              \
-        if (!(cond)) {                                                \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);      \
-            fprintf(stderr, __VA_ARGS__);                             \
-            fputc('\n', stderr);                                      \
-            failures++;                                               \
-        }                                                             \
-    } while (0)
 
 static long long count(struct db *db, const char *sql)
 {
