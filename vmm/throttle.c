@@ -68,10 +68,14 @@ void throttle_vcpu(struct vcpu *v)
 {
     struct vm *vm = v->vm;
     int pct = atomic_load(&vm->throttle.pct);
+    if (pct <= 0) {   /* every exit passes here: no clock read when off */
+        v->throttle_t0 = 0;
+        return;
+    }
     uint64_t now = clock_ns(CLOCK_MONOTONIC);
-    if (pct <= 0 || !v->throttle_t0) {
-        v->throttle_t0 = pct > 0 ? now : 0;
-        v->throttle_cpu0 = pct > 0 ? clock_ns(CLOCK_THREAD_CPUTIME_ID) : 0;
+    if (!v->throttle_t0) {
+        v->throttle_t0 = now;
+        v->throttle_cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
         return;
     }
     if (now - v->throttle_t0 < SLICE_NS)
