@@ -79,14 +79,24 @@ L2_BASE=$LAB_DIR/l2-base.cpio
 
 # shell code that starts every lab /init (run by "/bin/busybox sh")
 # shellcheck disable=SC2016  # expanded by the guest
-INIT_HEAD='export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+INIT_MOUNTS='export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s /bin
 mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-if [ -e /lib/lab-modules/order ]; then
+mount -t devtmpfs devtmpfs /dev'
+# L1 only: kvm takes the host's TSC rate once, when it loads (the guests' TSC
+# rate and kvmclock's scale follow it; an emulated CPU without an invariant
+# TSC gets no update later).  Linux refines its boot-time TSC calibration
+# about a second into the boot, and the lab's kvm-amd load raced with that:
+# wait for the refined clocksource before loading the modules.
+L1_TSC_WAIT='i=0
+while [ "$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)" = tsc-early ] &&
+      [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done'
+INIT_MODULES='if [ -e /lib/lab-modules/order ]; then
     while read -r ko; do insmod "/lib/lab-modules/$ko" || echo "init: insmod $ko failed"; done < /lib/lab-modules/order
 fi'
+INIT_HEAD="$INIT_MOUNTS
+$INIT_MODULES"
 
 new_tree() {    # new_tree VAR: an empty temporary tree (removed on exit) in VAR
     local t; t=$(mktemp -d "${TMPDIR:-/tmp}/lab-tree.XXXXXX")
@@ -205,6 +215,19 @@ cmd_setup() {
     say "setup done (kernel $kv, $LAB_DIR)"
 }
 
+# What L1's kernel said of its TSC and clocksources, and when kvm loaded (a
+# guest's clock inherits all of it): one line for the run's stats.
+l1_clock_facts() {
+    tr -d '\r' < "$1" | awk '
+        function t() { return substr($0, 2, index($0, "]") - 2) + 0 }
+        /tsc: Detected [0-9.]+ MHz/ { d = $(NF - 2) " MHz" }
+        /Refined TSC clocksource calibration/ { r = $(NF - 1) " MHz at " t() "s" }
+        /kvm: / && !k { k = t() "s" }
+        /Switched to clocksource|as unstable/ { sub(/^\[[^]]*\] /, ""); c = c (c ? "; " : "") $0 }
+        END { printf "TSC detected %s, refined %s; kvm loaded at %s; %s\n",
+                     d ? d : "n/a", r ? r : "never", k ? k : "n/a", c ? c : "no clocksource switch" }'
+}
+
 kernel_pkg() {
     apt-cache depends linux-image-amd64 2>/dev/null |
         awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
@@ -241,7 +264,8 @@ build_l1_initrd() {
     new_tree root
     busybox_tree "$root"
     add_modules "$root" kvm-amd virtio_pci 9pnet_virtio 9p overlay
-    printf "#!/bin/busybox sh\n%s\nKVER='%s'\nKDIR='%s'\nNINEP='%s'\n" "$INIT_HEAD" "$kv" "$KDIR" "$NINEP" > "$root/init"
+    printf "#!/bin/busybox sh\n%s\n%s\n%s\nKVER='%s'\nKDIR='%s'\nNINEP='%s'\n" \
+        "$INIT_MOUNTS" "$L1_TSC_WAIT" "$INIT_MODULES" "$kv" "$KDIR" "$NINEP" > "$root/init"
     cat >> "$root/init" <<'EOF'
 # Ferry lab, L1 stage 1: build the root (host / over 9p, read-only, under a tmpfs
 # overlay), mount the per-run control share on /run/lab and hand over to its stage2.
@@ -547,6 +571,7 @@ cmd_run() {
         [ -z "$up" ] || [ -z "$fin" ] || run=$(secs "$fin" "$up")
         say "stats: L1 userspace after ${t_boot:-n/a}s (L1 uptime ${up:-n/a}s), command ${run}s," \
             "total $(secs "$(now)" "$t0")s, attempts $attempt, L1 stalls woken $stalls, status $rc"
+        say "stats: L1 time: $(l1_clock_facts "$d/console.log")"
     fi
     if [ -n "$keep" ] || [ ! -s "$d/rc" ]; then say "run directory kept: $d"; else rm -rf "$d"; fi
     return "$rc"

@@ -178,6 +178,21 @@ void vcpu_state_advance_tsc(struct vcpu_kvm_state *s, uint64_t ns, uint32_t khz)
             s->msrs[i].data = tsc_advance(s->msrs[i].data, ns, khz);
 }
 
+uint64_t vcpu_state_tsc(const struct vcpu_kvm_state *s)
+{
+    for (uint32_t i = 0; i < s->nmsrs && i < KVM_STATE_MAX_MSRS; i++)
+        if (s->msrs[i].index == MSR_IA32_TSC)
+            return s->msrs[i].data;
+    return 0;
+}
+
+uint64_t vcpu_tsc_read(int vcpu_fd)
+{
+    struct kvm_msr_entry e = { .index = MSR_IA32_TSC };
+    char err[64];
+    return msrs_io(vcpu_fd, KVM_GET_MSRS, &e, 1, "KVM_GET_MSRS (TSC)", err, sizeof(err)) < 0 ? 0 : e.data;
+}
+
 uint32_t vcpu_tsc_khz(int vcpu_fd)
 {
     int khz = ioctl(vcpu_fd, KVM_GET_TSC_KHZ, 0);

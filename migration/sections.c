@@ -7,7 +7,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <stdbool.h>
+#include <sys/ioctl.h>
+
 #include "migration/sections.h"
+#include "vmm/log.h"
 
 static const struct vmstate_field seg_fields[] = {
     VMSTATE_U64(struct kvm_segment, base), VMSTATE_U32(struct kvm_segment, limit),
@@ -161,6 +165,9 @@ int sections_save(struct vm *vm, struct buf *out, char *err, size_t errlen)
     for (int i = 0; i < vm->ncpus; i++)
         if ((vs.clock.flags & KVM_CLOCK_REALTIME) && vs.clock.realtime > t_read[i])
             vcpu_state_advance_tsc(&cs[i].s, vs.clock.realtime - t_read[i], vs.tsc_khz);
+    log_info("guest clock saved: kvmclock %.6f s at host time %.6f s (flags 0x%x), vCPU 0's TSC %llu at %u kHz",
+             vs.clock.clock / 1e9, vs.clock.realtime / 1e9, vs.clock.flags,
+             (unsigned long long)vcpu_state_tsc(&cs[0].s), vs.tsc_khz);
     if (vmstate_save(&vmstate_vm, &vs, out) < 0)
         goto nomem;
     for (int i = 0; i < vm->ncpus; i++)
@@ -294,6 +301,29 @@ static int cpus_apply(struct vm *vm, const struct staged_state *st, char *err, s
     return 0;
 }
 
+/* How far the restored kvmclock and vCPU 0's TSC are from the source's
+ * values moved on by the time in flight: one line, a warning past 5 ms (a
+ * guest whose clock jumps here sees it in CLOCK_MONOTONIC). */
+static void clock_report(struct vm *vm, const struct staged_state *st)
+{
+    const struct kvm_clock_data *src = &st->vm.clock;
+    struct kvm_clock_data now = { 0 };
+    if (!(src->flags & KVM_CLOCK_REALTIME) || ioctl(vm->fd, KVM_GET_CLOCK, &now) < 0) {
+        log_info("guest clock restored as saved (the source sent no host time: the guest's clock "
+                 "falls behind by the pause)");
+        return;
+    }
+    uint64_t tsc = vcpu_tsc_read(vm->vcpus[0].fd), tsc0 = vcpu_state_tsc(&st->cpu[0].s);
+    uint64_t rt = (now.flags & KVM_CLOCK_REALTIME) ? now.realtime : realtime_ns();
+    double flight = ((double)rt - (double)src->realtime) / 1e6;
+    double clock_off = ((double)now.clock - (double)src->clock) / 1e6 - flight;
+    double tsc_off = st->vm.tsc_khz ? ((double)tsc - (double)tsc0) / st->vm.tsc_khz - flight : 0;
+    bool bad = clock_off > 5 || clock_off < -5 || tsc_off > 5 || tsc_off < -5;
+    log_msg(bad ? LOG_WARN : LOG_INFO, "guest clock restored after %.1f ms in flight: kvmclock %+.3f ms, "
+            "vCPU 0's TSC %+.3f ms from the source's moved on by that (kvmclock %.6f s, TSC %llu, flags 0x%x)",
+            flight, clock_off, tsc_off, now.clock / 1e9, (unsigned long long)tsc, now.flags);
+}
+
 int sections_apply(struct vm *vm, const struct staged_state *st, char *err, size_t errlen)
 {
     if (!st->have_vm || st->ncpus_seen != (uint32_t)vm->ncpus) {
@@ -309,6 +339,7 @@ int sections_apply(struct vm *vm, const struct staged_state *st, char *err, size
     }
     if (cpus_apply(vm, st, err, errlen) < 0 || vm_state_set(vm->fd, &st->vm, err, errlen) < 0)
         return -1;
+    clock_report(vm, st);
     for (int i = 0; i < vm->nmig_devs; i++) {
         const struct mig_device *d = &vm->mig_devs[i];
         if (d->load(d->opaque, st->dev[i], err, errlen) < 0)

@@ -94,6 +94,8 @@ sleep 3
 touch "$work/stop"
 wait "$wpid" || lab_die "the clock watcher failed"
 tr -d '\r' < "$work/watch.out" | grep -v '^probe ' | sed 's/^/clock-migrate: guest: /'
+# what each ferry-vmm saw of the guest's clock as it saved and restored it
+cat "$work"/vmm-*.out | grep 'guest clock' | sed 's/^/clock-migrate: /' || true
 
 # ------------------------------------------------------------------ the checks
 # (files, not process substitution: L1 has no /dev/fd)
