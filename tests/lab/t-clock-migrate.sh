@@ -96,6 +96,16 @@ wait "$wpid" || lab_die "the clock watcher failed"
 tr -d '\r' < "$work/watch.out" | grep -v '^probe ' | sed 's/^/clock-migrate: guest: /'
 # what each ferry-vmm saw of the guest's clock as it saved and restored it
 cat "$work"/vmm-*.out | grep 'guest clock' | sed 's/^/clock-migrate: /' || true
+# KVM without TSC scaling runs a guest's TSC at the host's rate whatever rate it
+# was told: if L1's kvm took a rate other than the one L1's TSC runs at, every
+# guest clock here is wrong, and that is the lab's fault (lab/lab.sh loads kvm
+# after Linux refines its TSC calibration for this reason)
+khz=$(sed -n 's/.* at \([0-9]*\) kHz$/\1/p' "$work/vmm-a.out" | head -n 1)
+hw=$(dmesg | sed -n 's/.*Refined TSC clocksource calibration: \([0-9]*\)\.\([0-9]*\) MHz.*/\1\2/p' | tail -n 1)
+ppm=$([ -n "$khz" ] && [ -n "$hw" ] && echo $(((khz - hw) * 1000000 / hw)) || echo 0)
+if [ "${ppm#-}" -gt 250 ]; then
+    lab_fail "lab fault: L1's kvm runs guests' TSC at $khz kHz but L1's TSC ticks at $hw kHz (more than 250 ppm apart, no TSC scaling): guest clocks cannot be right in this L1"
+fi
 
 # ------------------------------------------------------------------ the checks
 # (files, not process substitution: L1 has no /dev/fd)
