@@ -319,13 +319,13 @@ for ((h = 1; h <= hops; h++)); do
          "total ${total} ms, $rounds rounds, $((bytes >> 20)) MiB; guest uptime step across the" \
          "switchover ${gap}s (C $n_sw -> $((n_sw + 1))), console silent $(silence "$src" "$dst")s," \
          "CLI $(secs "$t_m")s"
-    # the guest's clock across the switchover moves on as the host's did: its
-    # uptime step is the console's silence, give or take the console's delivery
-    # (a guest clock that jumps was 12-16 s here, in an L1 whose kvm ran the
-    # guests' TSC at a rate it did not have)
-    sil=$(silence "$src" "$dst")
-    awk -v g="$gap" -v s="$sil" 'BEGIN { exit !(g == "n/a" || s == "n/a" || g <= s + 1.0) }' ||
-        fail "$src -> $dst: the guest's uptime stepped ${gap}s across a switchover the console saw as ${sil}s"
+    # the guest's clock across the switchover moves on about as the host's did:
+    # its uptime step was 0.3-1.1 s in good runs (the counter's 0.1 s, the pause,
+    # the lab's scheduling) and 12-16 s in an L1 whose kvm ran the guests' TSC
+    # at a rate it did not have.  (The console's silence is no bound: the two
+    # consoles' timestamps come from two readers.)
+    awk -v g="$gap" 'BEGIN { exit !(g == "n/a" || g <= 5) }' ||
+        fail "$src -> $dst: the guest's uptime stepped ${gap}s across a ${down} ms switchover (limit 5 s)"
 done
 [ -z "$problems" ] || fail "the counter did not continue exactly:
 $problems"
