@@ -75,7 +75,7 @@ void vcpu_state_advance_tsc(struct vcpu_kvm_state *s, uint64_t ns, uint32_t khz)
 /* The vCPU's TSC frequency in kHz, or 0 if KVM does not say. */
 uint32_t vcpu_tsc_khz(int vcpu_fd);
 /* Runs the vCPU's TSC at `khz`; -1 with a one-line reason when KVM cannot. */
-int vcpu_tsc_khz_set(int vcpu_fd, uint32_t khz, char *err, size_t errlen);
+int vcpu_tsc_khz_set(int vm_fd, int vcpu_fd, uint32_t khz, char *err, size_t errlen);
 /* The TSC in `s` (0 if it holds none). */
 uint64_t vcpu_state_tsc(const struct vcpu_kvm_state *s);
 /* The vCPU's TSC now, as userspace reads it (KVM_GET_MSRS); 0 on failure. */

@@ -294,7 +294,7 @@ static int cpus_apply(struct vm *vm, const struct staged_state *st, char *err, s
     uint64_t since = (st->vm.clock.flags & KVM_CLOCK_REALTIME) ? st->vm.clock.realtime : 0;
     for (int i = 0; i < vm->ncpus; i++) {
         int fd = vm->vcpus[i].fd;
-        if (vcpu_tsc_khz_set(fd, st->vm.tsc_khz, err, errlen) < 0 ||
+        if (vcpu_tsc_khz_set(vm->fd, fd, st->vm.tsc_khz, err, errlen) < 0 ||
             vcpu_state_set_moved(fd, &st->cpu[i].s, since, vcpu_tsc_khz(fd), err, errlen) < 0)   /* the rate just set */
             return -1;
     }
