@@ -10,9 +10,11 @@
 # times. A failed migration or a verify_result other than "match" / "match (in
 # the pause)" makes the bench exit 1.
 #
-# The destination runs with --prealloc (as one with reserved memory would): on
-# this VM host the kernel's zeroing of never-touched memory runs at about
-# 0.5 GB/s and would otherwise be what round 0 measures. PREALLOC=0 turns it off.
+# The destination runs with --prealloc --mem (as one with reserved memory would,
+# prepared before the source is told to move): on this VM host the kernel's
+# zeroing of never-touched memory runs at about 0.5 GB/s and would otherwise be
+# what round 0 measures, or, preallocated at HELLO, 2 s of each 1 GiB
+# migration's total. PREALLOC=0 turns it off.
 #
 # Default (CI: meson test --benchmark --suite bench): a reduced matrix, TLS on,
 # streams 1|2, verify after, dirty 0|10%, REPEATS=2, plus one strict run.
@@ -124,7 +126,7 @@ one_run() {
     local sec=(--insecure)
     [ "$tls" = 1 ] && sec=(--tls-dir "$TMP/tls")
     rm -f "$TMP/a.sock" "$TMP/b.sock"
-    "$FERRY_VMM" --incoming 127.0.0.1:$port "${sec[@]}" $([ "${PREALLOC:-1}" = 1 ] && echo --prealloc) \
+    "$FERRY_VMM" --incoming 127.0.0.1:$port "${sec[@]}" $([ "${PREALLOC:-1}" = 1 ] && echo --prealloc --mem "$MEM") \
         --control "$TMP/b.sock" >"$dst_out" 2>&1 &
     local dpid=$!
     "$FERRY_VMM" --kernel "$GUEST_DIR/dirtier.elf" --mem "$MEM" "${sec[@]}" --control "$TMP/a.sock" \
@@ -134,9 +136,9 @@ one_run() {
     stop() { kill -9 $dpid $spid 2>/dev/null; wait $dpid $spid 2>/dev/null; }
     # migrate a warm guest: its whole working set written once, then paced writes
     local t=0
-    until grep -q 'pass=2' "$src_out" 2>/dev/null; do
+    until grep -q 'pass=2' "$src_out" 2>/dev/null && grep -q 'waiting for an incoming' "$dst_out"; do
         sleep 0.1; t=$((t + 1))
-        [ $t -gt 300 ] && { echo "dirtier did not start: $(tail -1 "$src_out")"; stop; return 1; }
+        [ $t -gt 300 ] && { echo "dirtier or destination not ready: $(tail -1 "$src_out") | $(tail -1 "$dst_out")"; stop; return 1; }
     done
     local args st
     args="{\"uri\":\"127.0.0.1:$port\",\"streams\":$streams,\"verify\":\"$verify\",\"compress\":\"$compress\",\"max_time_s\":60}"

@@ -128,10 +128,14 @@ static int kvm_open(struct vm *vm, char *err, size_t errlen)
 
 static int memory_setup(struct vm *vm, char *err, size_t errlen)
 {
-    if (gmem_init(&vm->mem, vm->cfg.mem_size, vm->cfg.mem_path, err, errlen) < 0)
+    if (vm->cfg.mem_ready) {
+        vm->mem = *vm->cfg.mem_ready;   /* its size was checked against the VM's */
+        *vm->cfg.mem_ready = (struct guest_mem){ .fd = -1 };
+        vm->cfg.mem_ready = NULL;
+    } else if (gmem_init(&vm->mem, vm->cfg.mem_size, vm->cfg.mem_path, err, errlen) < 0 ||
+               (vm->cfg.mem_prealloc && gmem_prealloc(&vm->mem, err, errlen) < 0)) {
         return -1;
-    if (vm->cfg.mem_prealloc && gmem_prealloc(&vm->mem, err, errlen) < 0)
-        return -1;
+    }
     for (int i = 0; i < vm->mem.nregions; i++) {
         struct gmem_region *r = &vm->mem.regions[i];
         struct kvm_userspace_memory_region slot = {

@@ -87,6 +87,10 @@ struct vm_config {
     uint64_t mem_size;
     const char *mem_path;
     bool mem_prealloc;        /* fault all RAM in at creation (--prealloc) */
+    /* RAM already mapped and faulted in, taken over by vm_create: an
+     * incoming VM's, prepared while the destination waited (--incoming
+     * with --mem and --prealloc), so the migration does not wait for it */
+    struct guest_mem *mem_ready;
     int ncpus;
     const char *kernel, *initrd, *cmdline;
     const char *console;      /* "stdio", "file:PATH", "none" */

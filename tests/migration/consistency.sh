@@ -5,7 +5,10 @@
 # reports completed with a downtime, the destination is running and the
 # dirtier keeps passing its own whole-set verification there. The guest's
 # console across all four processes is one gapless run of ok passes. At the
-# end the checker verifies the last destination's memory file.
+# end the checker verifies the last destination's memory file. Hop 2's
+# destination has anonymous RAM faulted in before it listens (--mem
+# --prealloc); first, one prepared for another size refuses the VM, which
+# runs on at the source.
 . "$(dirname "$0")/lib.sh"
 
 MEM=512M
@@ -16,9 +19,20 @@ summary=()
 boot a1 $MEM "$DIRTIER"
 progress a1 15 1
 
+incoming small "$((PORT0 + 9))" --mem 256M --prealloc
+migrate a1 "$((PORT0 + 9))"
+wait_phase a1 30 failed || fail "a migration into a 256 MiB destination ended '$(ms phase)', expected failed"
+wait_exit small 10
+expect_dest_error small "memory size mismatch: the VM has 512 MiB, this destination was started with --mem 256 MiB"
+[ "$(vm_state a1)" = running ] || fail "a1 is '$(vm_state a1)' after the refused migration, expected running"
+
 for i in 1 2 3; do
     src=${HOPS[$((i - 1))]} dst=${HOPS[$i]} port=$((PORT0 + i - 1))
-    incoming "$dst" "$port" --mem-path "$RAMDIR/$dst.ram"
+    if [ "$i" = 2 ]; then
+        incoming "$dst" "$port" --mem $MEM --prealloc
+    else
+        incoming "$dst" "$port" --mem-path "$RAMDIR/$dst.ram"
+    fi
     migrate "$src" "$port" '"downtime_ms":50'
     wait_phase "$src" 60 completed || fail "hop $i ($src -> $dst): migration ended '$(ms phase)': $(ms error)"
     read -r downtime verify total rounds final < <(ms downtime_ms verify_ms total_ms round final_pages | paste -sd' ')
