@@ -60,7 +60,9 @@ wait_for "$limit" "$work/con-a" '^FERRY-READY' || lab_die "the guest did not com
 cs0=$(grep -m1 '^FERRY-CS' "$work/con-a" | tr -d '\r')
 echo "clock-migrate: guest clocksource: ${cs0#FERRY-CS }"
 sync=$(grep -m1 '^FERRY-sync' "$work/con-a" | tr -d '\r') ||
-    lab_die "the guest could not set its clock from the host's: $(grep -m1 '^FERRY-clockprobe' "$work/con-a")"
+    lab_die "the guest could not set its clock from the host's: $(grep -m1 '^FERRY-clockprobe' "$work/con-a")" \
+        "(ptp_kvm needs L1's clocksource to be the TSC, now $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)," \
+        "and a guest TSC rate L1's kvm runs natively)"
 echo "clock-migrate: guest ${sync#FERRY-} (ptp_kvm, as chrony would)"
 if ! grep -qw tsc <<< "$cs0"; then
     lab_console a 'dmesg | grep -iE "tsc|clocksource" | sed "s/^/FERRY-DMESG /"; echo FERRY-DMESG-END'
