@@ -32,7 +32,8 @@
  * zero. *wire gets the bytes written. 0, or -1 with a reason. */
 int disk_blocks_send(struct chan *c, uint32_t d, uint64_t off, const uint8_t *buf, size_t len, bool zero,
                      uint64_t *wire, char *err, size_t errlen);
-/* DISK_DIGEST of the image open on fd (read whole, the VM paused) into b. */
+/* DISK_DIGEST of the image open on fd (the VM paused) into b: its data
+ * extents read by up to one thread per core, holes hashed as zeroes unread. */
 int disk_digest_encode(struct buf *b, uint32_t d, int fd, uint64_t size, char *err, size_t errlen);
 
 /* ---- destination ------------------------------------------------------------- */
