@@ -78,15 +78,31 @@ python3 -c 'import json,sys; b=json.loads(sys.argv[1]); sys.exit(b["state"] != "
 [ "$(single_host vm1)" = a ] || fail "vm1 runs on $(vmm_hosts vm1) after a's ferryd restarted"
 guest_continues a vm1 -
 
-# cancel: the VM stays on its source, the destination forgets its leg
+# cancel: the VM stays on its source, the destination forgets its leg.  The
+# guest's pages compress about 140x (auto compression), so the move can end
+# before the cancel arrives: a cancel that late loses, and the migration must
+# then be whole (the VM on b, once); it comes back and the test tries again.
 vm_run a big 512 "mib=384 rate=40000 report_ms=0"
 refresh a
 guest_passes a big 1
-migrate big b
-wait_phase "$TASK" precopy
-expect 200 POST "/v1/tasks/$TASK/cancel"
-wait_task_for 30 "$TASK" success error cancelled
-[ "$(field .state)" = cancelled ] || fail "cancelled migration: $BODY"
+extra=0
+for try in 1 2 3; do
+    migrate big b
+    wait_phase "$TASK" precopy
+    expect 200 POST "/v1/tasks/$TASK/cancel"
+    wait_task_for 30 "$TASK" success error cancelled
+    state=$(field .state)
+    [ "$state" = success ] || break
+    expect 200 GET /v1/vms/big
+    holds 'b["host"] == "b"' || fail "a cancel that came too late: inventory: $BODY"
+    [ "$(single_host big)" = b ] || fail "a cancel that came too late: big runs on $(vmm_hosts big)"
+    summary+=("cancel-too-late-$try")
+    migrate big a
+    wait_task_for 60 "$TASK" success error cancelled
+    [ "$(field .state)" = success ] || fail "big back to a: $BODY"
+    extra=$((extra + 2))
+done
+[ "$state" = cancelled ] || fail "cancelled migration (try $try): state $state"
 expect 200 GET /v1/vms/big
 holds 'b["host"] == "a"' || fail "after the cancel: inventory: $BODY"
 [ "$(single_host big)" = a ] || fail "after the cancel big runs on $(vmm_hosts big)"
@@ -105,7 +121,7 @@ api POST /v1/vms/big/migrate '{"host": "a"}'
 [ "$CODE" = 409 ] && holds 'any(c["level"] == "error" and "already" in c["reason"] for c in b["checks"])' ||
     fail "a migration to the VM's own host: $CODE $BODY"
 expect 200 GET /v1/tasks
-holds "sum(t['kind'] == 'vm.migrate' for t in b) == 4" || fail "a refused request made a task: $BODY"
+holds "sum(t['kind'] == 'vm.migrate' for t in b) == 4 + $extra" || fail "a refused request made a task: $BODY"
 
 # kill -9 of the manager mid-migration: after the restart the task resumes
 # from what the hosts say, and the inventory names where the VM runs
