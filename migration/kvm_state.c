@@ -60,6 +60,15 @@ static int msrs_io(int vcpu_fd, unsigned long req, struct kvm_msr_entry *e, uint
     return 0;
 }
 
+/* Where IA32_TSC is among n saved MSRs, or -1. */
+static int tsc_index(const struct kvm_msr_entry *e, uint32_t n)
+{
+    for (uint32_t i = 0; i < n && i < KVM_STATE_MAX_MSRS; i++)
+        if (e[i].index == MSR_IA32_TSC)
+            return (int)i;
+    return -1;
+}
+
 int vcpu_state_get(int fd, const struct msr_list *l, struct vcpu_kvm_state *s,
                    char *err, size_t errlen)
 {
@@ -103,9 +112,9 @@ int vcpu_state_set_moved(int fd, const struct vcpu_kvm_state *s, uint64_t since_
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
         uint64_t ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
-        for (uint32_t i = 0; i < n && ns > since_realtime; i++)
-            if (msrs[i].index == MSR_IA32_TSC)
-                msrs[i].data = tsc_advance(msrs[i].data, ns - since_realtime, khz);
+        int t = tsc_index(msrs, n);
+        if (t >= 0 && ns > since_realtime)
+            msrs[t].data = tsc_advance(msrs[t].data, ns - since_realtime, khz);
     }
     if (msrs_io(fd, KVM_SET_MSRS, msrs, n, "KVM_SET_MSRS", err, errlen) < 0)
         return -1;
@@ -174,17 +183,15 @@ uint64_t tsc_advance(uint64_t tsc, uint64_t ns, uint32_t khz)
 
 void vcpu_state_advance_tsc(struct vcpu_kvm_state *s, uint64_t ns, uint32_t khz)
 {
-    for (uint32_t i = 0; i < s->nmsrs && i < KVM_STATE_MAX_MSRS; i++)
-        if (s->msrs[i].index == MSR_IA32_TSC)
-            s->msrs[i].data = tsc_advance(s->msrs[i].data, ns, khz);
+    int t = tsc_index(s->msrs, s->nmsrs);
+    if (t >= 0)
+        s->msrs[t].data = tsc_advance(s->msrs[t].data, ns, khz);
 }
 
 uint64_t vcpu_state_tsc(const struct vcpu_kvm_state *s)
 {
-    for (uint32_t i = 0; i < s->nmsrs && i < KVM_STATE_MAX_MSRS; i++)
-        if (s->msrs[i].index == MSR_IA32_TSC)
-            return s->msrs[i].data;
-    return 0;
+    int t = tsc_index(s->msrs, s->nmsrs);
+    return t >= 0 ? s->msrs[t].data : 0;
 }
 
 uint64_t vcpu_tsc_read(int vcpu_fd)

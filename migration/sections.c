@@ -2,12 +2,12 @@
  * kernel's own ABI structs are described field by field where the fields are
  * meaningful on their own, and as fixed byte blocks where the kernel defines
  * an opaque image (LAPIC registers, XSAVE area, irqchip, vCPU events). */
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include <stdbool.h>
 #include <sys/ioctl.h>
 
 #include "migration/sections.h"
@@ -308,9 +308,13 @@ static void clock_report(struct vm *vm, const struct staged_state *st)
 {
     const struct kvm_clock_data *src = &st->vm.clock;
     struct kvm_clock_data now = { 0 };
-    if (!(src->flags & KVM_CLOCK_REALTIME) || ioctl(vm->fd, KVM_GET_CLOCK, &now) < 0) {
+    if (!(src->flags & KVM_CLOCK_REALTIME)) {
         log_info("guest clock restored as saved (the source sent no host time: the guest's clock "
                  "falls behind by the pause)");
+        return;
+    }
+    if (ioctl(vm->fd, KVM_GET_CLOCK, &now) < 0) {
+        log_warn("guest clock restored; cannot read it back: KVM_GET_CLOCK: %s", strerror(errno));
         return;
     }
     uint64_t tsc = vcpu_tsc_read(vm->vcpus[0].fd), tsc0 = vcpu_state_tsc(&st->cpu[0].s);
