@@ -16,8 +16,8 @@ CENTER_PID='' PG_DATA='' BG_PIDS=()
 
 _cleanup() {
     local p
-    [ -n "$CENTER_PID" ] && kill -KILL "$CENTER_PID" 2>/dev/null
-    for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    [ -n "$CENTER_PID" ] && kill -KILL "$CENTER_PID" 2>/dev/null && wait "$CENTER_PID" 2>/dev/null
+    for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
     # the VMMs the test's ferryd started outlive them (by design)
     for p in /proc/[0-9]*; do
         [ "$(readlink "$p/exe" 2>/dev/null)" = "$(readlink -f "${FERRY_VMM:-/nonexistent}")" ] &&
@@ -360,4 +360,72 @@ sys.exit(0 if all(b == a + 1 for a, b in zip(p, p[1:])) else "passes %s" % p)' |
         [ "$(passes "$1" "$2" | head -n1)" -gt "$3" ] || fail "$2 on $1: pass counter went back: $(head -n3 "$c")"
     fi
     return 0
+}
+
+# ---- hosts as network namespaces (multihost.sh, tests/lab/t-center-migrate.sh) ----
+#
+#   root:  bridge NS_Pmgmt 10.M.0.254 ---- hI's mgmt0 10.M.0.I   (ferryd's API)
+#          bridge NS_Pmig (no address) ---- hI's mig0  10.G.0.I   (migration streams)
+#   hI:    bridge br-vm: port group vm-net (the VMs' taps)
+# M.G is 77.78 on SQLite and 79.80 on PostgreSQL: meson runs the two
+# backends' tests at once, and both subnets live in the root namespace.
+
+# need_netns: skip the test (77) without root, iproute2 or /dev/net/tun
+need_netns() {
+    if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null || [ ! -c /dev/net/tun ]; then
+        echo "SKIP: $T_NAME needs root, iproute2 and /dev/net/tun" >&2
+        exit 77
+    fi
+}
+
+NS_P=fmh$$- NS_N=0
+NS_M=$([ "$BACKEND" = pg ] && echo 79 || echo 77) NS_G=$([ "$BACKEND" = pg ] && echo 80 || echo 78)
+_ns_hosts_down() {
+    local i
+    for ((i = 1; i <= NS_N; i++)); do ip netns del "${NS_P}h$i" 2>/dev/null; done
+    ip link del "${NS_P}mgmt" 2>/dev/null
+    ip link del "${NS_P}mig" 2>/dev/null
+    _cleanup
+}
+# ns_hosts_up N: hosts h1..hN (FD_NS), all removed at exit
+ns_hosts_up() {
+    local i ns
+    NS_N=$1
+    trap _ns_hosts_down EXIT
+    ip link add "${NS_P}mgmt" type bridge && ip addr add "10.$NS_M.0.254/24" dev "${NS_P}mgmt" &&
+        ip link set "${NS_P}mgmt" up && ip link add "${NS_P}mig" type bridge && ip link set "${NS_P}mig" up ||
+        fail "cannot make the root namespace's bridges"
+    for ((i = 1; i <= NS_N; i++)); do
+        ns=${NS_P}h$i
+        FD_NS[h$i]=$ns
+        ip netns add "$ns" &&
+        ip link add "${NS_P}m$i" type veth peer name mgmt0 netns "$ns" &&
+        ip link set "${NS_P}m$i" master "${NS_P}mgmt" up &&
+        ip link add "${NS_P}v$i" type veth peer name mig0 netns "$ns" &&
+        ip link set "${NS_P}v$i" master "${NS_P}mig" up &&
+        ip -n "$ns" addr add "10.$NS_M.0.$i/24" dev mgmt0 && ip -n "$ns" link set mgmt0 up &&
+        ip -n "$ns" addr add "10.$NS_G.0.$i/24" dev mig0 && ip -n "$ns" link set mig0 up &&
+        ip -n "$ns" link set lo up &&
+        ip -n "$ns" link add br-vm type bridge && ip -n "$ns" link set br-vm up ||
+            fail "cannot make host h$i's namespace"
+    done
+}
+# ns_host_add hI: hI enrolled, its ferryd started in its namespace (migration
+# interface mig0, labelled 10 GbE; datastore ds0 = $TMP/shared) and added to
+# cluster c1 with `ferry host add` (FERRY_CENTER/FERRY_TOKEN/FERRY_CA set)
+ns_host_add() {
+    local h=$1 i=${1#h}
+    enrol "$h"
+    FD_IP=10.$NS_M.0.$i FD_MIG_IP=10.$NS_G.0.$i FD_MIG_NIC=mig0 FD_MBPS=10000 \
+        FD_NETWORKS='{"name": "vm-net", "bridge": "br-vm"}' ferryd_start "$h" "$TMP/$h/tls" "$TMP/shared"
+    "$FERRY_CLI" host add "10.$NS_M.0.$i:$FPORT" --cluster c1 --token "$ET" >"$TMP/add-$h.out" 2>&1 ||
+        fail "ferry host add $h: $(cat "$TMP/add-$h.out")"
+}
+# in_ns VM HOST: VM's ferry-vmm runs in HOST's namespace, with the cluster's
+# CPU baseline (EVC: --cpu-features, on the source and on every destination)
+in_ns() {
+    local pid
+    pid=$(pgrep -f "$TMP/$2/state/vms/$1/control.sock" | head -n1)
+    [ -n "$pid" ] && [ "$(ip netns identify "$pid")" = "${FD_NS[$2]}" ] &&
+        tr '\0' '\n' < "/proc/$pid/cmdline" | grep -cx -- --cpu-features >/dev/null   # -c reads it all: no SIGPIPE under pipefail
 }

@@ -25,62 +25,14 @@
 . "$(dirname "$0")/lib.sh"
 : "${GUEST_DIR:?GUEST_DIR is not set (run through meson test)}" "${FERRY_CLI:?FERRY_CLI is not set}"
 need_ferryd
-if [ "$(id -u)" -ne 0 ] || ! command -v ip >/dev/null || [ ! -c /dev/net/tun ]; then
-    echo "SKIP: $T_NAME needs root, iproute2 and /dev/net/tun" >&2
-    exit 77
-fi
-
-P=fmh$$-   # names of this run's namespaces and root-namespace links
-# the management and migration subnets, one pair per backend: meson runs the
-# two backends' tests at once, and both subnets live in the root namespace
-M=$([ "$BACKEND" = pg ] && echo 79 || echo 77) G=$([ "$BACKEND" = pg ] && echo 80 || echo 78)
-topology_down() {
-    local i
-    for i in 1 2 3; do ip netns del "${P}h$i" 2>/dev/null; done
-    ip link del "${P}mgmt" 2>/dev/null
-    ip link del "${P}mig" 2>/dev/null
-    _cleanup
-}
-trap topology_down EXIT
-ip link add "${P}mgmt" type bridge && ip addr add 10.$M.0.254/24 dev "${P}mgmt" &&
-    ip link set "${P}mgmt" up && ip link add "${P}mig" type bridge && ip link set "${P}mig" up ||
-    fail "cannot make the root namespace's bridges"
-for i in 1 2 3; do
-    ns=${P}h$i
-    ip netns add "$ns" &&
-    ip link add "${P}m$i" type veth peer name mgmt0 netns "$ns" &&
-    ip link set "${P}m$i" master "${P}mgmt" up &&
-    ip link add "${P}v$i" type veth peer name mig0 netns "$ns" &&
-    ip link set "${P}v$i" master "${P}mig" up &&
-    ip -n "$ns" addr add "10.$M.0.$i/24" dev mgmt0 && ip -n "$ns" link set mgmt0 up &&
-    ip -n "$ns" addr add "10.$G.0.$i/24" dev mig0 && ip -n "$ns" link set mig0 up &&
-    ip -n "$ns" link set lo up &&
-    ip -n "$ns" link add br-vm type bridge && ip -n "$ns" link set br-vm up ||
-        fail "cannot make host h$i's namespace"
-done
-
-# in_ns VM HOST: VM's ferry-vmm runs in HOST's namespace, with the cluster's
-# CPU baseline (EVC: --cpu-features, on the source and on every destination)
-in_ns() {
-    local pid
-    pid=$(pgrep -f "$TMP/$2/state/vms/$1/control.sock" | head -n1)
-    [ -n "$pid" ] && [ "$(ip netns identify "$pid")" = "${FD_NS[$2]}" ] &&
-        tr '\0' '\n' < "/proc/$pid/cmdline" | grep -cx -- --cpu-features >/dev/null   # -c reads it all: no SIGPIPE under pipefail
-}
+need_netns
 
 manager_up
 export FERRY_CENTER=https://127.0.0.1:$PORT FERRY_TOKEN=$ADMIN FERRY_CA=$TMP/tls/ca.pem
 ferry() { "$FERRY_CLI" "$@"; }
 
-for i in 1 2 3; do
-    h=h$i
-    FD_NS[$h]=${P}h$i
-    enrol "$h"
-    FD_IP=10.$M.0.$i FD_MIG_IP=10.$G.0.$i FD_MIG_NIC=mig0 FD_MBPS=10000 \
-        FD_NETWORKS='{"name": "vm-net", "bridge": "br-vm"}' ferryd_start "$h" "$TMP/$h/tls" "$TMP/shared"
-    ferry host add "10.$M.0.$i:$FPORT" --cluster c1 --token "$ET" >"$TMP/add-$h.out" 2>&1 ||
-        fail "ferry host add $h: $(cat "$TMP/add-$h.out")"
-done
+ns_hosts_up 3
+for i in 1 2 3; do ns_host_add "h$i"; done
 ferry cluster set-baseline c1 --common >"$TMP/baseline.out" 2>&1 ||
     fail "ferry cluster set-baseline c1 --common: $(cat "$TMP/baseline.out")"
 ferry --json host list >"$TMP/hosts.json" || fail "ferry host list"

@@ -4,7 +4,7 @@
 #
 #   BUILD_DIR            build directory (default: $BUILD, else "build"), relative to the
 #                        current directory
-#   FERRY_LAB_TIMEOUT    limit for the whole lab run in seconds (default 900)
+#   FERRY_LAB_TIMEOUT    limit for the whole lab run in seconds (default 1200)
 #   FERRY_LAB_SMP        L1 vCPUs (default 1: 2 was slower here, even for 2-vCPU L2s)
 #   FERRY_LAB_TESTS      run only the tests whose name (t-NAME.sh) matches this glob
 #   FERRY_L2_VMM=qemu    boot the L2 guests with QEMU instead of ferry-vmm (lab check)
@@ -42,7 +42,7 @@ done
 # (125), not a test, and the run is retried once. A test failure never is.
 for attempt in 1 2; do
     rc=0
-    lab/lab.sh run --stats --timeout "${FERRY_LAB_TIMEOUT:-900}" --smp "${FERRY_LAB_SMP:-1}" "${envs[@]}" -- tests/lab/inside-l1.sh || rc=$?
+    lab/lab.sh run --stats --timeout "${FERRY_LAB_TIMEOUT:-1200}" --smp "${FERRY_LAB_SMP:-1}" "${envs[@]}" -- tests/lab/inside-l1.sh || rc=$?
     [ "$rc" = 125 ] && [ "$attempt" = 1 ] || break
     echo "lab: L1 failed (status 125); running the lab suite once more" >&2
 done
