@@ -258,6 +258,19 @@ static int put_zero(struct blk_move *m, const uint8_t *zbuf, uint64_t off, size_
     return io_full(m->dst_fd, (uint8_t *)zbuf, len, off, true);
 }
 
+void blk_data_extent(int fd, uint64_t size, uint64_t pos, uint64_t *lo, uint64_t *hi)
+{
+    off_t d = lseek(fd, (off_t)pos, SEEK_DATA), h = -1;
+    if (d < 0 && errno == ENXIO) {
+        *lo = *hi = size;
+        return;
+    }
+    if (d >= 0)
+        h = lseek(fd, d, SEEK_HOLE);
+    *lo = d < 0 ? pos : (uint64_t)d;   /* no SEEK_DATA here (a block device): all of it is data */
+    *hi = d < 0 || h < 0 || (uint64_t)h > size ? size : (uint64_t)h;
+}
+
 /* The next piece of fd's data extents (size bytes) in one of g's chunks:
  * 1, or 0 at the end. */
 static int extents_next(int fd, uint64_t size, struct blk_cursor *g, uint64_t *off, size_t *len)
@@ -266,17 +279,7 @@ static int extents_next(int fd, uint64_t size, struct blk_cursor *g, uint64_t *o
         if (g->off >= g->end) {
             if (g->end >= size)
                 return 0;
-            off_t d = lseek(fd, (off_t)g->end, SEEK_DATA), h;
-            if (d < 0 && errno == ENXIO)
-                return 0;
-            if (d < 0) {   /* no SEEK_DATA here (a block device): all of it is data */
-                d = (off_t)g->end;
-                h = (off_t)size;
-            } else if ((h = lseek(fd, d, SEEK_HOLE)) < 0) {
-                h = (off_t)size;
-            }
-            g->off = (uint64_t)d;
-            g->end = (uint64_t)h < size ? (uint64_t)h : size;
+            blk_data_extent(fd, size, g->end, &g->off, &g->end);
             if (g->off >= g->end)
                 return 0;
         }

@@ -128,6 +128,9 @@ int blk_track_next(struct virtio_blk *b, struct blk_cursor *c, uint64_t *off, si
 /* The same walk over the data extents of an image not in use (cold copy):
  * fd, size bytes. */
 int blk_extents_next(int fd, uint64_t size, struct blk_cursor *c, uint64_t *off, size_t *len);
+/* The data extent [*lo, *hi) of fd (size bytes) at or after pos; *lo = *hi =
+ * size past the last. No SEEK_DATA (a block device): all of it is data. */
+void blk_data_extent(int fd, uint64_t size, uint64_t pos, uint64_t *lo, uint64_t *hi);
 /* Read a piece from the tracked image (0, or -1 with errno). */
 int blk_track_read(struct virtio_blk *b, uint8_t *buf, size_t len, uint64_t off);
 /* Rename the device's image file to path (an incoming shared-nothing image

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <xxhash.h>
 
+#include "devices/blk_move.h"
 #include "migration/disks.h"
 
 #define BLOCKS_PER_CHUNK (DISK_CHUNK / DISK_BLOCK)
@@ -99,24 +100,6 @@ static int hash_run(struct digest_job *j, uint64_t off, size_t len, size_t lo, s
     return 0;
 }
 
-/* The data extent [*lo, *hi) at or after pos (holes before *lo), found
- * again only once pos passes it: SEEK_HOLE walks the whole extent. No
- * SEEK_DATA (a block device): all of it is data. */
-static void extent_at(int fd, uint64_t size, uint64_t pos, uint64_t *lo, uint64_t *hi)
-{
-    if (pos < *hi)
-        return;
-    off_t d = lseek(fd, (off_t)pos, SEEK_DATA), h = -1;
-    if (d < 0 && errno == ENXIO) {
-        *lo = *hi = size;
-        return;
-    }
-    if (d >= 0)
-        h = lseek(fd, d, SEEK_HOLE);
-    *lo = d < 0 ? pos : (uint64_t)d;
-    *hi = d < 0 || h < 0 || (uint64_t)h > size ? size : (uint64_t)h;
-}
-
 /* Holes read as zeroes: their blocks get the zero block's hash without being
  * read (a quarter of a typical image, or most of a fresh one). */
 static void *digest_range(void *arg)
@@ -130,7 +113,9 @@ static void *digest_range(void *arg)
         for (size_t i = 0; i < nb; i++)
             hash[i] = len - i * DISK_BLOCK < DISK_BLOCK ? XXH3_64bits(zeros, len - i * DISK_BLOCK) : zfull;
         while (blk < nb && !j->err) {
-            extent_at(j->fd, j->size, off + blk * DISK_BLOCK, &lo, &hi);
+            /* found again only once past it: SEEK_HOLE walks the whole extent */
+            if (off + blk * DISK_BLOCK >= hi)
+                blk_data_extent(j->fd, j->size, off + blk * DISK_BLOCK, &lo, &hi);
             if (lo >= off + len)
                 break;
             size_t first = lo > off ? (size_t)((lo - off) / DISK_BLOCK) : blk;
