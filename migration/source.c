@@ -310,6 +310,10 @@ static int precopy(struct engine *e, char *err, size_t errlen)
             double target = (double)p->downtime_ms;
             if (round / 3 < 4 && (double)(DOWNTIME_AIM_MS << (round / 3)) < target)
                 target = (double)(DOWNTIME_AIM_MS << (round / 3));
+            log_debug("migration: round %u: %llu pages and %llu disk blocks dirty, %.0f MB/s, last pages %.1f ms, "
+                      "aim %.0f ms, vCPUs slowed %d%%%s", round, (unsigned long long)dirty,
+                      (unsigned long long)dblocks, throughput / 1e6, pages_ms, target, throttle,
+                      drained ? " (after draining)" : "");
             if (pages_ms <= target) {
                 if (drained)
                     return 0;
