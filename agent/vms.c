@@ -375,6 +375,15 @@ int vm_argv(struct vmrec *v, const char *incoming, char **argv, char bufs[][4200
     snprintf(bufs[b], sizeof(bufs[b]), "%dM", json_object_get_int(a));
     argv[n++] = "--mem";
     argv[n++] = bufs[b++];
+    /* A VM reserving all its memory gets it faulted in before it starts,
+     * or before an incoming VMM listens (a prepared destination: pages then
+     * land in memory that is already there). Partial reservations stay an
+     * admission check: faulting in all of a mostly idle guest's RAM would
+     * commit what it does not use. */
+    json_object *resv;
+    if (json_object_object_get_ex(v->spec, "memory_reservation_mib", &resv) &&
+        json_object_get_int(resv) == json_object_get_int(a))
+        argv[n++] = "--prealloc";
     if (json_object_object_get_ex(v->spec, "cpu_features", &a)) {
         size_t len = 0;   /* the names are short: 4200 bytes hold every one of them */
         for (size_t i = 0; i < json_object_array_length(a); i++)

@@ -187,9 +187,14 @@ check 0.name vm1 "list"
 
 # ---- kill -9 ferryd: the VM runs on, a new ferryd adopts it ----
 # vm2's VMM dies while no ferryd runs: the new one reports it stopped
-expect 201 POST /v1/vms '{"name":"vm2","memory_mib":32,"boot":{"kernel":"'"$DIRTIER"'","cmdline":"mib=1"}}'
+# vm2 reserves all its memory: its VMM faults it in before the guest starts
+expect 201 POST /v1/vms '{"name":"vm2","memory_mib":32,"memory_reservation_mib":32,"boot":{"kernel":"'"$DIRTIER"'","cmdline":"mib=1"}}'
 expect 200 POST /v1/vms/vm2/start
 pid2=$(field pid)
+tr '\0' '\n' <"/proc/$pid2/cmdline" | grep -cx -- --prealloc >/dev/null || ffail "a fully reserved VM started without --prealloc"
+tr '\0' '\n' <"/proc/$pid/cmdline" | grep -cx -- --prealloc >/dev/null && ffail "vm1 (no reservation) started with --prealloc"
+rss=$(awk '/^VmRSS:/ { print int($2 / 1024) }' "/proc/$pid2/status")
+[ "${rss:-0}" -ge 32 ] || ffail "vm2 reserves 32 MiB but its VMM holds ${rss:-0} MiB"
 kill -KILL "$FERRYD_PID"
 wait "$FERRYD_PID" 2>/dev/null
 [ -e "/proc/$FERRYD_PID" ] && ffail "ferryd survived kill -9"
