@@ -280,8 +280,6 @@ static int precopy(struct engine *e, char *err, size_t errlen)
     double throughput = 0, rtt_ms = mg->s.rtt_us / 1000.0;
     bool drained = false;
     int throttle = 0;
-    unsigned stuck_rounds = 0;
-    bool stuck = false;
     int64_t prev_dirty = 0;
     for (uint32_t round = 0;; round++) {
         uint64_t t_sync = now_ns();
@@ -295,13 +293,7 @@ static int precopy(struct engine *e, char *err, size_t errlen)
              * two round trips. The target bounds the part pre-copy can shrink,
              * the pages; the round trips are the link's floor (300 ms at 150
              * ms RTT), shown in the prediction but not held against it. */
-            /* A compression trial still running is dropped at the
-             * switchover (see there): the last pages then go raw, at the
-             * rate measured before the trial, not at the trial's. */
-            double rate = throughput;
-            if (e->auto_state == AUTO_TRIAL && e->rate_before > 0 && e->rate_before < rate)
-                rate = e->rate_before;
-            double pages_ms = rate > 0 ? (double)dirty_bytes / rate * 1000.0 : 1e9;
+            double pages_ms = throughput > 0 ? (double)dirty_bytes / throughput * 1000.0 : 1e9;
             double predicted = pages_ms + 2 * rtt_ms;
             pthread_mutex_lock(&mg->lock);
             mg->s.round = round;
@@ -311,25 +303,16 @@ static int precopy(struct engine *e, char *err, size_t errlen)
             mg->s.predicted_downtime_ms = predicted;
             mg->s.elapsed_ms = (t_sync - t_start) / 1000000;
             pthread_mutex_unlock(&mg->lock);
-            /* A round that did not even halve the last pages is stuck:
-             * the guest dirties about as fast as the link moves. (Not
-             * judged again on the second look after draining.) */
-            if (!drained) {
-                stuck = prev_dirty == 0 || (int64_t)dirty_bytes * 2 > prev_dirty;
-                prev_dirty = (int64_t)dirty_bytes;   /* disk blocks count: a slower guest writes less too */
-                stuck_rounds += stuck && round >= THROTTLE_FROM_ROUND;
-            }
-            /* Aim at a pause of a few ms first. A guest that converges
-             * keeps that aim however many rounds it takes (each is shorter
-             * than the last); one that is stuck gets it doubled every 3
-             * stuck rounds, up to downtime_ms: short pauses where the link
-             * allows them, and convergence where it does not. */
+            /* Aim at a pause of a few ms first; a guest that dirties too
+             * fast for that gets the target doubled every 3 rounds, up to
+             * downtime_ms: short pauses where the link allows them, and
+             * convergence where it does not. */
             double target = (double)p->downtime_ms;
-            if (stuck_rounds / 3 < 4 && (double)(DOWNTIME_AIM_MS << (stuck_rounds / 3)) < target)
-                target = (double)(DOWNTIME_AIM_MS << (stuck_rounds / 3));
+            if (round / 3 < 4 && (double)(DOWNTIME_AIM_MS << (round / 3)) < target)
+                target = (double)(DOWNTIME_AIM_MS << (round / 3));
             log_debug("migration: round %u: %llu pages and %llu disk blocks dirty, %.0f MB/s, last pages %.1f ms, "
                       "aim %.0f ms, vCPUs slowed %d%%%s", round, (unsigned long long)dirty,
-                      (unsigned long long)dblocks, rate / 1e6, pages_ms, target, throttle,
+                      (unsigned long long)dblocks, throughput / 1e6, pages_ms, target, throttle,
                       drained ? " (after draining)" : "");
             if (pages_ms <= target) {
                 if (drained)
@@ -346,10 +329,12 @@ static int precopy(struct engine *e, char *err, size_t errlen)
                 continue;
             }
             /* Auto-converge: from round 2, a guest whose last pages miss
-             * the target and are stuck is slowed, more each such round.
-             * One that converges on its own (or once slowed enough) is left
-             * alone: a slowed service is slow for its users too, so no more
-             * than convergence needs. */
+             * the target and did not even halve in the last round is
+             * slowed, more each such round. One that converges on its own
+             * (or once slowed enough) is left alone: a slowed service is
+             * slow for its users too, so no more than convergence needs. */
+            bool stuck = prev_dirty == 0 || (int64_t)dirty_bytes * 2 > prev_dirty;
+            prev_dirty = (int64_t)dirty_bytes;   /* dirty disk blocks count: a slower guest writes less too */
             if (p->auto_converge && round >= THROTTLE_FROM_ROUND && pages_ms > target && stuck &&
                 throttle < THROTTLE_MAX) {
                 throttle = throttle_next(throttle, mg->s.dirty_rate * PAGE_SIZE, throughput);
