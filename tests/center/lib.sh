@@ -28,7 +28,10 @@ _cleanup() {
 }
 trap _cleanup EXIT
 
+# fail MSG: the test fails; FAIL_DUMP names a function of the test's that
+# prints its own diagnostics first (consoles, logs)
 fail() {
+    [ -z "${FAIL_DUMP:-}" ] || "$FAIL_DUMP"
     echo "FAIL: $T_NAME: $*" >&2
     for f in "$TMP"/center.err "$TMP"/pg.log; do
         [ -s "$f" ] && { echo "---- $f (tail) ----" >&2; tail -n 30 "$f" >&2; }
@@ -428,4 +431,20 @@ in_ns() {
     pid=$(pgrep -f "$TMP/$2/state/vms/$1/control.sock" | head -n1)
     [ -n "$pid" ] && [ "$(ip netns identify "$pid")" = "${FD_NS[$2]}" ] &&
         tr '\0' '\n' < "/proc/$pid/cmdline" | grep -cx -- --cpu-features >/dev/null   # -c reads it all: no SIGPIPE under pipefail
+}
+# ns_migrate VM HOST: `ferry vm migrate VM --host HOST`; then the inventory
+# has VM running on HOST and exactly one ferry-vmm runs it, in HOST's
+# namespace with the baseline. Sets NS_SRC (where it was) and MIG_MS.
+ns_migrate() {
+    local vm=$1 dst=$2 t0
+    NS_SRC=$(vm_host "$vm")
+    t0=$(date +%s%N)
+    "$FERRY_CLI" vm migrate "$vm" --host "$dst" >"$TMP/mig-$dst.out" 2>&1 ||
+        fail "ferry vm migrate $vm --host $dst: $(cat "$TMP/mig-$dst.out")"
+    MIG_MS=$((($(date +%s%N) - t0) / 1000000))
+    "$FERRY_CLI" --json vm show "$vm" >"$TMP/show.json" || fail "ferry vm show $vm"
+    python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); sys.exit(v["host"] != sys.argv[2] or v["power_state"] != "running")' \
+        "$TMP/show.json" "$dst" || fail "after $NS_SRC -> $dst: ferry vm show: $(cat "$TMP/show.json")"
+    [ "$(single_host "$vm")" = "$dst" ] || fail "after $NS_SRC -> $dst: $vm runs on $(vmm_hosts "$vm")"
+    in_ns "$vm" "$dst" || fail "after $NS_SRC -> $dst: $vm's ferry-vmm is not in $dst's namespace with --cpu-features"
 }

@@ -52,18 +52,10 @@ in_ns vm1 h1 || fail "vm1's ferry-vmm is not in h1's namespace with the cluster'
 
 summary=()
 for dst in h2 h3 h1; do
-    src=$(vm_host vm1) prev=$(last_pass "$src" vm1)
-    t0=$(date +%s%N)
-    ferry vm migrate vm1 --host "$dst" >"$TMP/mig-$dst.out" 2>&1 ||
-        fail "ferry vm migrate vm1 --host $dst: $(cat "$TMP/mig-$dst.out")"
-    ms=$((($(date +%s%N) - t0) / 1000000))
-    ferry --json vm show vm1 >"$TMP/show.json" || fail "ferry vm show vm1"
-    python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); sys.exit(v["host"] != sys.argv[2] or v["power_state"] != "running")' \
-        "$TMP/show.json" "$dst" || fail "after $src -> $dst: ferry vm show: $(cat "$TMP/show.json")"
-    [ "$(single_host vm1)" = "$dst" ] || fail "after $src -> $dst: vm1 runs on $(vmm_hosts vm1)"
-    in_ns vm1 "$dst" || fail "after $src -> $dst: vm1's ferry-vmm is not in $dst's namespace with --cpu-features"
+    prev=$(last_pass "$(vm_host vm1)" vm1)
+    ns_migrate vm1 "$dst"
     guest_continues "$dst" vm1 "$prev"
-    summary+=("$src->$dst ${ms}ms")
+    summary+=("$NS_SRC->$dst ${MIG_MS}ms")
 done
 
 # a powered-off VM moves without a live migration: defined on h2, gone from h1

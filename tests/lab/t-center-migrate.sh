@@ -68,7 +68,7 @@ unfollow() { sleep 1; kill "${tails[@]}" 2>/dev/null; wait "${tails[@]}" 2>/dev/
 # last_c FILE: the last counter value in FILE (0: none)
 last_c() { local n; n=$(grep -aoE '^C [0-9]+ ' "$1" | tail -n1 | cut -d' ' -f2); echo "${n:-0}"; }
 counter_at() { [ "$(last_c "${cons[-1]}")" -ge "$1" ]; }
-# dump: the consoles' and VMMs' last lines, before failing
+# dump: the consoles' and VMMs' last lines, before failing (fail calls it)
 dump() {
     local f
     for f in "${cons[@]}" "$TMP"/vmm-*.log "$TMP"/h?/ferryd.log; do
@@ -77,7 +77,7 @@ dump() {
         tail -n 15 "$f" | tr -d '\r' >&2
     done
 }
-die() { dump; fail "$@"; }
+FAIL_DUMP=dump
 
 # ---- the system ----
 manager_up
@@ -99,41 +99,32 @@ ferry vm create vm1 --host h1 --spec "$TMP/vm1.json" >"$TMP/create.out" 2>&1 ||
 t0=$(date +%s%N)
 for try in 1 2; do
     mark h1
-    ferry vm start vm1 >"$TMP/start.out" 2>&1 || die "ferry vm start: $(cat "$TMP/start.out")"
+    ferry vm start vm1 >"$TMP/start.out" 2>&1 || fail "ferry vm start: $(cat "$TMP/start.out")"
     follow h1
     wait_for "${FERRY_L2_TIMEOUT:-150}" counter_at 20 && break
     [ "$try" = 1 ] && [ ! -s "${cons[-1]}" ] ||
-        die "the guest did not count to 20 in ${FERRY_L2_TIMEOUT:-150} s"
+        fail "the guest did not count to 20 in ${FERRY_L2_TIMEOUT:-150} s"
     echo "t-center-migrate: the guest printed nothing in ${FERRY_L2_TIMEOUT:-150} s (a lab L2 boot hang); booting again" >&2
     lab_vcpus "$(dirname "$(console h1 vm1)")/control.sock"
-    ferry vm stop vm1 >"$TMP/stop.out" 2>&1 || die "ferry vm stop: $(cat "$TMP/stop.out")"
+    ferry vm stop vm1 >"$TMP/stop.out" 2>&1 || fail "ferry vm stop: $(cat "$TMP/stop.out")"
     unfollow
     cons=()
 done
 summary=("boot $((($(date +%s%N) - t0) / 1000000))ms")
-in_ns vm1 h1 || die "vm1's ferry-vmm is not in h1's namespace with the cluster's --cpu-features"
+in_ns vm1 h1 || fail "vm1's ferry-vmm is not in h1's namespace with the cluster's --cpu-features"
 
 for dst in h2 h1; do
-    src=$(vm_host vm1)
     mark "$dst"
-    t0=$(date +%s%N)
-    ferry vm migrate vm1 --host "$dst" >"$TMP/mig-$dst.out" 2>&1 ||
-        die "ferry vm migrate vm1 --host $dst: $(cat "$TMP/mig-$dst.out")"
-    ms=$((($(date +%s%N) - t0) / 1000000))
-    ferry --json vm show vm1 >"$TMP/show.json" || die "ferry vm show vm1"
-    python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); sys.exit(v["host"] != sys.argv[2] or v["power_state"] != "running")' \
-        "$TMP/show.json" "$dst" || die "after $src -> $dst: ferry vm show: $(cat "$TMP/show.json")"
-    [ "$(single_host vm1)" = "$dst" ] || die "after $src -> $dst: vm1 runs on $(vmm_hosts vm1)"
-    in_ns vm1 "$dst" || die "after $src -> $dst: vm1's ferry-vmm is not in $dst's namespace with --cpu-features"
+    ns_migrate vm1 "$dst"
     unfollow
     before=$(last_c "${cons[-1]}")
     follow "$dst"
-    wait_for 60 counter_at $((before + 20)) || die "after $src -> $dst: the guest did not count on from $before"
-    summary+=("$src->$dst ${ms}ms")
+    wait_for 60 counter_at $((before + 20)) || fail "after $NS_SRC -> $dst: the guest did not count on from $before"
+    summary+=("$NS_SRC->$dst ${MIG_MS}ms")
 done
 
-ferry --json task list >"$TMP/tasks.json" || die "ferry task list"
-python3 - "$TMP/tasks.json" <<'PY' || die "ferry task list: $(cat "$TMP/tasks.json")"
+ferry --json task list >"$TMP/tasks.json" || fail "ferry task list"
+python3 - "$TMP/tasks.json" <<'PY' || fail "ferry task list: $(cat "$TMP/tasks.json")"
 import json, sys
 t = [x for x in json.load(open(sys.argv[1])) if x["kind"] == "vm.migrate" and x["target"] == "vm1"]
 ok = [x for x in t if x["state"] == "success" and x["result"]["verify_result"].startswith("match")]
@@ -146,7 +137,7 @@ PY
 # the counter over the whole run, across both switchovers: the bytes join up
 cat "${cons[@]}" | tr -d '\r' >"$TMP/console.all"
 for f in "${cons[@]::${#cons[@]}-1}"; do last_c "$f"; done >"$TMP/hops"   # the last count before each hop
-python3 - "$TMP/console.all" "$TMP/hops" <<'PY' || die "the guest's counter across the migrations is wrong"
+python3 - "$TMP/console.all" "$TMP/hops" <<'PY' || fail "the guest's counter across the migrations is wrong"
 import re, sys
 c = [(int(n), float(u)) for n, u in re.findall(r'^C (\d+) (\d+\.\d+)$', open(sys.argv[1]).read(), re.M)]
 ns = [n for n, _ in c]
@@ -163,8 +154,8 @@ if min(steps) < 0:
 if len(across) != len(hops) or max(across) > 5:
     sys.exit("an uptime step across a switchover is over 5 s, or a switchover is missing")
 PY
-ferry vm stop vm1 >"$TMP/stop.out" 2>&1 || die "ferry vm stop vm1: $(cat "$TMP/stop.out")"
+ferry vm stop vm1 >"$TMP/stop.out" 2>&1 || fail "ferry vm stop vm1: $(cat "$TMP/stop.out")"
 no_vmm() { [ -z "$(vmm_hosts vm1)" ]; }
-wait_for 10 no_vmm || die "vm1 still runs on $(vmm_hosts vm1) after ferry vm stop"
+wait_for 10 no_vmm || fail "vm1 still runs on $(vmm_hosts vm1) after ferry vm stop"
 echo "t-center-migrate: ${summary[*]}"
 sed -n 's/^ferry-vmm: migration to .* completed: /t-center-migrate: migration: /p' "$TMP"/vmm-*.log
