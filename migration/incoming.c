@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -38,6 +39,8 @@
 #define JOIN_TIMEOUT_MS 10000         /* for the other streams after HELLO */
 #define DIGEST_TIMEOUT_S 120          /* for the source's digest after the hand-over */
 #define PEER_TIMEOUT_S 30             /* for a new connection's handshake and first message */
+#define WAKE_MS 100                   /* stream 0's reader looks at the page streams */
+#define PEER_GRACE_MS 2000            /* see wait_control() */
 #define DRAIN_MS 3000                 /* after a failure: for the source to read why and close */
 
 struct receiver;
@@ -51,6 +54,7 @@ struct rstream {
     pthread_t thread;
     bool live;
     int rc;
+    bool peer_gone;                   /* it failed because the source closed it */
     char err[256];
 };
 
@@ -71,6 +75,7 @@ struct receiver {
     struct rstream s[MIG_MAX_STREAMS];
     atomic_int failed;                /* the first page stream that failed on its own, or -1 */
     atomic_bool stopping;             /* we are shutting the streams down: failures are ours */
+    uint64_t grace_end;               /* a page stream the source closed: its reason on stream 0 until then */
     /* shared-nothing */
     struct disk_sink sink;            /* the images being received (fds ours) */
     char *partial[DISKS_MAX];         /* COPY_TO.ferry-partial, created here */
@@ -328,16 +333,18 @@ static int accept_joins(struct receiver *r, char *err, size_t errlen)
     return 0;
 }
 
-/* Streams 1..n-1: pages until FLUSH. A stream that fails wakes the control
- * loop (it reads stream 0) by shutting that socket's read side. */
+/* Streams 1..n-1: pages until FLUSH. A stream that fails is seen by the
+ * control loop on stream 0 (wait_control). */
 static void *stream_thread(void *arg)
 {
     struct rstream *s = arg;
     struct receiver *r = s->r;
     for (;;) {
         struct msg m = { 0 };
-        if (msg_read_header(&s->ch, &m, s->err, sizeof(s->err)) < 0)
+        if (msg_read_header(&s->ch, &m, s->err, sizeof(s->err)) < 0) {
+            s->peer_gone = m.error == MSG_E_EOF || m.error == MSG_E_IO || m.error == MSG_E_TRUNCATED;
             break;
+        }
         if (m.type == MSG_MEM_PAGES) {
             if (pages_rx_recv(&s->rx, &s->ch, &m, s->err, sizeof(s->err)) < 0)
                 break;
@@ -359,8 +366,8 @@ static void *stream_thread(void *arg)
     }
     s->rc = -1;
     int none = -1;
-    if (!atomic_load(&r->stopping) && atomic_compare_exchange_strong(&r->failed, &none, s->index))
-        shutdown(r->s[0].ch.fd, SHUT_RD);
+    if (!atomic_load(&r->stopping))
+        atomic_compare_exchange_strong(&r->failed, &none, s->index);  /* wait_control() sees it */
     return NULL;
 }
 
@@ -500,18 +507,42 @@ static void commit_disks(struct receiver *r)
 
 /* ---- the control loop on stream 0 ---------------------------------------- */
 
+/* Wait until stream 0 has a message to read, or a page stream failed (then
+ * -1 with its reason). Polled rather than woken by shutting stream 0: under
+ * TLS that cut a record in half, OpenSSL answered with a decode_error alert,
+ * and our ACK(rejected) with the reason (say, the disk is full) never reached
+ * the source. A page stream the source closed is no reason of its own: the
+ * source says why on stream 0 (a cancel's ABORT), so that is read first. */
+static int wait_control(struct receiver *r, char *err, size_t errlen)
+{
+    struct chan *c = &r->s[0].ch;
+    for (;;) {
+        int f = atomic_load(&r->failed);
+        if (f > 0 && !r->grace_end)
+            r->grace_end = now_ms() + (r->s[f].peer_gone ? PEER_GRACE_MS : 0);
+        if (f > 0 && now_ms() >= r->grace_end)
+            return join_streams(r, true, err, errlen);
+        if (c->ssl && SSL_has_pending(c->ssl))
+            return 0;
+        struct pollfd p = { .fd = c->fd, .events = POLLIN };
+        int n = poll(&p, 1, WAKE_MS);
+        if (n > 0)
+            return 0;
+        if (n < 0 && errno != EINTR) {
+            snprintf(err, errlen, "migration stream: poll: %s", strerror(errno));
+            return -1;
+        }
+    }
+}
+
 /* Messages after HELLO until COMPLETE. Returns 0 once the VM may run. */
 static int receive(struct receiver *r, char *err, size_t errlen)
 {
     struct chan *c = &r->s[0].ch;
     for (;;) {
         struct msg m = { 0 };
-        if (msg_read_header(c, &m, err, errlen) < 0) {
-            /* a page stream that failed shut this one: its reason is the real one */
-            if (atomic_load(&r->failed) > 0)
-                join_streams(r, true, err, errlen);
+        if (wait_control(r, err, errlen) < 0 || msg_read_header(c, &m, err, errlen) < 0)
             return -1;
-        }
         if (m.type == MSG_MEM_PAGES) {
             if (r->have_state) {
                 snprintf(err, errlen, "memory pages after the device state");
@@ -732,8 +763,7 @@ static void let_source_know(struct receiver *r)
         if (n < 0 && errno != EAGAIN && errno != EINTR)
             break;
         if (n == 0) {
-            /* the source closed, or nothing is queued on a socket a page
-             * stream shut for reading (SHUT_RD) to wake us: only TCP knows */
+            /* the source closed, or we shut it for reading: only TCP knows */
             struct tcp_info ti;
             socklen_t tl = sizeof(ti);
             if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0 || ti.tcpi_state != TCP_ESTABLISHED)
