@@ -36,10 +36,11 @@
 #include "vmm/vm.h"
 
 #define ACK_TIMEOUT_S 60              /* for the destination's answers at switchover */
-#define DOWNTIME_AIM_MS 5ull          /* the first pause target (see precopy) */
+#define DOWNTIME_AIM_MS 3ull          /* the first aim for the last pages: they take up to 1.5x their predicted time, +~1 ms to stop, send the state and start = 5 */
 #define THROTTLE_FROM_ROUND 2         /* auto-converge: rounds missing the aim before slowing */
 #define THROTTLE_START 20             /* percent of the time the vCPUs are held, at first */
 #define THROTTLE_STEP 10              /* and more each round that still misses the aim */
+#define RATE_MIN_ROUND (32u << 20)   /* the smallest round that updates the rate estimate */
 #define PLAN_RATE (1250000000ull)     /* 10 Gbit/s: the rate a window is sized for without a cap */
 
 struct engine {
@@ -280,6 +281,9 @@ static int precopy(struct engine *e, char *err, size_t errlen)
     double throughput = 0, rtt_ms = mg->s.rtt_us / 1000.0;
     bool drained = false;
     int throttle = 0;
+    unsigned stuck_rounds = 0;
+    bool stuck = false;
+    unsigned spent = 0;               /* stuck rounds with the throttle at its maximum */
     int64_t prev_dirty = 0;
     for (uint32_t round = 0;; round++) {
         uint64_t t_sync = now_ns();
@@ -293,7 +297,13 @@ static int precopy(struct engine *e, char *err, size_t errlen)
              * two round trips. The target bounds the part pre-copy can shrink,
              * the pages; the round trips are the link's floor (300 ms at 150
              * ms RTT), shown in the prediction but not held against it. */
-            double pages_ms = throughput > 0 ? (double)dirty_bytes / throughput * 1000.0 : 1e9;
+            /* A compression trial still running is dropped at the
+             * switchover (see there): the last pages then go raw, at the
+             * rate measured before the trial, not at the trial's. */
+            double rate = throughput;
+            if (e->auto_state == AUTO_TRIAL && e->rate_before > 0 && e->rate_before < rate)
+                rate = e->rate_before;
+            double pages_ms = rate > 0 ? (double)dirty_bytes / rate * 1000.0 : 1e9;
             double predicted = pages_ms + 2 * rtt_ms;
             pthread_mutex_lock(&mg->lock);
             mg->s.round = round;
@@ -303,38 +313,56 @@ static int precopy(struct engine *e, char *err, size_t errlen)
             mg->s.predicted_downtime_ms = predicted;
             mg->s.elapsed_ms = (t_sync - t_start) / 1000000;
             pthread_mutex_unlock(&mg->lock);
-            /* Aim at a pause of a few ms first; a guest that dirties too
-             * fast for that gets the target doubled every 3 rounds, up to
-             * downtime_ms: short pauses where the link allows them, and
-             * convergence where it does not. */
+            /* A round that did not even halve the last pages is stuck:
+             * the guest dirties about as fast as the link moves. (Not
+             * judged again on the second look after draining.) */
+            if (!drained) {
+                stuck = prev_dirty == 0 || (int64_t)dirty_bytes * 2 > prev_dirty;
+                prev_dirty = (int64_t)dirty_bytes;   /* disk blocks count: a slower guest writes less too */
+                /* While the throttle can still slow the guest, it and not
+                 * a longer pause answers a stuck round. Stuck 3 times with
+                 * the vCPUs all but stopped, what dirties memory is not
+                 * (only) the vCPUs, say a NIC receiving into guest RAM:
+                 * more rounds would only spend the round budget. */
+                stuck_rounds += stuck && round >= THROTTLE_FROM_ROUND && !p->auto_converge;
+                spent += stuck && throttle >= THROTTLE_MAX;
+            }
+            /* Aim at a pause of a few ms first. A guest that converges, by
+             * itself or slowed, keeps that aim however many rounds it takes;
+             * without auto-converge a stuck one gets it doubled every 3
+             * stuck rounds, up to downtime_ms, and with it the exhausted
+             * throttle makes it downtime_ms: short pauses where the link
+             * allows them, and convergence where it does not. */
             double target = (double)p->downtime_ms;
-            if (round / 3 < 4 && (double)(DOWNTIME_AIM_MS << (round / 3)) < target)
-                target = (double)(DOWNTIME_AIM_MS << (round / 3));
+            bool exhausted = spent >= 3;
+            if (!exhausted && stuck_rounds / 3 < 4 && (double)(DOWNTIME_AIM_MS << (stuck_rounds / 3)) < target)
+                target = (double)(DOWNTIME_AIM_MS << (stuck_rounds / 3));
             log_debug("migration: round %u: %llu pages and %llu disk blocks dirty, %.0f MB/s, last pages %.1f ms, "
                       "aim %.0f ms, vCPUs slowed %d%%%s", round, (unsigned long long)dirty,
-                      (unsigned long long)dblocks, throughput / 1e6, pages_ms, target, throttle,
-                      drained ? " (after draining)" : "");
+                      (unsigned long long)dblocks, rate / 1e6, pages_ms, target, throttle,
+                      drained ? " (after draining)" : exhausted ? " (the throttle is exhausted)" : "");
             if (pages_ms <= target) {
                 if (drained)
                     return 0;
-                /* Full speed for the last short round: a throttle sleep
-                 * must not sit next to the pause in the guest's clock. */
-                throttle_set(e->s.vm, 0);
                 /* Before pausing, let the destination take in what the
-                 * sockets still hold, then look at the dirty pages again. */
+                 * sockets still hold, then look at the dirty pages again.
+                 * The throttle stays on: lifted here, the guest dirtied at
+                 * full speed for the drain's few ms, which the pause then
+                 * had to send (at 25% dirty about 2.5 ms of link). The
+                 * pause ends a throttle sleep at once. */
+                uint64_t t_drain = now_ns();
                 if (sender_sync(&e->s, err, errlen) < 0)
                     return -1;
+                log_debug("migration: drained in %.1f ms", (now_ns() - t_drain) / 1e6);
                 drained = true;
                 round--;
                 continue;
             }
             /* Auto-converge: from round 2, a guest whose last pages miss
-             * the target and did not even halve in the last round is
-             * slowed, more each such round. One that converges on its own
-             * (or once slowed enough) is left alone: a slowed service is
-             * slow for its users too, so no more than convergence needs. */
-            bool stuck = prev_dirty == 0 || (int64_t)dirty_bytes * 2 > prev_dirty;
-            prev_dirty = (int64_t)dirty_bytes;   /* dirty disk blocks count: a slower guest writes less too */
+             * the target and are stuck is slowed, more each such round.
+             * One that converges on its own (or once slowed enough) is left
+             * alone: a slowed service is slow for its users too, so no more
+             * than convergence needs. */
             if (p->auto_converge && round >= THROTTLE_FROM_ROUND && pages_ms > target && stuck &&
                 throttle < THROTTLE_MAX) {
                 throttle = throttle_next(throttle, mg->s.dirty_rate * PAGE_SIZE, throughput);
@@ -342,7 +370,7 @@ static int precopy(struct engine *e, char *err, size_t errlen)
                 mg->s.throttle_pct = throttle;
                 pthread_mutex_unlock(&mg->lock);
             }
-            if (throttle)   /* (again: a last round that did not converge lifted it) */
+            if (throttle)
                 throttle_set(e->s.vm, throttle);
             bool out_of_rounds = p->max_rounds && round >= p->max_rounds;
             bool out_of_time = p->max_time_ms && (t_sync - t_start) / 1000000 >= p->max_time_ms;
@@ -372,8 +400,9 @@ static int precopy(struct engine *e, char *err, size_t errlen)
         /* page and disk data per second: what the pause will have to move */
         uint64_t sent = after.data_bytes + after.disk_bytes - before.data_bytes - before.disk_bytes,
                  dt = now_ns() - t0;
-        /* small rounds say little about the link: keep the previous estimate */
-        if (dt && (sent >= (4u << 20) || throughput == 0))
+        /* small rounds say little about the link (much of one still sits
+         * in the socket buffers when it "ends"): keep the previous estimate */
+        if (dt && (sent >= RATE_MIN_ROUND || throughput == 0))
             throughput = (double)sent * 1e9 / (double)dt;
         publish(e);
         pthread_mutex_lock(&mg->lock);
