@@ -11,7 +11,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -762,14 +761,8 @@ static void let_source_know(struct receiver *r)
         ssize_t n = recv(fd, sink, sizeof(sink), 0);
         if (n < 0 && errno != EAGAIN && errno != EINTR)
             break;
-        if (n == 0) {
-            /* the source closed, or we shut it for reading: only TCP knows */
-            struct tcp_info ti;
-            socklen_t tl = sizeof(ti);
-            if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0 || ti.tcpi_state != TCP_ESTABLISHED)
-                break;
-            nanosleep(&(struct timespec){ .tv_nsec = 10000000L }, NULL);
-        }
+        if (n == 0)
+            break;   /* the source closed (nothing here shuts stream 0 any more) */
     }
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }

@@ -36,7 +36,9 @@
 #include "vmm/vm.h"
 
 #define ACK_TIMEOUT_S 60              /* for the destination's answers at switchover */
-#define DOWNTIME_AIM_MS 3ull          /* the first aim for the last pages: they take up to 1.5x their predicted time, +~1 ms to stop, send the state and start = 5 */
+/* The first aim for the last pages: the pause takes up to 1.5x their
+ * predicted time, plus about 1 ms to stop, send the state and start: 5 ms. */
+#define DOWNTIME_AIM_MS 3ull
 #define THROTTLE_FROM_ROUND 2         /* auto-converge: rounds missing the aim before slowing */
 #define THROTTLE_START 20             /* percent of the time the vCPUs are held, at first */
 #define THROTTLE_STEP 10              /* and more each round that still misses the aim */
