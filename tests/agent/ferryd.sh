@@ -203,7 +203,12 @@ FERRYD_PID=
 p1=$(last_pass "$CONSOLE")
 wait_for 10 pass_above "$CONSOLE" "$p1" || ffail "the guest stopped with ferryd"
 p2=$(last_pass "$CONSOLE")
+# gone, or a zombie init has not reaped yet (empty command line)
+# shellcheck disable=SC2317  # called through wait_for
+vmm_gone() { [ -z "$(tr -d '\0' <"/proc/$1/cmdline" 2>/dev/null)" ]; }
 kill -KILL "$pid2"
+# kill returns before the process has died: the new ferryd must not find it dying
+wait_for 10 vmm_gone "$pid2" || ffail "vm2's ferry-vmm $pid2 survived kill -9"
 start_ferryd
 [ "$(grep -c 'serving HTTPS' "$TMP/ferryd.log")" = 2 ] || ffail "the new ferryd does not serve"
 grep -q "VM vm1: adopted running ferry-vmm pid $pid" "$TMP/ferryd.log" || ffail "no adoption logged"
@@ -309,9 +314,6 @@ expect 200 DELETE /v1/vms/vm3
 # ---- stop and delete ----
 expect 200 POST /v1/vms/vm1/stop
 check state stopped "stop"
-# gone, or a zombie init has not reaped yet (empty command line)
-# shellcheck disable=SC2317  # called through wait_for
-vmm_gone() { [ -z "$(tr -d '\0' <"/proc/$1/cmdline" 2>/dev/null)" ]; }
 wait_for 5 vmm_gone "$pid" || ffail "ferry-vmm $pid still runs after stop"
 expect 409 POST /v1/vms/vm1/stop
 expect 200 DELETE /v1/vms/vm1
