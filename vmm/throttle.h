@@ -1,6 +1,7 @@
 /* Auto-converge: slowing the vCPUs of a guest that dirties memory faster
  * than a migration moves it (VMware's SDPS, QEMU's auto-converge). At pct,
- * each vCPU sleeps pct/(100-pct) of the CPU time it ran, a slice at a time:
+ * each vCPU sleeps pct/(100-pct) of the CPU time it ran, a slice at a time
+ * (at most 2 ms run, at most 20 ms asleep):
  * a busy guest runs (100-pct)% of the wall clock and dirties that much less;
  * an idle one is not held. */
 #ifndef FERRY_THROTTLE_H
