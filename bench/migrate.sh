@@ -3,7 +3,8 @@
 # (dirtier, 768 MiB working set, warm) migrated between two ferry-vmm
 # processes on this machine, against reference rates measured in the same run:
 #   - raw loopback TCP, iperf3 -P 1 and -P 2 (bytes/s);
-#   - the cipher on one core: openssl speed -evp aes-128-gcm, 16384-byte blocks.
+#   - the cipher on one core: openssl speed -evp aes-128-gcm, 16384-byte blocks;
+#   - from those, the one-box bound of TLS (both ends on these cores; x1box).
 # Cases: streams 1|2 x TLS on|off x verify after|strict at dirty rates of 0, 10
 # and 25% of the raw -P 1 link (compress off: they measure the transport),
 # plus compress auto and lz4 at 10%, TLS, 2 streams. Each case runs REPEATS
