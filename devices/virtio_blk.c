@@ -12,14 +12,11 @@
 #include <unistd.h>
 #include <linux/fs.h>
 #include <linux/falloc.h>
-#include <xxhash.h>
-#include <xxh_x86dispatch.h>   /* XXH3 names -> AVX2/AVX-512 code when the CPU has it: the
-                                 * default build is SSE2, here 3x slower one-shot and 8x
-                                 * slower streaming (the plaintext frame checksum) */
 
 #include "devices/blk_move.h"
 #include "devices/virtio_blk.h"
 #include "vmm/log.h"
+#include "vmm/xxh.h"
 
 #define SECTOR 512ull
 #define FP_SPAN (1ull << 20)

@@ -3,11 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#define XXH_STATIC_LINKING_ONLY   /* XXH3_state_t on the stack */
-#include <xxhash.h>
-#include <xxh_x86dispatch.h>
 
 #include "migration/digest.h"
+#include "vmm/xxh.h"
 
 #define DIGEST_MAX_THREADS 16
 #define PG 4096ull
@@ -134,7 +132,7 @@ static void *hash_range(void *arg)
             size_t k = np - done < 512 ? np - done : 512;
             const uint8_t *p = gmem_ptr(j->m, gpa + done * PG, k * PG);
             for (size_t q = 0; q < k; q++)
-                h[q] = htole64(XXH3_64bits_dispatch(p + q * PG, PG));  /* AVX2 when the CPU has it */
+                h[q] = htole64(XXH3_64bits(p + q * PG, PG));
             XXH3_64bits_update(&st, h, k * sizeof(*h));
             done += k;
         }

@@ -8,13 +8,10 @@
 #include <unistd.h>
 #include <linux/falloc.h>
 #include <pthread.h>
-#include <xxhash.h>
-#include <xxh_x86dispatch.h>   /* XXH3 names -> AVX2/AVX-512 code when the CPU has it: the
-                                 * default build is SSE2, here 3x slower one-shot and 8x
-                                 * slower streaming (the plaintext frame checksum) */
 
 #include "devices/blk_move.h"
 #include "migration/disks.h"
+#include "vmm/xxh.h"
 
 #define BLOCKS_PER_CHUNK (DISK_CHUNK / DISK_BLOCK)
 #define DIGEST_THREADS 4   /* the image is read in parallel by up to this many */

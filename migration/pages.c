@@ -4,11 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <lz4.h>
-#include <xxh_x86dispatch.h>
 #include <zstd.h>
 
 #include "migration/digest.h"
 #include "migration/pages.h"
+#include "vmm/xxh.h"
 
 #define BODY_MAX  ((size_t)PAGES_MAX * MIG_PAGE_SIZE)
 #define ZSTD_LEVEL 3               /* zstd is for slow links: ratio over speed */
@@ -255,7 +255,7 @@ int pages_rx_recv(struct pages_rx *rx, struct chan *c, struct msg *m, char *err,
             memset(p, 0, MIG_PAGE_SIZE);
             rx->hash[idx] = digest_zero_page();
         } else {
-            rx->hash[idx] = XXH3_64bits_dispatch(p, MIG_PAGE_SIZE);
+            rx->hash[idx] = XXH3_64bits(p, MIG_PAGE_SIZE);
         }
     }
     rx->st.pages += n;

@@ -8,14 +8,10 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
-#define XXH_STATIC_LINKING_ONLY   /* XXH3_state_t on the stack */
-#include <xxhash.h>
-#include <xxh_x86dispatch.h>   /* XXH3 names -> AVX2/AVX-512 code when the CPU has it: the
-                                 * default build is SSE2, here 3x slower one-shot and 8x
-                                 * slower streaming (the plaintext frame checksum) */
 
 #include "migration/chan.h"
 #include "migration/stream.h"
+#include "vmm/xxh.h"
 
 static const char *const type_names[] = {
     [MSG_HELLO] = "HELLO", [MSG_MEM_PAGES] = "MEM_PAGES", [MSG_STATE] = "STATE",
