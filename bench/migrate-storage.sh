@@ -16,6 +16,8 @@
 # image and, for TLS, AES-128-GCM, all on these cores: see below).
 # Informational: nothing fails on a ratio.
 set -u -o pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 : "${FERRY_VMM:?}" "${FERRY_CLI:?}" "${GUEST_DIR:?}"
 MIB=${STORAGE_MIB:-512}
 ROUNDS=${ROUNDS:-2}
@@ -25,7 +27,7 @@ PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$DIR"' EXIT
 die() { echo "FAIL: migrate-storage: $*" >&2; exit 1; }
 calc() { python3 -c "print($1)"; }
-for t in iperf3 openssl python3; do command -v "$t" >/dev/null || die "$t missing"; done
+for t in iperf3 openssl python3 taskset; do command -v "$t" >/dev/null || die "$t missing"; done
 
 src=$DIR/src.img
 truncate -s "${MIB}M" "$src"
@@ -35,17 +37,9 @@ for ((off = 0; off < MIB; off += 64)); do
 done
 "$FERRY_CLI" tls init "$DIR/tls" --cn bench >/dev/null || die "ferry tls init"
 
-iperf3 -s -1 -p $((PORT + 99)) >/dev/null 2>&1 &
-spid=$!
-PIDS+=($spid)
-sleep 0.5
-read -r RAW TCPCORES <<<"$(iperf3 -c 127.0.0.1 -p $((PORT + 99)) -t 3 -P 2 -J 2>/dev/null |
-    python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]; c=e["cpu_utilization_percent"]
-print(int(e["sum_received"]["bits_per_second"]/8), (c["host_total"] + c["remote_total"]) / 100)')"
-wait "$spid" 2>/dev/null
+read -r RAW TCPCORES <<<"$(ref_iperf $((PORT + 99)) 2)"
 [ -n "$TCPCORES" ] || die "iperf3 on loopback failed"
-AES=$(openssl speed -evp aes-128-gcm -seconds 2 2>/dev/null |
-    awk '/^AES-128-GCM/ {v=$NF; sub(/k$/, "", v); printf "%.0f", v*1000}')
+AES=$(ref_aes)
 [ -n "$AES" ] || die "openssl speed -evp aes-128-gcm failed"
 data=$(($(du -k "$src" | cut -f1) * 1024))
 t0=$(date +%s%N)

@@ -24,6 +24,8 @@
 # Env: FERRY_VMM, FERRY_CLI, GUEST_DIR (set by meson), FULL, REPEATS, MEM (1G),
 # WS_MIB (768), PORT (7950), ONLY (a regex on the case labels, e.g. 'lz4|auto').
 set -u -o pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 : "${FERRY_VMM:?}" "${GUEST_DIR:?}"
 FERRY_CLI=${FERRY_CLI:-$(dirname "$FERRY_VMM")/../cli/ferry}
 FULL=${FULL:-0}
@@ -67,22 +69,9 @@ busy() {
 BUSY0=$(busy)
 
 # ---- reference rates, measured now ------------------------------------------
-iperf() {  # iperf P -> "BYTES/S CORES": raw loopback TCP with P parallel streams, and
-           # the cores both ends used for it (iperf3's CPU use of sender + receiver)
-    iperf3 -s -1 -p $((PORT + 99)) >/dev/null 2>&1 &
-    local spid=$!
-    PIDS+=($spid)
-    sleep 0.5
-    iperf3 -c 127.0.0.1 -p $((PORT + 99)) -t 3 -P "$1" -J 2>/dev/null |
-        python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]; c=e["cpu_utilization_percent"]
-print(int(e["sum_received"]["bits_per_second"]/8), (c["host_total"] + c["remote_total"]) / 100)' 2>/dev/null
-    wait "$spid" 2>/dev/null
-}
-read -r RAW1 TCPCORES1 <<<"$(iperf 1)"; [ -n "$TCPCORES1" ] || die "iperf3 -P 1 on loopback failed"
-read -r RAW2 TCPCORES2 <<<"$(iperf 2)"; [ -n "$TCPCORES2" ] || die "iperf3 -P 2 on loopback failed"
-# the 16384-byte column is in 1000s of bytes/s
-CIPHER=$(taskset -c 0 openssl speed -evp aes-128-gcm -seconds 2 2>/dev/null |
-    awk '/^AES-128-GCM/ {v=$NF; sub(/k$/, "", v); printf "%.0f", v*1000}')
+read -r RAW1 TCPCORES1 <<<"$(ref_iperf $((PORT + 99)) 1)"; [ -n "$TCPCORES1" ] || die "iperf3 -P 1 on loopback failed"
+read -r RAW2 TCPCORES2 <<<"$(ref_iperf $((PORT + 99)) 2)"; [ -n "$TCPCORES2" ] || die "iperf3 -P 2 on loopback failed"
+CIPHER=$(ref_aes)
 [ -n "$CIPHER" ] || die "openssl speed -evp aes-128-gcm failed"
 printf 'machine: %s, %s cores, %s\n' "$(uname -m)" "$(nproc)" \
     "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
