@@ -88,7 +88,7 @@ static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, uint8_t dpl, 
                                .present = 1, .dpl = dpl, .db = db, .s = 1, .l = l, .g = 1 };
 }
 
-void x86_sregs_long_mode(struct kvm_sregs *s, bool user)
+void x86_sregs_long_mode(struct kvm_sregs *s, bool user, bool fsgsbase)
 {
     unsigned dpl = user ? 3 : 0;
     seg(&s->cs, user ? X86_SEL_UCODE : X86_SEL_KCODE, 0xb, dpl, 1, 0);
@@ -104,6 +104,6 @@ void x86_sregs_long_mode(struct kvm_sregs *s, bool user)
     s->idt.limit = 0;
     s->cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
     s->cr3 = X86_PML4_ADDR;
-    s->cr4 = CR4_PAE | (user ? CR4_OSFXSR | CR4_OSXMMEXCPT | CR4_FSGSBASE : 0);
+    s->cr4 = CR4_PAE | (user ? CR4_OSFXSR | CR4_OSXMMEXCPT | (fsgsbase ? CR4_FSGSBASE : 0) : 0);
     s->efer = EFER_LME | EFER_LMA | (user ? EFER_SCE | EFER_NXE : 0);
 }

@@ -25,7 +25,8 @@
  * `user` sets U/S on every level (micro-guests run at CPL3). */
 int x86_write_tables(struct guest_mem *m, bool user, char *err, size_t errlen);
 
-/* Special registers for 64-bit mode with the tables above: CPL0 (Linux) or CPL3. */
-void x86_sregs_long_mode(struct kvm_sregs *s, bool user);
+/* Special registers for 64-bit mode with the tables above: CPL0 (Linux) or CPL3;
+ * CR4.FSGSBASE only where the vCPU's CPUID has it. */
+void x86_sregs_long_mode(struct kvm_sregs *s, bool user, bool fsgsbase);
 
 #endif

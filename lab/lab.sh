@@ -283,6 +283,11 @@ mount -t devtmpfs devtmpfs $R/dev
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts $R/dev/pts
 mount -t tmpfs -o mode=1777 shm $R/dev/shm
+# devtmpfs lacks these: bash's process substitution needs /dev/fd
+ln -sfn /proc/self/fd $R/dev/fd
+ln -sfn /proc/self/fd/0 $R/dev/stdin
+ln -sfn /proc/self/fd/1 $R/dev/stdout
+ln -sfn /proc/self/fd/2 $R/dev/stderr
 mount -t tmpfs -o mode=755 run $R/run
 mkdir -p $R/run/lab
 mount -t 9p -o "$NINEP" labctl $R/run/lab || fatal "cannot mount the control share"

@@ -5,6 +5,8 @@
 set -u -o pipefail
 
 : "${FERRY_CENTER:?FERRY_CENTER is not set (run through meson test)}"
+# shellcheck source=tests/limits.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../limits.sh"
 BACKEND=${1:-sqlite}
 T_NAME="$(basename "$0" .sh) $BACKEND"
 # The interpreter itself, not a version-manager shim (pyenv's costs ~0.3 s a call).
@@ -39,14 +41,6 @@ fail() {
     exit 1
 }
 
-# wait_for SECONDS CMD...: retry CMD every 50 ms.
-wait_for() {
-    local end=$((SECONDS + $1)); shift
-    until "$@"; do
-        [ $SECONDS -ge $end ] && return 1
-        sleep 0.05
-    done
-}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

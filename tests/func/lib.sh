@@ -13,6 +13,8 @@ set -u -o pipefail
 : "${FERRY_VMM:?FERRY_VMM is not set (run through meson test)}"
 : "${GUEST_DIR:?GUEST_DIR is not set (run through meson test)}"
 : "${SRC:?SRC is not set (run through meson test)}"
+# shellcheck source=tests/limits.sh
+. "$SRC/tests/limits.sh"
 
 # The interpreter itself, not a version-manager shim (pyenv's costs ~0.3 s a call).
 PYTHON=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)')}
@@ -61,7 +63,7 @@ guest() { echo "$GUEST_DIR/$1.elf"; }
 # Exit status as timeout(1): 124 = timed out.
 with_timeout() {
     local secs=$1; shift
-    timeout --kill-after=5 "$secs" "$@"
+    timeout --kill-after=5 "$(limit "$secs")" "$@"
 }
 
 # vmm TIMEOUT ARGS...: run ferry-vmm; sets RC, OUT (stdout file), ERR (stderr file).
@@ -122,16 +124,6 @@ count_lines() {
     grep -cE -- "$2" "$1" 2>/dev/null || true
 }
 
-# wait_for SECONDS CMD...: poll CMD every 50 ms until it succeeds; 1 on timeout.
-wait_for() {
-    local secs=$1; shift
-    local end=$((SECONDS + secs))
-    while ! "$@"; do
-        [ $SECONDS -ge $end ] && return 1
-        sleep 0.05
-    done
-    return 0
-}
 
 # vmm_bg NAME ARGS...: start ferry-vmm in the background (60 s hard limit) at
 # nice BG_NICE (default 5: a guest spinning on every vCPU must not starve the

@@ -21,6 +21,8 @@ set -u -o pipefail
 : "${FERRY_VMM:?FERRY_VMM is not set (run through meson test)}"
 : "${GUEST_DIR:?GUEST_DIR is not set (run through meson test)}"
 : "${SRC:?SRC is not set (run through meson test)}"
+# shellcheck source=tests/limits.sh
+. "$SRC/tests/limits.sh"
 
 # The interpreter itself, not a version-manager shim (pyenv's costs ~0.3 s a call).
 PYTHON=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)')}
@@ -130,14 +132,6 @@ incoming() {
 _has_line() { grep -qE -- "$2" "$TMP/$1.out" 2>/dev/null; }
 _has_line_err() { grep -qE -- "$2" "$TMP/$1.err" 2>/dev/null; }
 
-# wait_for SECONDS CMD...: poll CMD every 20 ms until it succeeds; 1 on timeout.
-wait_for() {
-    local end=$((SECONDS + $1)); shift
-    until "$@"; do
-        [ $SECONDS -ge $end ] && return 1
-        sleep 0.02
-    done
-}
 
 alive() { kill -0 "${VM_PID[$1]}" 2>/dev/null; }
 
@@ -189,7 +183,7 @@ migrate() {
 # (0 reached, 3 another terminal phase, 4 timeout).
 wait_phase() {
     local r rc
-    r=$("$PYTHON" "$MIGCTL" wait "$TMP/$1.sock" "$2" "$3")
+    r=$("$PYTHON" "$MIGCTL" wait "$TMP/$1.sock" "$(limit "$2")" "$3")
     rc=$?
     MS=$r
     return $rc
@@ -215,7 +209,7 @@ progress() {
     local name=$1 secs=$2 count=$3 start want end
     start=$(last_pass "$name")
     want=$((start + count))
-    end=$((SECONDS + secs))
+    end=$((SECONDS + $(limit "$secs")))
     while [ "$(last_pass "$name")" -lt "$want" ]; do
         dirtier_failed "$name" && fail "$name: the dirtier found corrupted memory"
         alive "$name" || fail "$name: ferry-vmm exited while the dirtier should run"
