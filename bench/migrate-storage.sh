@@ -87,8 +87,10 @@ one() {
 for mode in tls insecure; do
     for ((r = 1; r <= ROUNDS; r++)); do
         if [ $mode = tls ]; then sec=(--tls-dir "$DIR/tls"); else sec=(--insecure); fi
-        res=$(one "${sec[@]}") || exit 1   # (one said why)
-        read -r ms bytes down vms rounds <<<"$res"
+        # not in a $(...) subshell: a failure must reach this shell's trap,
+        # which kills the run's ferry-vmm processes
+        one "${sec[@]}" >"$DIR/result"
+        read -r ms bytes down vms rounds <"$DIR/result" && [ -n "$rounds" ] || die "no result: $(cat "$DIR/result")"
         ideal=$(calc "$bytes / $RAW * 1000")
         if [ $mode = tls ]; then box=$BOX_TLS; else box=$BOX_PLAIN; fi
         printf '%-8s run %d: total %5d ms (digest after the hand-over %d ms, %d rounds) for %4.0f MiB (%.0f MB/s), downtime %d ms; ideal at raw TCP %5.0f ms; ratio %.2f, to the one-box bound %.2f\n' \

@@ -88,14 +88,31 @@ static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, uint8_t dpl, 
                                .present = 1, .dpl = dpl, .db = db, .s = 1, .l = l, .g = 1 };
 }
 
-void x86_sregs_long_mode(struct kvm_sregs *s, bool user, bool fsgsbase)
+unsigned x86_cpu_flags(const struct kvm_cpuid2 *c)
+{
+    unsigned f = 0;
+    for (unsigned i = 0; i < c->nent; i++) {
+        const struct kvm_cpuid_entry2 *e = &c->entries[i];
+        if (e->function == 7 && e->index == 0 && (e->ebx & 1))
+            f |= X86_CPU_FSGSBASE;
+        if (e->function == 0 && e->ebx == 0x68747541)   /* "Auth"enticAMD */
+            f |= X86_CPU_AMD;
+    }
+    return f;
+}
+
+void x86_sregs_long_mode(struct kvm_sregs *s, bool user, unsigned cpu_flags)
 {
     unsigned dpl = user ? 3 : 0;
     seg(&s->cs, user ? X86_SEL_UCODE : X86_SEL_KCODE, 0xb, dpl, 1, 0);
     seg(&s->ds, user ? X86_SEL_UDATA : X86_SEL_KDATA, 0x3, dpl, 0, 1);
     s->es = s->fs = s->gs = s->ss = s->ds;
-    s->tr = (struct kvm_segment){ .base = X86_TSS_ADDR, .limit = X86_TSS_LIMIT,
-                                  .selector = X86_SEL_TSS, .type = 0xb, .present = 1 };
+    /* A loaded TSS is busy (type 11), and VMX insists on it. QEMU's emulated
+     * CPU checks a CPL3 port access against the I/O bitmap only in a TSS of
+     * type 9 (available), and raises #GP otherwise; AMD's SVM and CPUs take
+     * either, so an AMD vCPU gets 9 (the micro-guests' PCI config ports). */
+    s->tr = (struct kvm_segment){ .base = X86_TSS_ADDR, .limit = X86_TSS_LIMIT, .selector = X86_SEL_TSS,
+                                  .type = user && (cpu_flags & X86_CPU_AMD) ? 0x9 : 0xb, .present = 1 };
     s->ldt = (struct kvm_segment){ .selector = 0, .type = 0x2, .present = 1, .limit = 0xffff,
                                    .unusable = 1 };
     s->gdt.base = X86_GDT_ADDR;
@@ -104,6 +121,6 @@ void x86_sregs_long_mode(struct kvm_sregs *s, bool user, bool fsgsbase)
     s->idt.limit = 0;
     s->cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_PG;
     s->cr3 = X86_PML4_ADDR;
-    s->cr4 = CR4_PAE | (user ? CR4_OSFXSR | CR4_OSXMMEXCPT | (fsgsbase ? CR4_FSGSBASE : 0) : 0);
+    s->cr4 = CR4_PAE | (user ? CR4_OSFXSR | CR4_OSXMMEXCPT | (cpu_flags & X86_CPU_FSGSBASE ? CR4_FSGSBASE : 0) : 0);
     s->efer = EFER_LME | EFER_LMA | (user ? EFER_SCE | EFER_NXE : 0);
 }

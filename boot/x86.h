@@ -25,8 +25,12 @@
  * `user` sets U/S on every level (micro-guests run at CPL3). */
 int x86_write_tables(struct guest_mem *m, bool user, char *err, size_t errlen);
 
-/* Special registers for 64-bit mode with the tables above: CPL0 (Linux) or CPL3;
- * CR4.FSGSBASE only where the vCPU's CPUID has it. */
-void x86_sregs_long_mode(struct kvm_sregs *s, bool user, bool fsgsbase);
+/* What the vCPU's CPUID says that the registers must follow (x86_cpu_flags). */
+#define X86_CPU_FSGSBASE 1u   /* CR4.FSGSBASE allowed: KVM refuses it otherwise */
+#define X86_CPU_AMD      2u   /* AuthenticAMD: the TSS may be loaded as available */
+unsigned x86_cpu_flags(const struct kvm_cpuid2 *c);
+
+/* Special registers for 64-bit mode with the tables above: CPL0 (Linux) or CPL3. */
+void x86_sregs_long_mode(struct kvm_sregs *s, bool user, unsigned cpu_flags);
 
 #endif

@@ -36,8 +36,7 @@ int vcpu_create(struct vm *vm, int id, char *err, size_t errlen)
     }
     memcpy(c, vm->cpuid, csz);
     cpuid_filter(c, id, vm->ncpus);
-    /* KVM refuses a CR4 bit the vCPU's CPUID lacks (e.g. an emulated AMD host) */
-    v->fsgsbase = cpuid_word_value(c, &(struct cpuid_word){ .fn = 7, .reg = 1 }) & 1;
+    v->cpu_flags = x86_cpu_flags(c);
     int r = ioctl(v->fd, KVM_SET_CPUID2, c);
     free(c);
     if (r < 0) {
@@ -65,7 +64,7 @@ int vcpu_setup_boot(struct vcpu *v, char *err, size_t errlen)
         regs.rsi = (uint64_t)v->id;
     if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0)
         goto fail;
-    x86_sregs_long_mode(&sregs, user, v->fsgsbase);
+    x86_sregs_long_mode(&sregs, user, v->cpu_flags);
     if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0 || ioctl(v->fd, KVM_SET_REGS, &regs) < 0 ||
         ioctl(v->fd, KVM_SET_FPU, &fpu) < 0)
         goto fail;

@@ -52,7 +52,7 @@ struct vcpu {
     struct kvm_run *run;
     pthread_t thread;
     bool started;
-    bool fsgsbase;            /* its CPUID offers FSGSBASE: a micro-guest may have CR4.FSGSBASE */
+    unsigned cpu_flags;       /* x86_cpu_flags() of its CPUID */
     uint64_t throttle_t0;     /* CLOCK_MONOTONIC ns of its last throttle sleep (throttle.c) */
     uint64_t throttle_cpu0;   /* and its thread's CPU time then */
 };

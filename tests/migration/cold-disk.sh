@@ -29,7 +29,7 @@ out=$("$FERRY_DISK" send "$TMP/a.img" --to 127.0.0.1:7870 --via 127.0.0.2 --tls-
     fail "send failed: $out"
 wait "$RPID" || fail "the receiver failed: $(cat "$TMP/r1.log")"
 grep -q 'from 127.0.0.2, digest verified' "$TMP/r1.out" || fail "receiver: $(cat "$TMP/r1.out" "$TMP/r1.log")"
-[[ $out == *TLS_AES* ]] || fail "the copy was not TLS: $out"
+[[ $out == *"$TLS_CIPHER"* ]] || fail "the copy was not TLS with $TLS_CIPHER: $out"
 check=$("$PYTHON" "$SRC/tests/func/blkcheck.py" "$TMP/b.img" $BLOCKS $((2 * BLOCKS))) || fail "copy: $check"
 [ "$(stat -c %s "$TMP/b.img")" = $((64 << 20)) ] || fail "the copy's size is $(stat -c %s "$TMP/b.img")"
 alloc=$(($(stat -c %b "$TMP/b.img") * 512))

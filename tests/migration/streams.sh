@@ -20,7 +20,7 @@ hop() {
     migrate "$src" $port "$args"
     wait_phase "$src" 60 completed || fail "$args: the migration ended '$(ms phase)' ($(ms error))"
     [ "$(ms verify_result)" = match ] || fail "$args: source verify_result '$(ms verify_result)'"
-    [ "$(ms cipher)" = TLS_AES_128_GCM_SHA256 ] || fail "$args: cipher '$(ms cipher)'"
+    [ "$(ms cipher)" = "$TLS_CIPHER" ] || fail "$args: cipher '$(ms cipher)', expected $TLS_CIPHER"
     [ "$(ms streams)" = "$want" ] || fail "$args: $(ms streams) streams, expected $want"
     wait_for 10 test -S "$TMP/$dst.sock" || fail "$dst: no control socket"
     progress "$dst" 20 2
