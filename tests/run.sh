@@ -58,9 +58,11 @@ fi
 # run there on SQLite only: their PostgreSQL twins drive the same agents and
 # guests, and the PostgreSQL store has its own tests here (suite pg). The
 # admission test's 12 guests at once (suite many-guests) need a real KVM: in
-# L1 two of them stopped before their turn, once. About 30 minutes on 2 cores. If L1 itself fails (lab status 125: its kernel
-# once panicked under QEMU's multi-threaded TCG), the tests that had not
-# passed run once more, on one vCPU.
+# L1 two of them stopped before their turn, once. About 30 minutes on 2 cores.
+# The emulated host is not fully reliable (seen: L1's kernel panicked once
+# under QEMU's multi-threaded TCG; a micro-guest triple-faulted once after a
+# 4-stream hop, passing before and after), so the tests that did not pass run
+# once more, on one vCPU, and the log names them; a second failure fails.
 lab_meson() {   # lab_meson DIR SMP MESON-TEST-ARGS...
     local dir=$1 smp=$2; shift 2
     lab/lab.sh run --timeout 3600 --smp "$smp" --mem 8192 -e FERRY_TEST_SLOW=6 -- \
@@ -70,10 +72,11 @@ in_lab() {
     local dir=$1 log=$1/meson-logs/lab-kvm.txt rc=0 rest
     lab/lab.sh setup >/dev/null
     lab_meson "$dir" 2 --suite kvm --no-suite pg --no-suite many-guests | tee "$log" || rc=${PIPESTATUS[0]}
-    [ "$rc" = 125 ] || return "$rc"
+    [ "$rc" != 0 ] || return 0
     rest=$(comm -23 <(meson test -C "$dir" --list --suite kvm --no-suite pg --no-suite many-guests 2>/dev/null | sed -n 's|.* / ||p' | sort) \
         <(sed -nE 's#^ *[0-9]+/[0-9]+ +[^ ]+ / ([^ ]+) +(OK|SKIP) .*#\1#p' "$log" | sort))
-    echo "tests/run.sh: the lab failed; once more on one vCPU:" $rest
+    [ -n "$rest" ] || return "$rc"   # (L1 failed after every test passed)
+    echo "tests/run.sh: in L1 (status $rc) these did not pass; once more, on one vCPU:" $rest
     # shellcheck disable=SC2086  # test names: no blanks
     lab_meson "$dir" 1 $rest
 }
