@@ -63,7 +63,7 @@ fi
 # L1 two of them stopped before their turn, once. About 35 minutes. The
 # emulated host is not fully reliable (seen with 2 vCPUs: a micro-guest
 # triple-faulted once after a 4-stream hop, passing before and after; with
-# one, move-disk-live and -cancel outlasted their waits once, passing on 2),
+# one, move-disk-live and -cancel outlasted their waits, passing on 2),
 # so the tests that did not pass run once more, on 2 vCPUs, and the log names
 # them; a second failure fails.
 lab_meson() {   # lab_meson DIR SMP MESON-TEST-ARGS...

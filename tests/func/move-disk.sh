@@ -94,7 +94,7 @@ live)
     # good part of the disk rewritten, and the quit right after the switch
     # leaves most of the new image as the move made it.
     start_vm live "$TMP/a.img" rate=5000
-    out=$(ferry vm move-disk vda --to "$TMP/b.img" --bandwidth-mbps $((400 / SLOW)) --json 2>&1) ||
+    out=$(ferry vm move-disk vda --to "$TMP/b.img" --bandwidth-mbps 400 --json 2>&1) ||
         vfail "move-disk failed: $out"
     expect_json "$out" phase=switched target="$TMP/b.img" source="$TMP/a.img" dirty_blocks=0
     [ "$(jget "$out" bytes_copied)" -ge $((32 << 20)) ] || vfail "copied less than the data: $out"
@@ -128,7 +128,7 @@ live)
 cancel)
     start_vm cancel "$TMP/a.img"
     # during the copy (80 Mbit/s: 32 MiB take ~3 s)
-    req "{\"cmd\":\"move-disk\",\"args\":{\"disk\":\"vda\",\"to\":\"$TMP/b.img\",\"bandwidth_mbps\":$((80 / SLOW))}}" >/dev/null
+    req "{\"cmd\":\"move-disk\",\"args\":{\"disk\":\"vda\",\"to\":\"$TMP/b.img\",\"bandwidth_mbps\":80}}" >/dev/null
     wait_for 10 copied_some || vfail "the copy does not start: $(mstatus)"
     phase_is copy || vfail "not copying: $(mstatus)"
     out=$(ferry vm move-disk-cancel vda 2>&1) || vfail "move-disk-cancel failed: $out"
@@ -149,7 +149,7 @@ cancel)
     expect_on "$TMP/a.img"
     out=$(ferry vm move-disk-cancel 2>&1) && vfail "a second cancel succeeded: $out"
     # the VM quits in the middle of a move: as a cancel
-    req "{\"cmd\":\"move-disk\",\"args\":{\"disk\":\"vda\",\"to\":\"$TMP/b.img\",\"bandwidth_mbps\":$((80 / SLOW))}}" >/dev/null
+    req "{\"cmd\":\"move-disk\",\"args\":{\"disk\":\"vda\",\"to\":\"$TMP/b.img\",\"bandwidth_mbps\":80}}" >/dev/null
     wait_for 10 copied_some || vfail "the copy does not start: $(mstatus)"
     quit_vm
     [ -e "$TMP/b.img" ] || [ -e "$TMP/b.img.ferry-partial" ] && vfail "quit during a move left the new image behind"
@@ -160,7 +160,7 @@ cancel)
 kill)
     # during the copy
     start_vm k1 "$TMP/a.img"
-    req "{\"cmd\":\"move-disk\",\"args\":{\"disk\":\"vda\",\"to\":\"$TMP/b.img\",\"bandwidth_mbps\":$((80 / SLOW))}}" >/dev/null
+    req "{\"cmd\":\"move-disk\",\"args\":{\"disk\":\"vda\",\"to\":\"$TMP/b.img\",\"bandwidth_mbps\":80}}" >/dev/null
     wait_for 10 copied_some || vfail "the copy does not start: $(mstatus)"
     kill_vm
     [ -e "$TMP/b.img" ] && fail "killed in the copy, yet $TMP/b.img exists (the crash rule would trust it)"
@@ -242,7 +242,7 @@ bad)
         [[ $out == *"Read-only file system"* ]] || vfail "read-only target: $out"
     fi
     out=$(ferry vm move-disk-cancel 2>&1) && vfail "cancel without a move succeeded: $out"
-    req "{\"cmd\":\"move-disk\",\"args\":{\"disk\":\"vda\",\"to\":\"$TMP/b.img\",\"bandwidth_mbps\":$((80 / SLOW))}}" >/dev/null
+    req "{\"cmd\":\"move-disk\",\"args\":{\"disk\":\"vda\",\"to\":\"$TMP/b.img\",\"bandwidth_mbps\":80}}" >/dev/null
     r=$(req "{\"cmd\":\"move-disk\",\"args\":{\"disk\":\"vda\",\"to\":\"$TMP/c.img\"}}")
     expect_json "$r" ok=false error~"*a move is already in progress"
     expect_json "$(req '{"cmd":"move-disk","args":{"disk":"vda","to":"x","bandwidth_mbps":-1}}')" ok=false
