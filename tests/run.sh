@@ -72,11 +72,11 @@ lab_meson() {   # lab_meson DIR SMP MESON-TEST-ARGS...
         meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes 1 --timeout-multiplier 6 "$@"
 }
 in_lab() {
-    local dir=$1 log=$1/meson-logs/lab-kvm.txt rc=0 rest
+    local dir=$1 log=$1/meson-logs/lab-kvm.txt rc=0 rest sel=(--suite kvm --no-suite pg --no-suite many-guests)
     lab/lab.sh setup >/dev/null
-    lab_meson "$dir" 1 --suite kvm --no-suite pg --no-suite many-guests | tee "$log" || rc=${PIPESTATUS[0]}
+    lab_meson "$dir" 1 "${sel[@]}" | tee "$log" || rc=${PIPESTATUS[0]}
     [ "$rc" != 0 ] || return 0
-    rest=$(comm -23 <(meson test -C "$dir" --list --suite kvm --no-suite pg --no-suite many-guests 2>/dev/null | sed -n 's|.* / ||p' | sort) \
+    rest=$(comm -23 <(meson test -C "$dir" --list "${sel[@]}" 2>/dev/null | sed -n 's|.* / ||p' | sort) \
         <(sed -nE 's#^ *[0-9]+/[0-9]+ +[^ ]+ / ([^ ]+) +(OK|SKIP) .*#\1#p' "$log" | sort))
     [ -n "$rest" ] || return "$rc"   # (L1 failed after every test passed)
     echo "tests/run.sh: in L1 (status $rc) these did not pass; once more, on 2 vCPUs:" $rest
