@@ -1,8 +1,8 @@
 #!/bin/bash
 # One bit of guest memory flipped in flight, with a valid frame checksum
-# (migtool proxy between source and destination corrupts a page the source
-# sends during the pause, which is never re-sent; page data is outside the
-# plaintext frame checksum):
+# (migtool proxy between source and destination holds the latest pages back
+# until the pause ends and corrupts the last copy sent of one, which nothing
+# overwrites; page data is outside the plaintext frame checksum):
 #  1. verify=strict: the destination's memory digest catches it in the pause,
 #     it refuses the VM (ACK rejected, never runs it) and the source resumes
 #     the VM, whose dirtier keeps verifying ok;
@@ -12,8 +12,8 @@
 #  2. verify off: nothing on the host side can notice, the VM runs on the
 #     destination and the dirtier there must report the corrupted page:
 #     proof that the workload the consistency test relies on sees a single
-#     flipped bit. (Inconclusive, and said so, in the rare case the pause
-#     gave the proxy no page of the pass under way to corrupt.)
+#     flipped bit. (Inconclusive, and said so, in the rare case the held
+#     pages had no page of the pass under way to corrupt.)
 MIG_SEC=insecure MIG_STREAMS=1   # migtool reads and writes the plaintext stream itself
 . "$(dirname "$0")/lib.sh"
 : "${MIGTOOL:?MIGTOOL is not set (run through meson test)}"

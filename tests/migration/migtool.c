@@ -11,9 +11,10 @@
  *       for the caller to judge), 2 on usage or setup errors.
  *   migtool proxy LISTEN DEST MUTATION
  *       Accept one source on LISTEN, connect to DEST, forward both ways.
- *       MUTATION: none; corrupt-final: among the MEM_PAGES just before
- *       STATE (the last ones of a page are never re-sent) flip one bit of
- *       a dirtier working-set page of the pass under way (see corrupt_held;
+ *       MUTATION: none; corrupt-final: among the latest MEM_PAGES before
+ *       STATE, held back until then (SYNCs go ahead of them), flip one bit
+ *       of the last copy sent of a dirtier working-set page of the pass
+ *       under way (see corrupt_held;
  *       page data is outside the frame checksum), so only the memory
  *       digest (or the guest) can notice; corrupt-final-any: the same, falling back to any
  *       non-zero page. Prints what it did:
@@ -431,9 +432,11 @@ static int read_all(int fd, void *p, size_t n)
     return 0;
 }
 
-/* MEM_PAGES messages held back (a window of the latest ones, about 64 MiB:
- * more than the pages a source sends in the pause) until STATE shows which
- * were the last. */
+/* MEM_PAGES messages held back (a window of the latest ones, about 64 MiB)
+ * until STATE shows which were the last. They stay held across the SYNCs of
+ * pre-copy, which go ahead (the destination answers them at once, and page
+ * order is kept): a throttled guest may dirty nothing in the pause, and the
+ * pages of the last rounds are then the only ones never re-sent. */
 #define HOLD_MAX 64
 struct held {
     uint8_t h[MSG_HEADER_SIZE];
@@ -445,7 +448,8 @@ struct held {
  * Preferred: a page of the dirtier's working set (GPA 16 MiB up, its header
  * page excepted) holding the newest generation seen (qword 0 = gen << 32 |
  * page index), i.e. written in the pass under way, which the dirtier
- * verifies at the end of that pass; the last copy of it sent, so nothing
+ * verifies at the end of that pass; the last copy of it sent (everything
+ * sent after it is held too, and a newer copy would be chosen), so nothing
  * overwrites the flip; the bit is bit 6 of the stamp's page index. With
  * any_page and no such page, the last non-zero page sent (bit 6 of byte 8).
  * Returns the GPA, or UINT64_MAX. */
@@ -556,6 +560,12 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
             q[nq].p = p;
             q[nq].len = len;
             nq++;
+            continue;
+        }
+        if (corrupt && type == MSG_SYNC) {
+            if (xwrite(dst, h, sizeof(h)) < 0 || (len && xwrite(dst, p, len) < 0))
+                done = true;
+            free(p);
             continue;
         }
         if (corrupt && type == MSG_STATE) {
