@@ -562,12 +562,6 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
             nq++;
             continue;
         }
-        if (corrupt && type == MSG_SYNC) {
-            if (xwrite(dst, h, sizeof(h)) < 0 || (len && xwrite(dst, p, len) < 0))
-                done = true;
-            free(p);
-            continue;
-        }
         if (corrupt && type == MSG_STATE) {
             bool in_ws;
             uint64_t gpa = corrupt_held(q, nq, any_page, &in_ws);
@@ -578,7 +572,8 @@ static int cmd_proxy(const char *listen_addr, const char *dest, const char *muta
                 printf("proxy: no page to corrupt before STATE\n");
             corrupt = false;
         }
-        while (nq && !done)
+        /* the held pages go before anything but a SYNC (see struct held) */
+        while (nq && !done && type != MSG_SYNC)
             if (!release_one(dst, q, &nq))
                 done = true;
         if (burst && (type == MSG_STATE || type == MSG_DIGEST)) {
