@@ -21,6 +21,13 @@ PIDS=()
 # the VMs are normally gone by now: a failed kill must not become the demo's status
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"' EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# wait_log PID LOG PATTERN: until LOG has PATTERN; the log, if PID exits first
+wait_log() {
+    until grep -q "$3" "$2" 2>/dev/null; do
+        kill -0 "$1" 2>/dev/null || { cat "$2" >&2; echo "demo: ferry-vmm exited before '$3'" >&2; exit 1; }
+        sleep 0.1
+    done
+}
 
 say "1. boot a micro-guest (64-bit, CPL3) on KVM"
 $VMM --kernel $G/hello.elf --cpus 2 --mem 64M
@@ -31,17 +38,13 @@ $FERRY tls init "$T/tls" --cn demo-host
 $VMM --kernel $G/dirtier.elf --mem 1G --control "$T/src.sock" --tls-dir "$T/tls" \
     --append "mib=512 rate=25000 warm=1 report_ms=500" > "$T/src.log" 2>&1 &
 PIDS+=($!)
-until grep -q 'pass=1 ' "$T/src.log" 2>/dev/null; do sleep 0.2; done
+wait_log "${PIDS[0]}" "$T/src.log" 'pass=1 '
 tail -n 2 "$T/src.log"
 
 say "3. start the destination ferry-vmm, waiting for the VM (RAM kept in a file for step 5)"
 $VMM --incoming 127.0.0.1:7700 --control "$T/dst.sock" --mem-path "$T/dst.mem" --tls-dir "$T/tls" > "$T/dst.log" 2>&1 &
 PIDS+=($!)
-# it listens once its log says so (slow to start in the emulator)
-until grep -q 'waiting for an incoming migration' "$T/dst.log" 2>/dev/null; do
-    kill -0 "${PIDS[1]}" 2>/dev/null || { cat "$T/dst.log" >&2; echo "demo: the destination ferry-vmm exited" >&2; exit 1; }
-    sleep 0.1
-done
+wait_log "${PIDS[1]}" "$T/dst.log" 'waiting for an incoming migration'   # (slow to start when emulated)
 
 say "4. live-migrate it over mutual TLS 1.3 while the guest keeps writing (~100 MB/s of dirty pages)"
 $FERRY -S "$T/src.sock" vm migrate --to 127.0.0.1:7700
